@@ -1,0 +1,31 @@
+# Developer entry points. `make test` is what CI runs (see .ci/run).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv test lint unit run bench clean
+
+$(BIN)/hermes: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(BIN)/hermes
+
+venv: $(BIN)/hermes
+
+lint: venv
+	$(BIN)/ruff check hermes_container tests bench
+	$(BIN)/ruff format --check hermes_container tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q tests
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+bench: venv
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts

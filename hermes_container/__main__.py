@@ -1,0 +1,3 @@
+from hermes_container.cli import main
+
+raise SystemExit(main())

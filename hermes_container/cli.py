@@ -1,0 +1,73 @@
+"""`hermes [-p PROFILE] <command>`: the command-line entry point.
+
+Only argparse and the small command modules are imported here; every command
+imports what it needs when it runs, so `hermes --help` and `hermes gateway status`
+stay fast and never load FastAPI, uvicorn, authlib or httpx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from hermes_container import __version__
+from hermes_container.errors import HermesError
+
+# Each module defines `register(subparsers)`; handlers are set with set_defaults(handler=...).
+COMMAND_MODULES: tuple[str, ...] = ("hermes_container.commands.profile",)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One line on stderr, exit 2: the same shape as every other error.
+        self.exit(2, f"hermes: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="hermes",
+        description="Host many Hermes agent profiles under s6 supervision.",
+    )
+    parser.add_argument("--version", action="version", version=f"hermes {__version__}")
+    parser.add_argument(
+        "-p",
+        "--profile",
+        default=os.environ.get("HERMES_PROFILE") or "default",
+        help="profile to act on (default: $HERMES_PROFILE or 'default')",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="hermes: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except HermesError as exc:
+        print(f"hermes: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Argument parsers for each `hermes` command; implementations are imported lazily."""

@@ -1,0 +1,45 @@
+"""`hermes gateway run|start|stop|restart|status`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("gateway", help="run or control a profile's gateway")
+    sub = parser.add_subparsers(dest="gateway_command", metavar="<action>", required=True)
+
+    run = sub.add_parser("run", help="run the gateway in the foreground (what a slot runs)")
+    run.add_argument("--supervised", action="store_true", help="started by an s6 slot")
+    run.add_argument("--notify-fd", type=int, default=None, help="s6 readiness fd")
+    run.add_argument("--replace", action="store_true", help="stop a running instance first")
+    run.add_argument(
+        "--no-supervise", action="store_true", help="never redirect to the supervision tree"
+    )
+    run.set_defaults(handler=_run)
+
+    for action, text in (
+        ("start", "start the gateway (desired state: running)"),
+        ("stop", "stop the gateway (desired state: stopped)"),
+        ("restart", "restart the gateway"),
+        ("status", "show the gateway's state"),
+    ):
+        cmd = sub.add_parser(action, help=text)
+        cmd.add_argument("--all", action="store_true", help="every profile")
+        cmd.add_argument("--json", action="store_true")
+        if action != "status":
+            cmd.add_argument("--timeout", type=float, default=15.0, help="seconds to wait")
+        cmd.set_defaults(handler=_control, action=action)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hermes_container.gateway.runner import run_command
+
+    return run_command(args)
+
+
+def _control(args: argparse.Namespace) -> int:
+    from hermes_container.supervision.commands import control_command
+
+    return control_command(args)

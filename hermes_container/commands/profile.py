@@ -1,0 +1,100 @@
+"""`hermes profile create|delete|list|show`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("profile", help="create, delete, list and show profiles")
+    sub = parser.add_subparsers(dest="profile_command", metavar="<action>", required=True)
+
+    create = sub.add_parser("create", help="create a profile")
+    create.add_argument("name")
+    create.add_argument("--clone", metavar="FROM", help="copy model settings and persona")
+    create.add_argument("--start", action="store_true", help="start its gateway now")
+    create.set_defaults(handler=_create)
+
+    delete = sub.add_parser("delete", help="delete a profile and its gateway slot")
+    delete.add_argument("name")
+    delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(handler=_delete)
+
+    listing = sub.add_parser("list", help="list profiles")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_list)
+
+    show = sub.add_parser("show", help="show one profile")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_show)
+
+
+def _home() -> Any:
+    from hermes_container.home import HermesHome
+
+    return HermesHome.from_env()
+
+
+def _create(args: argparse.Namespace) -> int:
+    from hermes_container.profiles import create_profile
+
+    home = _home()
+    path = create_profile(home, args.name, clone_from=args.clone, start=args.start)
+    print(f"Created profile {args.name!r} at {path}")
+    return 0
+
+
+def _confirm(name: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    answer = input(f"Delete profile {name!r} and all its files? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from hermes_container.errors import HermesError
+    from hermes_container.profiles import delete_profile, require_profile
+
+    home = _home()
+    if args.name != "default":
+        require_profile(home, args.name)
+    if not args.yes and args.name != "default" and not _confirm(args.name):
+        raise HermesError(f"not deleting {args.name!r}: confirm with --yes (or answer y on a TTY)")
+    path = delete_profile(home, args.name)
+    print(f"Deleted profile {args.name!r} ({path})")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from hermes_container.profiles import describe_profile, list_profiles
+
+    home = _home()
+    infos = [describe_profile(home, name) for name in list_profiles(home)]
+    if args.json:
+        print(json.dumps([info.to_json() for info in infos], indent=2))
+        return 0
+    print(f"{'PROFILE':<24} {'PORT':>6}  {'DESIRED':<8} {'GATEWAY':<15} MODEL")
+    for info in infos:
+        print(
+            f"{info.name:<24} {info.port or '-':>6}  {info.desired_state or '-':<8} "
+            f"{info.gateway_state or '-':<15} {info.model_name or '-'}"
+        )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from hermes_container.profiles import describe_profile
+
+    info = describe_profile(_home(), args.name)
+    if args.json:
+        print(json.dumps(info.to_json(), indent=2))
+        return 0
+    data = info.to_json()
+    for key in ("name", "path", "port", "api_key_set", "desired_state", "gateway_state"):
+        print(f"{key + ':':<15} {data[key] if data[key] is not None else '-'}")
+    print(f"{'model:':<15} {info.model_name or '-'} @ {info.model_base_url or '-'}")
+    return 0

@@ -1,0 +1,140 @@
+"""`gateway_state.json`: a profile's desired state (user intent) and observed state.
+
+Desired fields are written only by user intent (`gateway start/stop`, dashboard
+actions, `profile create --start`); observed fields only by the gateway and its
+finish script. Each writer holds a per-profile flock for its read-modify-write and
+replaces the file atomically, so neither side can clobber the other's fields and a
+reader never sees a half-written file. A missing or corrupt file reads as unknown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from hermes_container.fsutil import atomic_write_json, locked
+from hermes_container.home import STATE_FILE
+from hermes_container.timeutil import utc_now_iso
+
+log = logging.getLogger("hermes.state")
+
+DesiredState = Literal["running", "stopped"]
+DESIRED_STATES: tuple[str, ...] = ("running", "stopped")
+OBSERVED_STATES: tuple[str, ...] = (
+    "starting",
+    "running",
+    "stopping",
+    "stopped",
+    "crashed",
+    "startup_failed",
+)
+DESIRED_FIELDS = frozenset({"desired_state", "desired_updated_at"})
+OBSERVED_FIELDS = frozenset(
+    {"gateway_state", "pid", "started_at", "updated_at", "exit_code", "exit_reason", "port"}
+)
+LOCK_NAME = ".gateway_state.lock"
+
+
+@dataclass
+class GatewayState:
+    desired_state: str | None = None
+    desired_updated_at: str | None = None
+    gateway_state: str | None = None
+    pid: int | None = None
+    started_at: str | None = None
+    updated_at: str | None = None
+    exit_code: int | None = None
+    exit_reason: str | None = None
+    port: int | None = None
+    # Keys written by a newer version are kept verbatim on rewrite.
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Why the file could not be read ("missing", "corrupt: ..."), None when it was fine.
+    problem: str | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.problem is None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k not in ("extra", "problem")}
+        return {**self.extra, **data}
+
+
+_KNOWN_KEYS = {f.name for f in fields(GatewayState)} - {"extra", "problem"}
+
+
+def _validate(raw: dict[str, Any]) -> GatewayState:
+    state = GatewayState(extra={k: v for k, v in raw.items() if k not in _KNOWN_KEYS})
+    desired = raw.get("desired_state")
+    if desired is not None and desired not in DESIRED_STATES:
+        raise ValueError(f"desired_state {desired!r} is not one of {DESIRED_STATES}")
+    observed = raw.get("gateway_state")
+    if observed is not None and observed not in OBSERVED_STATES:
+        raise ValueError(f"gateway_state {observed!r} is not one of {OBSERVED_STATES}")
+    for key in ("pid", "exit_code", "port"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"{key} must be an integer")
+    for key in ("desired_updated_at", "started_at", "updated_at", "exit_reason"):
+        value = raw.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{key} must be a string")
+    for key in _KNOWN_KEYS:
+        setattr(state, key, raw.get(key))
+    return state
+
+
+def read_state(profile_dir: Path, *, warn: bool = True) -> GatewayState:
+    """Read a profile's state file; missing or corrupt yields an empty, unknown state."""
+    path = profile_dir / STATE_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return GatewayState(problem="missing")
+    except OSError as exc:
+        return _unknown(path, f"unreadable: {exc.strerror}", warn)
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("top level is not an object")
+        return _validate(raw)
+    except ValueError as exc:
+        return _unknown(path, f"corrupt: {exc}", warn)
+
+
+def _unknown(path: Path, problem: str, warn: bool) -> GatewayState:
+    if warn:
+        log.warning("%s is %s; treating the state as unknown", path, problem)
+    return GatewayState(problem=problem)
+
+
+def _update(profile_dir: Path, changes: dict[str, Any]) -> GatewayState:
+    with locked(profile_dir / LOCK_NAME):
+        state = read_state(profile_dir)
+        for key, value in changes.items():
+            setattr(state, key, value)
+        state.problem = None
+        atomic_write_json(profile_dir / STATE_FILE, state.to_json())
+        return state
+
+
+def write_desired(profile_dir: Path, desired: str) -> GatewayState:
+    """Record user intent; observed fields are left exactly as they are."""
+    if desired not in DESIRED_STATES:
+        raise ValueError(f"desired state must be one of {DESIRED_STATES}, not {desired!r}")
+    return _update(profile_dir, {"desired_state": desired, "desired_updated_at": utc_now_iso()})
+
+
+def write_observed(profile_dir: Path, **observed: Any) -> GatewayState:
+    """Record what the gateway is doing; desired fields are never touched here."""
+    unknown = set(observed) - OBSERVED_FIELDS
+    if unknown:
+        raise ValueError(f"not observed fields: {sorted(unknown)}")
+    gateway_state = observed.get("gateway_state")
+    if gateway_state is not None and gateway_state not in OBSERVED_STATES:
+        raise ValueError(f"gateway_state must be one of {OBSERVED_STATES}")
+    observed.setdefault("updated_at", utc_now_iso())
+    return _update(profile_dir, observed)

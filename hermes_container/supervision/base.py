@@ -1,0 +1,45 @@
+"""What every supervision backend offers: the contract the CLI and the dashboard use."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One gateway slot as the supervisor sees it, merged with the state file."""
+
+    profile: str
+    registered: bool  # a slot exists in the scandir
+    up: bool  # the supervised process is running
+    ready: bool  # the gateway signalled readiness (port accepts connections)
+    pid: int | None
+    uptime_s: float | None
+    restarts: int | None
+    port: int | None
+    desired_state: str | None
+    gateway_state: str | None
+    exit_reason: str | None = None
+    parked: bool = False  # finish exited 125: no restart until an explicit start
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ServiceManager(Protocol):
+    """Start/stop/inspect `gateway-<profile>` slots. Start/stop write desired state first."""
+
+    name: str  # shown as `Manager: ...` in status
+
+    def register(self, profile: str, *, start: bool = False) -> None: ...
+
+    def unregister(self, profile: str) -> None: ...
+
+    def start(self, profile: str, *, wait: float | None = None) -> ServiceStatus: ...
+
+    def stop(self, profile: str, *, wait: float | None = None) -> ServiceStatus: ...
+
+    def restart(self, profile: str, *, wait: float | None = None) -> ServiceStatus: ...
+
+    def status(self, profile: str) -> ServiceStatus: ...
