@@ -29,3 +29,6 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts
+
+run: venv
+	$(BIN)/hermes profile list
