@@ -27,8 +27,8 @@ def register(subparsers: Any) -> None:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_list)
 
-    show = sub.add_parser("show", help="show one profile")
-    show.add_argument("name")
+    show = sub.add_parser("show", help="show one profile (default: the -p profile)")
+    show.add_argument("name", nargs="?")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=_show)
 
@@ -89,7 +89,7 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from hermes_container.profiles import describe_profile
 
-    info = describe_profile(_home(), args.name)
+    info = describe_profile(_home(), args.name or args.profile)
     if args.json:
         print(json.dumps(info.to_json(), indent=2))
         return 0

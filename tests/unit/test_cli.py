@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from hermes_container import __version__
+from hermes_container.home import HermesHome
+from tests.conftest import run_hermes
+
+HEAVY = ("fastapi", "uvicorn", "authlib", "httpx", "starlette", "pydantic")
+
+_IMPORT_PROBE = """
+import sys
+from hermes_container.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
+print("HEAVY=" + ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["profile", "list"], ["profile", "list", "--json"], ["gateway", "status"]],
+)
+def test_fast_commands_import_no_heavy_modules(hermes_home: HermesHome, argv: list[str]) -> None:
+    probe = _IMPORT_PROBE.format(heavy=set(HEAVY))
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60
+    )
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == "HEAVY=", f"{argv} imported {last} (stderr: {proc.stderr[-500:]})"
+
+
+def test_version() -> None:
+    proc = run_hermes("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"hermes {__version__}"
+
+
+def test_help_lists_profile_command() -> None:
+    proc = run_hermes("--help")
+    assert proc.returncode == 0
+    assert "profile" in proc.stdout
+
+
+def test_no_command_prints_usage_and_fails() -> None:
+    proc = run_hermes()
+    assert proc.returncode == 2
+    assert "usage:" in proc.stderr
+
+
+def test_unknown_command_is_one_line_exit_2() -> None:
+    proc = run_hermes("frobnicate")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("hermes: error:")
+
+
+def test_profile_lifecycle_through_cli(hermes_home: HermesHome) -> None:
+    assert run_hermes("profile", "create", "coder").returncode == 0
+    listed = json.loads(run_hermes("profile", "list", "--json").stdout)
+    assert [p["name"] for p in listed] == ["default", "coder"]
+    assert listed[1]["port"] == 8643 and listed[1]["api_key_set"] is True
+    # The key itself is never printed.
+    key_line = (hermes_home.profile_dir("coder") / ".env").read_text()
+    api_key = next(ln for ln in key_line.splitlines() if ln.startswith("API_SERVER_KEY="))
+    shown = run_hermes("profile", "show", "coder")
+    assert shown.returncode == 0 and api_key.split("=", 1)[1] not in shown.stdout
+    table = run_hermes("profile", "list")
+    assert "coder" in table.stdout and "8643" in table.stdout
+    deleted = run_hermes("profile", "delete", "coder", "--yes")
+    assert deleted.returncode == 0
+    assert not hermes_home.profile_dir("coder").exists()
+
+
+def test_global_profile_option_and_env(hermes_home: HermesHome) -> None:
+    run_hermes("profile", "create", "coder")
+    by_flag = json.loads(run_hermes("-p", "coder", "profile", "show", "--json").stdout)
+    assert by_flag["name"] == "coder"
+    by_env = run_hermes("profile", "show", "--json", env={"HERMES_PROFILE": "coder"})
+    assert json.loads(by_env.stdout)["name"] == "coder"
+    bad = run_hermes("-p", "../x", "profile", "show")
+    assert bad.returncode == 2 and "invalid profile name" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["..", "a/b", "Upper", "ünï", "", "a" * 64, "../../etc", "x\ny"])
+def test_bad_name_exit_2_one_line_nothing_created(hermes_home: HermesHome, name: str) -> None:
+    proc = run_hermes("profile", "create", name)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert "invalid profile name" in proc.stderr
+    assert not hermes_home.root.exists()
+
+
+def test_duplicate_create_fails_cleanly(hermes_home: HermesHome) -> None:
+    run_hermes("profile", "create", "coder")
+    proc = run_hermes("profile", "create", "coder")
+    assert proc.returncode == 1
+    assert "already exists" in proc.stderr
+
+
+def test_delete_needs_confirmation_without_tty(hermes_home: HermesHome) -> None:
+    run_hermes("profile", "create", "coder")
+    proc = run_hermes("profile", "delete", "coder", input="y\n")
+    assert proc.returncode == 1 and "--yes" in proc.stderr
+    assert hermes_home.profile_dir("coder").is_dir()
+
+
+def test_delete_confirmed_on_a_tty(hermes_home: HermesHome) -> None:
+    run_hermes("profile", "create", "coder")
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: stdin is the pty
+        os.execv(
+            sys.executable, [sys.executable, "-m", "hermes_container", "profile", "delete", "coder"]
+        )
+    output = b""
+    while b"[y/N]" not in output:
+        output += os.read(fd, 1024)
+    os.write(fd, b"y\n")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not hermes_home.profile_dir("coder").exists()
+
+
+def test_delete_default_refused(hermes_home: HermesHome) -> None:
+    proc = run_hermes("profile", "delete", "default", "--yes")
+    assert proc.returncode == 2 and "cannot be deleted" in proc.stderr
+
+
+def test_env_file_mode_600(hermes_home: HermesHome) -> None:
+    run_hermes("profile", "create", "coder")
+    for path in (hermes_home.root / ".env", hermes_home.profile_dir("coder") / ".env"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
