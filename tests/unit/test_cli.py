@@ -35,6 +35,7 @@ def test_fast_commands_import_no_heavy_modules(hermes_home: HermesHome, argv: li
     proc = subprocess.run(
         [sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60
     )
+    assert "invalid choice" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last == "HEAVY=", f"{argv} imported {last} (stderr: {proc.stderr[-500:]})"
 
