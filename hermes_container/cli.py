@@ -18,7 +18,11 @@ from hermes_container import __version__
 from hermes_container.errors import HermesError
 
 # Each module defines `register(subparsers)`; handlers are set with set_defaults(handler=...).
-COMMAND_MODULES: tuple[str, ...] = ("hermes_container.commands.profile",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "hermes_container.commands.profile",
+    "hermes_container.commands.gateway",
+    "hermes_container.commands.supervision",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 
@@ -34,6 +35,14 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # A bare `gateway run` (old images' container command) inside a live tree is
+    # redirected: the slot runs the gateway, we start it and wait for SIGTERM.
+    if not args.supervised and not args.no_supervise and os.environ.get("HERMES_S6_SCANDIR"):
+        from hermes_container.supervision.redirect import redirect_to_slot
+
+        redirected = redirect_to_slot(args.profile)
+        if redirected is not None:
+            return redirected
     from hermes_container.gateway.runner import run_command
 
     return run_command(args)

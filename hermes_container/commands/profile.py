@@ -41,11 +41,26 @@ def _home() -> Any:
 
 def _create(args: argparse.Namespace) -> int:
     from hermes_container.profiles import create_profile
+    from hermes_container.supervision import get_manager
 
     home = _home()
     path = create_profile(home, args.name, clone_from=args.clone, start=args.start)
     print(f"Created profile {args.name!r} at {path}")
-    return 0
+    manager = get_manager(home)
+    if manager is None:
+        if args.start:
+            print("No supervised tree is running: start one with `hermes supervise`")
+        return 0
+    # Inside a live tree the slot exists from now on; --start also brings it up.
+    manager.register(args.name)
+    if not args.start:
+        return 0
+    status = manager.start(args.name, wait=15.0)
+    if status.up and status.ready:
+        print(f"Gateway {args.name!r} is running: pid {status.pid}, port {status.port}")
+        return 0
+    print(f"Gateway {args.name!r} is not ready: {status.exit_reason or 'see `hermes logs`'}")
+    return 1
 
 
 def _confirm(name: str) -> bool:
@@ -64,6 +79,11 @@ def _delete(args: argparse.Namespace) -> int:
         require_profile(home, args.name)
     if not args.yes and args.name != "default" and not _confirm(args.name):
         raise HermesError(f"not deleting {args.name!r}: confirm with --yes (or answer y on a TTY)")
+    from hermes_container.supervision import get_manager
+
+    manager = get_manager(home)
+    if manager is not None and args.name != "default":
+        manager.unregister(args.name)  # down (-wD), removed, `s6-svscanctl -an`
     path = delete_profile(home, args.name)
     print(f"Deleted profile {args.name!r} ({path})")
     return 0

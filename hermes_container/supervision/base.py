@@ -22,13 +22,22 @@ class ServiceStatus:
     gateway_state: str | None
     exit_reason: str | None = None
     parked: bool = False  # finish exited 125: no restart until an explicit start
+    # Added later; optional so older callers constructing ServiceStatus keep working.
+    exit_code: int | None = None
+    wanted_up: bool | None = None  # what the supervisor is trying to do right now
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class ServiceManager(Protocol):
-    """Start/stop/inspect `gateway-<profile>` slots. Start/stop write desired state first."""
+    """Start/stop/inspect `gateway-<profile>` slots. Start/stop write desired state first.
+
+    Stable API (the CLI and the dashboard call it): `start`, `stop`, `restart` and
+    `status` take a profile name and return a ServiceStatus; `wait` bounds how long to
+    wait for ready (start/restart) or down (stop), None = do not wait. Errors are
+    HermesError with a one-line message.
+    """
 
     name: str  # shown as `Manager: ...` in status
 

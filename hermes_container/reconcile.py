@@ -1,0 +1,224 @@
+"""The boot reconciler (`hermes reconcile`, s6-rc oneshot `init-reconcile-profiles`).
+
+One process for all profiles: clean leftovers, register every profile's slot with a
+single rescan, start those whose desired state is `running` (the `default` profile is
+`running` when it has no state yet) with a small stagger, and append one line per
+profile to `container-boot.log`. A corrupt state file is logged and never stops boot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hermes_container.errors import HermesError
+from hermes_container.home import DEFAULT_PROFILE, GATEWAY_LOCK, GATEWAY_PID, HermesHome
+from hermes_container.profiles import list_profiles
+from hermes_container.state import GatewayState, read_state, write_desired
+from hermes_container.timeutil import utc_now_iso
+
+log = logging.getLogger("hermes.reconcile")
+
+BOOT_LOG_MAX = 256 * 1024
+DEFAULT_STAGGER = 0.25
+CLEAN_EXIT_STATES = frozenset({"stopped"})
+UNCLEAN_EXIT_STATES = frozenset({"starting", "running", "stopping", "crashed", "startup_failed"})
+
+
+@dataclass(frozen=True)
+class BootRecord:
+    profile: str
+    prior_state: str | None
+    action: str  # started | registered | skipped
+    prior_exit: str  # clean | unclean | unknown
+
+    def line(self, stamp: str) -> str:
+        return (
+            f"{stamp} profile={self.profile} prior_state={self.prior_state or 'none'} "
+            f"action={self.action} prior_exit={self.prior_exit}"
+        )
+
+
+def stagger_seconds(env: dict[str, str] | None = None) -> float:
+    raw = (os.environ if env is None else env).get("HERMES_GATEWAY_STAGGER", "").strip()
+    if not raw:
+        return DEFAULT_STAGGER
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HermesError(f"HERMES_GATEWAY_STAGGER={raw!r} is not a number of seconds") from None
+    if value < 0 or value > 60:
+        raise HermesError(f"HERMES_GATEWAY_STAGGER={value:g} is outside 0-60 seconds")
+    return value
+
+
+def prior_exit(state: GatewayState) -> str:
+    if state.gateway_state in CLEAN_EXIT_STATES:
+        return "clean"
+    if state.gateway_state in UNCLEAN_EXIT_STATES:
+        return "unclean"
+    return "unknown"
+
+
+def remove_stale_runtime_files(profile_dir: Path) -> bool:
+    """Drop gateway.pid/gateway.lock unless a live gateway holds the lock; True if removed."""
+    lock_path = profile_dir / GATEWAY_LOCK
+    pid_path = profile_dir / GATEWAY_PID
+    if not lock_path.exists() and not pid_path.exists():
+        return False
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = None
+        if _pid_alive(pid_path):
+            return False
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a live gateway (perhaps unsupervised) owns it: leave it
+        for path in (pid_path, lock_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return True
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _pid_alive(pid_path: Path) -> bool:
+    try:
+        pid = int(pid_path.read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 1
+
+
+def append_boot_log(home: HermesHome, lines: list[str]) -> None:
+    """Append to container-boot.log; past 256 KiB the old file becomes `.1` (one copy)."""
+    path = home.boot_log
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size > BOOT_LOG_MAX:
+            os.replace(path, path.with_name(path.name + ".1"))
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("".join(line + "\n" for line in lines))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _desired(home: HermesHome, name: str, state: GatewayState) -> str | None:
+    if state.desired_state is not None:
+        return state.desired_state
+    if name != DEFAULT_PROFILE:
+        return None
+    # First boot (or an upgrade from an image without state files): default runs.
+    if state.problem == "missing":
+        try:
+            write_desired(home.profile_dir(name), "running")
+        except OSError as exc:
+            log.warning("could not record default's desired state: %s", exc)
+    return "running"
+
+
+def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRecord]:
+    """Bring the live tree in line with every profile's desired state."""
+    from hermes_container.supervision import get_manager
+    from hermes_container.supervision.s6 import give_to_owner
+    from hermes_container.supervision.scandir import resolve_scandir
+    from hermes_container.supervision.slot import remove_temp_slots
+
+    manager = get_manager(home)
+    if manager is None:
+        raise HermesError(
+            f"no live s6-svscan on {resolve_scandir(home)}: nothing to reconcile "
+            "(set HERMES_S6_SCANDIR, or use `hermes supervise`)"
+        )
+    delay = stagger_seconds() if stagger is None else stagger
+    for name in remove_temp_slots(manager.scandir):
+        log.warning("removed leftover temp slot %s", name)
+    grant_owner_access(home, manager.scandir)
+
+    names = list_profiles(home)
+    states: dict[str, GatewayState] = {}
+    wants: dict[str, str | None] = {}
+    for name in names:
+        profile_dir = home.profile_dir(name)
+        states[name] = read_state(profile_dir)  # logs a warning when corrupt
+        wants[name] = _desired(home, name, states[name])
+        give_to_owner(home, [profile_dir / "gateway_state.json"])
+        try:
+            remove_stale_runtime_files(profile_dir)
+        except OSError as exc:
+            log.warning("%s: could not remove stale pid/lock files: %s", name, exc)
+
+    try:
+        errors = manager.register_many(names)
+    except HermesError as exc:
+        log.error("registering slots failed: %s", exc)
+        errors = {name: exc.message for name in names if not manager.is_registered(name)}
+
+    records = []
+    started_one = False
+    for name in names:
+        action = "registered"
+        if errors.get(name):
+            log.error("profile %s skipped: %s", name, errors[name])
+            action = "skipped"
+        elif wants[name] == "running":
+            if started_one and delay:
+                time.sleep(delay)
+            try:
+                manager.register(name, start=True)
+                action = "started"
+                started_one = True
+            except HermesError as exc:
+                log.error("profile %s not started: %s", name, exc.message)
+        records.append(
+            BootRecord(name, states[name].gateway_state, action, prior_exit(states[name]))
+        )
+    stamp = utc_now_iso()
+    append_boot_log(home, [record.line(stamp) for record in records])
+    give_to_owner(home, [home.boot_log])
+    return records
+
+
+def grant_owner_access(home: HermesHome, scandir: Path) -> None:
+    """Let a non-root home owner register and control slots under a root s6-svscan.
+
+    Boot runs as root; the CLI (docker exec through the shim) runs as the owner. It
+    needs to create slot dirs in the scandir and to send `s6-svscanctl -a`, so the
+    scandir gets the owner's group with write access (sticky, like /tmp) and the
+    svscan control FIFO becomes group-writable. Note the trade-off: whoever may add a
+    slot may have a root s6-supervise run it; our `run` always drops to the owner.
+    """
+    from hermes_container.supervision.slot import home_owner
+
+    if os.geteuid() != 0:
+        return
+    owner = home_owner(home)
+    if owner.uid == 0:
+        return
+    control_dir = scandir / ".s6-svscan"
+    try:
+        os.chown(scandir, -1, owner.gid)
+        os.chmod(scandir, 0o1775)  # noqa: S103 - sticky: owners may only remove their own
+        os.chown(control_dir, -1, owner.gid)
+        os.chmod(control_dir, os.stat(control_dir).st_mode & 0o7777 | 0o010)  # noqa: S103
+        control = control_dir / "control"
+        os.chown(control, -1, owner.gid)
+        os.chmod(control, 0o620)
+    except OSError as exc:
+        log.warning("could not share %s with uid %d: %s", scandir, owner.uid, exc)

@@ -1,0 +1,122 @@
+"""`hermes supervise [--dashboard]`: the container's supervision tree on a plain host.
+
+One supervisor per HERMES_HOME (flock on $HERMES_HOME/run/supervise.lock; a second one
+refuses). Runs s6-svscan on $HERMES_HOME/run/service (or HERMES_S6_SCANDIR), reconciles
+every profile, and on SIGTERM/SIGINT brings the whole tree down with `s6-svscanctl -t`.
+Desired states are left alone, so the next `hermes supervise` restores them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from hermes_container.errors import HermesError
+from hermes_container.home import HermesHome
+from hermes_container.supervision.scandir import resolve_scandir, svscan_alive, wait_until
+from hermes_container.supervision.slot import NO_PROXY, SlotSpec, hermes_bin
+from hermes_container.supervision.tools import require_tool, run_tool
+
+SHUTDOWN_TIMEOUT = 60.0
+LOCK_NAME = "supervise.lock"
+
+
+def take_home_lock(home: HermesHome) -> int:
+    """Hold the single-owner lock for this process's lifetime; returns its fd."""
+    home.run_dir.mkdir(parents=True, exist_ok=True)
+    path = home.run_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise HermesError(
+            f"another `hermes supervise` (pid {holder}) already supervises {home.root}; "
+            "stop it first (one supervisor per HERMES_HOME)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def dashboard_spec(home: HermesHome) -> SlotSpec:
+    return SlotSpec(
+        name="dashboard",
+        run_argv=[hermes_bin(), "dashboard"],
+        log_dir=home.logs_dir / "dashboard",
+        notification_fd=None,
+    )
+
+
+def _fresh_scandir(scandir: Path) -> None:
+    # We own this home (lock held) and no svscan runs here: leftovers are stale.
+    if scandir.exists():
+        shutil.rmtree(scandir)
+    scandir.mkdir(parents=True, mode=0o755)
+
+
+def supervise(home: HermesHome, *, dashboard: bool = False) -> int:
+    from hermes_container.profiles import ensure_default_profile
+    from hermes_container.reconcile import reconcile
+
+    ensure_default_profile(home)
+    lock_fd = take_home_lock(home)
+    scandir = resolve_scandir(home)
+    if scandir.is_dir() and svscan_alive(scandir):
+        raise HermesError(f"an s6-svscan already runs on {scandir}; this tree is supervised")
+    _fresh_scandir(scandir)
+    tree_env = {
+        "HERMES_HOME": str(home.root),
+        "HERMES_S6_SCANDIR": str(scandir),
+        "NO_PROXY": NO_PROXY,
+        "no_proxy": NO_PROXY,
+    }
+    os.environ.update(tree_env)  # for the in-process reconcile and everything it spawns
+    watched = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+    signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    svscan = subprocess.Popen(
+        [require_tool("s6-svscan"), str(scandir)],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C reaches us, and we stop the tree in order
+    )
+    try:
+        if not wait_until(lambda: svscan_alive(scandir), 5.0):
+            raise HermesError(f"s6-svscan did not start on {scandir}")
+        records = reconcile(home)
+        if dashboard:
+            from hermes_container.supervision.s6 import S6Manager
+
+            S6Manager(home, scandir).register_specs([(dashboard_spec(home), True)])
+        started = sum(r.action == "started" for r in records)
+        print(
+            f"hermes: supervising {len(records)} profile(s) ({started} started) on {scandir}; "
+            "SIGTERM or Ctrl-C stops the tree",
+            flush=True,
+        )
+        while svscan.poll() is None:
+            received = signal.sigtimedwait(watched, 1.0)
+            if received is not None and received.si_signo != signal.SIGCHLD:
+                break
+        else:
+            raise HermesError(f"s6-svscan exited unexpectedly ({svscan.returncode})")
+        return 0
+    finally:
+        _shutdown(svscan, scandir)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
+        os.close(lock_fd)
+
+
+def _shutdown(svscan: subprocess.Popen[bytes], scandir: Path) -> None:
+    """Bring every service down and wait for s6-svscan to exit (bounded)."""
+    if svscan.poll() is None:
+        run_tool("s6-svscanctl", "-t", str(scandir), check=False)
+        try:
+            svscan.wait(timeout=SHUTDOWN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            svscan.kill()
+            svscan.wait()

@@ -1,0 +1,274 @@
+"""The s6 backend of ServiceManager: one `gateway-<profile>` slot per profile.
+
+Stable API for the CLI and the dashboard: `S6Manager.start/stop/restart/status(profile)`
+(see ServiceManager in base.py). Obtain one with `hermes_container.supervision.get_manager`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+
+from hermes_container.config import load_config
+from hermes_container.errors import HermesError
+from hermes_container.home import STATE_FILE, HermesHome
+from hermes_container.profiles import require_profile
+from hermes_container.state import LOCK_NAME, GatewayState, read_state, write_desired
+from hermes_container.supervision import history
+from hermes_container.supervision.base import ServiceStatus
+from hermes_container.supervision.scandir import wait_until
+from hermes_container.supervision.slot import (
+    SlotSpec,
+    build_slot,
+    gateway_spec,
+    home_owner,
+    slot_name,
+)
+from hermes_container.supervision.svstat import SvStat, svstat
+from hermes_container.supervision.tools import run_tool
+
+SVOK_TIMEOUT = 5.0  # s6-svscan spawns s6-supervise within milliseconds of a rescan
+POLL = 0.05
+
+
+class S6Manager:
+    name = "s6 (container supervisor)"
+
+    def __init__(self, home: HermesHome, scandir: Path) -> None:
+        self.home = home
+        self.scandir = scandir
+
+    # -- slots ---------------------------------------------------------------
+
+    def slot_dir(self, profile: str) -> Path:
+        return self.scandir / slot_name(profile)
+
+    def is_registered(self, profile: str) -> bool:
+        return self.slot_dir(profile).is_dir()
+
+    def _supervised(self, service_dir: Path) -> bool:
+        return run_tool("s6-svok", str(service_dir), check=False).returncode == 0
+
+    def _unsupervised(self, service_dir: Path) -> bool:
+        return not self._supervised(service_dir)
+
+    def rescan(self, *, prune: bool = False) -> None:
+        run_tool("s6-svscanctl", "-an" if prune else "-a", str(self.scandir))
+
+    def _wait_supervised(self, dirs: Iterable[Path]) -> None:
+        for service_dir in dirs:
+            for path in (service_dir, service_dir / "log"):
+                if not wait_until(partial(self._supervised, path), SVOK_TIMEOUT):
+                    raise HermesError(f"s6-svscan did not pick up {path} within {SVOK_TIMEOUT:g}s")
+
+    def register_specs(self, specs: list[tuple[SlotSpec, bool]]) -> list[Path]:
+        """Render several slots, then one rescan, then wait until each is supervised."""
+        built = [build_slot(self.scandir, self.home, spec, start=start) for spec, start in specs]
+        if built:
+            self.rescan()
+            self._wait_supervised(built)
+        return built
+
+    def register(self, profile: str, *, start: bool = False) -> None:
+        """Give `profile` its slot (idempotent); with `start` it comes up at once."""
+        require_profile(self.home, profile)
+        if self.is_registered(profile):
+            if start:
+                self._up(profile)
+            return
+        self.register_specs([(gateway_spec(self.home, profile), start)])
+
+    def register_many(self, profiles: list[str]) -> dict[str, str | None]:
+        """Register every missing slot (down) with a single rescan; per-profile error or None."""
+        errors: dict[str, str | None] = {}
+        specs = []
+        for profile in profiles:
+            errors[profile] = None
+            if self.is_registered(profile):
+                continue
+            try:
+                specs.append((gateway_spec(self.home, profile), False))
+            except HermesError as exc:
+                errors[profile] = exc.message
+        built: list[Path] = []
+        for spec, start in specs:
+            try:
+                built.append(build_slot(self.scandir, self.home, spec, start=start))
+            except (HermesError, OSError) as exc:
+                errors[spec.name.removeprefix("gateway-")] = str(exc)
+        if built:
+            self.rescan()
+            self._wait_supervised(built)
+        return errors
+
+    def unregister(self, profile: str, *, timeout: float = 15.0) -> None:
+        """Take the slot down (`s6-svc -wD -d`), remove it, `s6-svscanctl -an`."""
+        self.remove_slot(self.slot_dir(profile), timeout=timeout)
+
+    def remove_slot(self, service_dir: Path, *, timeout: float = 15.0) -> None:
+        if not service_dir.is_dir():
+            return
+        if self._supervised(service_dir):
+            ms = str(int(timeout * 1000))
+            run_tool("s6-svc", "-wD", "-T", ms, "-d", str(service_dir), timeout=timeout + 5)
+        # Out of the scanner's sight first, so a crash here leaves only a dot-dir.
+        doomed = self.scandir / f".{service_dir.name}.del-{secrets.token_hex(4)}"
+        os.rename(service_dir, doomed)
+        self.rescan(prune=True)
+        for path in (doomed, doomed / "log"):
+            wait_until(partial(self._unsupervised, path), SVOK_TIMEOUT)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _desire(self, profile: str, desired: str) -> None:
+        profile_dir = require_profile(self.home, profile)
+        write_desired(profile_dir, desired)
+        give_to_owner(self.home, [profile_dir / STATE_FILE, profile_dir / LOCK_NAME])
+
+    def _set_normally_up(self, profile: str, up: bool) -> None:
+        # The `down` file decides what a respawned s6-supervise does; keep it in step
+        # with the desired state, so a restarted supervisor never drops a gateway.
+        down = self.slot_dir(profile) / "down"
+        if up:
+            with contextlib.suppress(FileNotFoundError):
+                down.unlink()
+        else:
+            down.touch()
+
+    def _up(self, profile: str) -> None:
+        slot = self.slot_dir(profile)
+        history.unpark(slot)
+        history.clear_deaths(slot)
+        self._set_normally_up(profile, True)
+        run_tool("s6-svc", "-u", str(slot))
+
+    def start(self, profile: str, *, wait: float | None = None) -> ServiceStatus:
+        self._desire(profile, "running")
+        if not self.is_registered(profile):
+            self.register(profile)  # e.g. created on the host, files only
+        self._up(profile)
+        return self.wait_ready(profile, wait) if wait else self.status(profile)
+
+    def stop(self, profile: str, *, wait: float | None = None) -> ServiceStatus:
+        self._desire(profile, "stopped")
+        if self.is_registered(profile):
+            self._set_normally_up(profile, False)
+            run_tool("s6-svc", "-d", str(self.slot_dir(profile)))
+            if wait:
+                return self.wait_down(profile, wait)
+        return self.status(profile)
+
+    def restart(self, profile: str, *, wait: float | None = None) -> ServiceStatus:
+        self._desire(profile, "running")
+        if not self.is_registered(profile):
+            self.register(profile)
+        slot = self.slot_dir(profile)
+        before = svstat(str(slot))
+        history.unpark(slot)
+        history.clear_deaths(slot)
+        self._set_normally_up(profile, True)
+        if before.up:
+            history.request_restart(slot)
+            run_tool("s6-svc", "-t", "-u", str(slot))
+        else:
+            run_tool("s6-svc", "-u", str(slot))
+        old_pid = before.pid if before.up else None
+        return self.wait_ready(profile, wait, old_pid=old_pid) if wait else self.status(profile)
+
+    def wait_ready(
+        self, profile: str, timeout: float, *, old_pid: int | None = None
+    ) -> ServiceStatus:
+        """Poll until up and ready (with a pid other than `old_pid`), parked, or timeout."""
+        slot = self.slot_dir(profile)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = svstat(str(slot))
+            if st.up and st.ready and st.pid != old_pid:
+                break
+            if not st.up and history.parked_reason(slot) is not None:
+                break
+            time.sleep(POLL)
+        return self.status(profile)
+
+    def wait_down(self, profile: str, timeout: float) -> ServiceStatus:
+        """Poll until down and finish has run (s6 reports `ready` once finish is over)."""
+        slot = str(self.slot_dir(profile))
+        wait_until(partial(_down_and_finished, slot), timeout, POLL)
+        return self.status(profile)
+
+    # -- inspection ------------------------------------------------------------
+
+    def status(self, profile: str) -> ServiceStatus:
+        profile_dir = require_profile(self.home, profile)
+        state = read_state(profile_dir, warn=False)
+        slot = self.slot_dir(profile)
+        port = _port(profile_dir, state)
+        if not slot.is_dir():
+            return ServiceStatus(
+                profile=profile,
+                registered=False,
+                up=False,
+                ready=False,
+                pid=None,
+                uptime_s=None,
+                restarts=None,
+                port=port,
+                desired_state=state.desired_state,
+                gateway_state=state.gateway_state,
+                exit_reason=state.exit_reason,
+                exit_code=state.exit_code,
+            )
+        st: SvStat | None
+        try:
+            st = svstat(str(slot))
+        except (HermesError, ValueError):
+            st = None  # slot present but not (yet) supervised
+        up = bool(st and st.up)
+        parked = not up and history.parked_reason(slot) is not None
+        return ServiceStatus(
+            profile=profile,
+            registered=True,
+            up=up,
+            ready=bool(st and st.up and st.ready),
+            pid=st.pid if st and st.up else None,
+            uptime_s=st.updown_for if st and st.up else None,
+            restarts=history.read_history(slot).restarts,
+            port=port,
+            desired_state=state.desired_state,
+            gateway_state=state.gateway_state,
+            exit_reason=state.exit_reason,
+            parked=parked,
+            exit_code=state.exit_code if not up else None,
+            wanted_up=st.wanted_up if st else None,
+        )
+
+
+def _down_and_finished(service_dir: str) -> bool:
+    return svstat(service_dir).down_and_finished
+
+
+def _port(profile_dir: Path, state: GatewayState) -> int | None:
+    try:
+        port = load_config(profile_dir).port
+    except HermesError:
+        port = None
+    return port if port is not None else state.port
+
+
+def give_to_owner(home: HermesHome, paths: Iterable[Path]) -> None:
+    """Files a root CLI wrote in the home must stay usable by the (non-root) gateway."""
+    if os.geteuid() != 0:
+        return
+    owner = home_owner(home)
+    if owner.uid == 0:
+        return
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(path, owner.uid, owner.gid, follow_symlinks=False)

@@ -1,0 +1,230 @@
+"""Render a `gateway-<profile>` service directory for s6-supervise.
+
+A slot is assembled in a dot-prefixed temp dir (s6-svscan ignores those) and renamed
+into place, so the scanner never sees a half-written slot. The scripts are POSIX sh
+(checked by shellcheck): when s6-supervise runs them as root they drop to the owner
+of $HERMES_HOME, so gateways, their state files and their logs belong to that user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from hermes_container.errors import HermesError
+from hermes_container.fsutil import atomic_write_text, fsync_dir
+from hermes_container.home import HermesHome
+from hermes_container.supervision.tools import require_tool
+
+GATEWAY_PREFIX = "gateway-"
+TEMP_PREFIXES = (".gateway-", ".dashboard.")  # leftovers of interrupted registrations
+NOTIFICATION_FD = 3
+FINISH_TIMEOUT_MS = 5000
+LOG_SCRIPT = "s6-log 1 n10 s1000000 T"  # `1` tees to stdout, so `docker logs` sees it
+CONTAINER_ENV = "/run/s6/container_environment"  # s6-overlay keeps the container env here
+NO_PROXY = "127.0.0.1,localhost"
+
+
+@dataclass(frozen=True)
+class Owner:
+    uid: int
+    gid: int
+
+
+def home_owner(home: HermesHome) -> Owner:
+    st = os.stat(home.root)
+    return Owner(st.st_uid, st.st_gid)
+
+
+def hermes_bin() -> str:
+    """Absolute path of this install's `hermes` (HERMES_BIN overrides)."""
+    override = os.environ.get("HERMES_BIN", "").strip()
+    if override:
+        return os.path.abspath(override)
+    beside = Path(sys.executable).parent / "hermes"
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("hermes")
+    if found:
+        return os.path.abspath(found)
+    raise HermesError("cannot find the `hermes` executable; set HERMES_BIN to its absolute path")
+
+
+def slot_name(profile: str) -> str:
+    return GATEWAY_PREFIX + profile
+
+
+def _preamble(home: HermesHome, what: str) -> str:
+    """Common head: container env (s6-overlay), stderr into the log, HOME and no proxy."""
+    q = shlex.quote
+    envdir = require_tool("s6-envdir")
+    return f"""#!/bin/sh
+# {what}: rendered by hermes (hermes_container.supervision.slot); edits are overwritten.
+exec 2>&1
+# Under s6-overlay services start with an empty environment; import the container's.
+if [ -z "${{HERMES_SLOT_ENV:-}}" ] && [ -d {CONTAINER_ENV} ]; then
+  HERMES_SLOT_ENV=1
+  export HERMES_SLOT_ENV
+  exec {q(envdir)} -Lfn {CONTAINER_ENV} "$0" "$@"
+fi
+HERMES_HOME={q(str(home.root))}
+HOME="$HERMES_HOME"
+NO_PROXY={NO_PROXY}
+no_proxy={NO_PROXY}
+PYTHONUNBUFFERED=1
+export HERMES_HOME HOME NO_PROXY no_proxy PYTHONUNBUFFERED
+"""
+
+
+def _drop_and_exec() -> str:
+    """Exec "$@", as the owner of $HERMES_HOME when we are root (never a named user)."""
+    applyuidgid = shlex.quote(require_tool("s6-applyuidgid"))
+    return f"""if [ "$(id -u)" = 0 ]; then
+  owner=$(stat -c '%u:%g' "$HERMES_HOME") || exit 111
+  exec {applyuidgid} -u "${{owner%:*}}" -g "${{owner#*:}}" -G '' "$@"
+fi
+exec "$@"
+"""
+
+
+def render_run(home: HermesHome, argv: list[str], what: str) -> str:
+    command = " ".join(shlex.quote(a) for a in argv)
+    return _preamble(home, what) + f"set -- {command}\n" + _drop_and_exec()
+
+
+def gateway_argv(profile: str) -> list[str]:
+    return [
+        hermes_bin(),
+        "-p",
+        profile,
+        "gateway",
+        "run",
+        "--supervised",
+        "--notify-fd",
+        str(NOTIFICATION_FD),
+    ]
+
+
+def render_finish(home: HermesHome, profile: str) -> str:
+    # s6-supervise passes the exit code (256 if killed) and the signal number.
+    hermes = shlex.quote(hermes_bin())
+    return (
+        _preamble(home, f"{slot_name(profile)} finish")
+        + f'set -- {hermes} _slot-finish {shlex.quote(profile)} "${{1:-0}}" "${{2:-0}}"\n'
+        + _drop_and_exec()
+    )
+
+
+def render_log_run(home: HermesHome, log_dir: Path, what: str) -> str:
+    s6_log = require_tool("s6-log")
+    argv = [s6_log, *LOG_SCRIPT.split()[1:], str(log_dir)]
+    return render_run(home, argv, what)
+
+
+def _chown(path: Path, owner: Owner | None) -> None:
+    if owner is not None:
+        os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
+
+
+def _precreate_control(service_dir: Path, owner: Owner | None) -> None:
+    """Create supervise/ (0700), its control FIFO (0600) and event/ (03730) as s6-supervise
+    would, but owned by the home owner, so a non-root CLI can drive a root supervisor."""
+    supervise = service_dir / "supervise"
+    supervise.mkdir(mode=0o700)
+    os.mkfifo(supervise / "control", 0o600)
+    event = service_dir / "event"
+    event.mkdir()
+    # s6's own fifodir mode; mkdir's mode would be masked by the umask.
+    os.chmod(event, 0o3730)  # noqa: S103
+    for path in (supervise, supervise / "control", event):
+        _chown(path, owner)
+
+
+def _write(path: Path, text: str, owner: Owner | None, mode: int = 0o644) -> None:
+    atomic_write_text(path, text, mode)
+    _chown(path, owner)
+
+
+def ensure_log_dir(log_dir: Path, owner: Owner | None) -> None:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    _chown(log_dir, owner)
+    _chown(log_dir.parent, owner)
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """What to supervise: the name in the scandir, the argv of `run`, and extras."""
+
+    name: str
+    run_argv: list[str]
+    log_dir: Path
+    finish: str | None = None  # rendered finish script
+    notification_fd: int | None = NOTIFICATION_FD
+
+
+def gateway_spec(home: HermesHome, profile: str) -> SlotSpec:
+    return SlotSpec(
+        name=slot_name(profile),
+        run_argv=gateway_argv(profile),
+        log_dir=home.gateway_log_dir(profile),
+        finish=render_finish(home, profile),
+    )
+
+
+def build_slot(scandir: Path, home: HermesHome, spec: SlotSpec, *, start: bool) -> Path:
+    """Assemble the slot in a dot-prefixed temp dir and rename it into place.
+
+    Returns the final path. Raises HermesError if a slot of that name already exists.
+    """
+    final = scandir / spec.name
+    if final.exists():
+        raise HermesError(f"slot {final} already exists")
+    # Only chown when we can and need to: root rendering for a non-root home.
+    owner = home_owner(home)
+    chown_to = owner if os.geteuid() == 0 and owner.uid != 0 else None
+    ensure_log_dir(spec.log_dir, chown_to)
+    temp = scandir / f".{spec.name}.tmp-{secrets.token_hex(4)}"
+    temp.mkdir(mode=0o755)
+    try:
+        _chown(temp, chown_to)
+        _write(temp / "run", render_run(home, spec.run_argv, f"{spec.name} run"), chown_to, 0o755)
+        if spec.finish is not None:
+            _write(temp / "finish", spec.finish, chown_to, 0o755)
+            _write(temp / "timeout-finish", f"{FINISH_TIMEOUT_MS}\n", chown_to)
+        if spec.notification_fd is not None:
+            _write(temp / "notification-fd", f"{spec.notification_fd}\n", chown_to)
+        if not start:
+            _write(temp / "down", "", chown_to)
+        data = temp / "data"
+        data.mkdir(mode=0o755)
+        _chown(data, chown_to)
+        _precreate_control(temp, chown_to)
+        log = temp / "log"
+        log.mkdir(mode=0o755)
+        _chown(log, chown_to)
+        log_run = render_log_run(home, spec.log_dir, f"{spec.name} log")
+        _write(log / "run", log_run, chown_to, 0o755)
+        _precreate_control(log, chown_to)
+        os.rename(temp, final)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    fsync_dir(scandir)
+    return final
+
+
+def remove_temp_slots(scandir: Path) -> list[str]:
+    """Delete leftovers of interrupted registrations/removals; returns their names."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(scandir):
+            if entry.name.startswith(TEMP_PREFIXES) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.name)
+    return removed
