@@ -21,7 +21,10 @@ from hermes_container.errors import HermesError
 COMMAND_MODULES: tuple[str, ...] = (
     "hermes_container.commands.profile",
     "hermes_container.commands.gateway",
+    "hermes_container.commands.chat",
     "hermes_container.commands.supervision",
+    "hermes_container.commands.dashboard",
+    "hermes_container.commands.healthcheck",
 )
 
 

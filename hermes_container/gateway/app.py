@@ -1,0 +1,193 @@
+"""The gateway's HTTP surface: a small Starlette app (no pydantic, cheap per request).
+
+GET /health (no auth), GET /v1/models, POST /v1/chat/completions (streaming or not).
+`/v1/*` needs `Authorization: Bearer <API_SERVER_KEY>`; errors use the OpenAI shape.
+The session id comes from `X-Hermes-Session` (or is new) and is echoed back.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from hermes_container.gateway.relay import GatewayError, Relay, prepare_payload
+from hermes_container.gateway.sessions import Exchange, SessionStore
+from hermes_container.gateway.settings import Settings
+
+SESSION_HEADER = "x-hermes-session"
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def error_response(err: GatewayError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+
+def _sse_error(err: GatewayError) -> bytes:
+    return b"data: " + json.dumps(err.body()).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+class RelayedStream(Response):
+    """Passes upstream SSE bytes through as they arrive; always closes and records."""
+
+    def __init__(
+        self, upstream: httpx.Response, relay: Relay, store: SessionStore, ex: Exchange
+    ) -> None:
+        super().__init__(
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", SESSION_HEADER: ex.session_id},
+        )
+        self.upstream, self.relay, self.store, self.ex = upstream, relay, store, ex
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ex = self.ex
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        try:
+            async for chunk in self.upstream.aiter_raw():
+                ex.chunks.append(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except httpx.HTTPError as exc:
+            # Headers are gone already: report the failure in-band, as OpenAI does.
+            err = self.relay.transport_error(exc)
+            ex.status, ex.error = err.status, err.message
+            await send({"type": "http.response.body", "body": _sse_error(err), "more_body": True})
+        except BaseException as exc:  # client gone, or shutdown cancelled us
+            ex.status, ex.error = 499, f"client disconnected ({type(exc).__name__})"
+            raise
+        finally:
+            ex.finished = time.time()
+            self.store.record(ex)
+            await self.upstream.aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class Gateway:
+    """Route handlers bound to one profile's settings, relay and session store."""
+
+    def __init__(self, settings: Settings, relay: Relay, store: SessionStore) -> None:
+        self.settings, self.relay, self.store = settings, relay, store
+        self.started = time.monotonic()
+        self.created = int(time.time())
+        self._expected = f"Bearer {settings.api_key}".encode()
+
+    def _authorized(self, request: Request) -> bool:
+        given = request.headers.get("authorization", "").encode("utf-8", "replace")
+        return hmac.compare_digest(given, self._expected)
+
+    def _unauthorized(self) -> JSONResponse:
+        err = GatewayError(
+            401, "invalid or missing API key", "invalid_request_error", "invalid_api_key"
+        )
+        return error_response(err, {"www-authenticate": "Bearer"})
+
+    async def health(self, request: Request) -> Response:
+        uptime = round(time.monotonic() - self.started, 3)
+        return JSONResponse({"status": "ok", "profile": self.settings.profile, "uptime_s": uptime})
+
+    async def models(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        model = {
+            "id": self.settings.model_name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": f"hermes:{self.settings.profile}",
+        }
+        return JSONResponse({"object": "list", "data": [model]})
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        too_big = GatewayError(
+            413, f"request body exceeds {limit} bytes", "invalid_request_error", "body_too_large"
+        )
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _parse(self, request: Request) -> dict[str, Any]:
+        try:
+            payload = json.loads(await self._read_body(request))
+        except ValueError:
+            raise GatewayError(400, "body is not valid JSON", "invalid_request_error") from None
+        messages = payload.get("messages") if isinstance(payload, dict) else None
+        if not isinstance(messages, list) or not messages:
+            raise GatewayError(
+                400, "'messages' must be a non-empty list", "invalid_request_error", "messages"
+            )
+        return payload  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _session_id(request: Request) -> str:
+        given = request.headers.get(SESSION_HEADER)
+        if given is None:
+            return uuid.uuid4().hex
+        if not _SESSION_ID.fullmatch(given):
+            raise GatewayError(
+                400, "X-Hermes-Session must match [A-Za-z0-9._:-]{1,128}", "invalid_request_error"
+            )
+        return given
+
+    async def chat_completions(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        started = time.time()
+        try:
+            session_id = self._session_id(request)
+            payload = await self._parse(request)
+        except GatewayError as err:
+            return error_response(err)
+        stream = payload.get("stream") is True
+        ex = Exchange(
+            session_id=session_id,
+            started=started,
+            finished=started,
+            model=self.settings.model_name,
+            stream=stream,
+            messages=payload["messages"],
+            status=200,
+        )
+        body = json.dumps(prepare_payload(payload, self.settings)).encode()
+        try:
+            if stream:
+                upstream = await self.relay.open_stream(body)
+                return RelayedStream(upstream, self.relay, self.store, ex)
+            reply = await self.relay.complete(body)
+        except GatewayError as err:
+            ex.finished, ex.status, ex.error = time.time(), err.status, err.message
+            self.store.record(ex)
+            return error_response(err, {SESSION_HEADER: session_id})
+        ex.finished, ex.body = time.time(), reply.content
+        self.store.record(ex)
+        return Response(
+            reply.content,
+            media_type=reply.headers.get("content-type", "application/json"),
+            headers={SESSION_HEADER: session_id},
+        )
+
+
+def build_app(settings: Settings, relay: Relay, store: SessionStore) -> Starlette:
+    gateway = Gateway(settings, relay, store)
+    return Starlette(
+        routes=[
+            Route("/health", gateway.health, methods=["GET"]),
+            Route("/v1/models", gateway.models, methods=["GET"]),
+            Route("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
+        ]
+    )

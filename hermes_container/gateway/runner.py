@@ -1,0 +1,173 @@
+"""`hermes [-p P] gateway run`: the life of one profile's gateway process.
+
+Order matters: refuse root and bad config before touching any file; take the lock
+before binding the port or writing state; record `running` and signal readiness
+only once the port accepts connections; on SIGTERM/SIGINT record `stopping`, let
+in-flight requests finish within the grace period, record `stopped`, and only
+then release the lock (at exit), so a successor never overlaps with us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+
+from hermes_container.errors import EXIT_CONFIG, HermesError
+from hermes_container.gateway.lock import Takeover, acquire
+from hermes_container.gateway.readiness import (
+    port_accepts,
+    probe_host,
+    resolve_notify_fd,
+    signal_ready,
+)
+from hermes_container.gateway.settings import Settings, load_settings
+from hermes_container.home import SESSIONS_DB, HermesHome
+from hermes_container.names import validate_profile_name
+from hermes_container.profiles import require_profile
+from hermes_container.state import write_observed
+from hermes_container.timeutil import utc_now_iso
+
+log = logging.getLogger("hermes.gateway")
+
+TAKEOVER_EXTRA_S = 5.0  # on top of the old gateway's own grace period
+
+ROOT_REFUSAL = (
+    "refusing to run the gateway as root: files it creates in the data volume "
+    "(sessions.db, state, pidfile) would be root-owned and break later non-root starts; "
+    "run it as the owner of HERMES_HOME or set HERMES_ALLOW_ROOT_GATEWAY=1"
+)
+
+
+def _refuse_root() -> None:
+    if os.geteuid() == 0 and os.environ.get("HERMES_ALLOW_ROOT_GATEWAY", "").strip() != "1":
+        raise HermesError(ROOT_REFUSAL, EXIT_CONFIG)
+
+
+def _setup_logging(profile: str) -> None:
+    """Start/stop/takeover lines belong in the slot's log even when the CLI is quiet."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter(f"hermes-gateway[{profile}]: %(levelname)s: %(message)s")
+    )
+    log.addHandler(handler)
+    log.propagate = False
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind and listen ourselves: a clear one-line error, and the port is ours at once."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise HermesError(f"cannot resolve gateway host {host!r}: {exc}", EXIT_CONFIG) from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise HermesError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def run_command(args: argparse.Namespace) -> int:
+    _refuse_root()
+    name = validate_profile_name(args.profile)
+    profile_dir = require_profile(HermesHome.from_env(), name)
+    settings = load_settings(name, profile_dir)
+    notify_fd = resolve_notify_fd(args.notify_fd)
+    _setup_logging(name)
+    mode = (
+        Takeover.REPLACE if args.replace else Takeover.ADOPT if args.supervised else Takeover.REFUSE
+    )
+    lock = acquire(profile_dir, name, mode, settings.shutdown_grace_s + TAKEOVER_EXTRA_S)
+    try:
+        write_observed(
+            profile_dir,
+            gateway_state="starting",
+            pid=os.getpid(),
+            port=settings.port,
+            started_at=None,
+            exit_code=None,
+            exit_reason=None,
+        )
+        try:
+            sock = bind_socket(settings.host, settings.port)
+        except HermesError as exc:
+            _record_failure(settings, exc)
+            raise
+        reason = _serve(settings, sock, notify_fd)
+        write_observed(
+            profile_dir, gateway_state="stopped", pid=None, exit_code=0, exit_reason=reason
+        )
+        log.info("stopped (%s)", reason)
+    finally:
+        lock.release()
+    return 0
+
+
+def _record_failure(settings: Settings, exc: HermesError) -> None:
+    write_observed(
+        settings.profile_dir,
+        gateway_state="startup_failed",
+        pid=None,
+        exit_code=exc.exit_code,
+        exit_reason=exc.message,
+    )
+
+
+def _serve(settings: Settings, sock: socket.socket, notify_fd: int | None) -> str:
+    try:
+        import uvloop  # optional: faster event loop when installed
+    except ImportError:
+        return asyncio.run(_serve_async(settings, sock, notify_fd))
+    return uvloop.run(_serve_async(settings, sock, notify_fd))
+
+
+async def _serve_async(settings: Settings, sock: socket.socket, notify_fd: int | None) -> str:
+    from hermes_container.gateway.app import build_app
+    from hermes_container.gateway.relay import Relay
+    from hermes_container.gateway.server import GatewayServer
+    from hermes_container.gateway.sessions import SessionStore
+
+    store = SessionStore(settings.profile_dir / SESSIONS_DB)
+    store.start()
+    relay = Relay(settings)
+    try:
+        app = build_app(settings, relay, store)
+        server = GatewayServer(
+            app, settings, on_started=lambda: _announce_running(settings, notify_fd)
+        )
+        await server.serve(sockets=[sock])
+        return server.exit_reason
+    finally:
+        await relay.aclose()
+        await asyncio.to_thread(store.close)
+
+
+async def _announce_running(settings: Settings, notify_fd: int | None) -> None:
+    """Record `running`, then tell s6 we are ready, once the port really accepts."""
+    if not await port_accepts(probe_host(settings.host), settings.port):
+        log.warning(
+            "port %d does not accept connections yet; readiness not signalled", settings.port
+        )
+        return
+    await asyncio.to_thread(
+        write_observed,
+        settings.profile_dir,
+        gateway_state="running",
+        pid=os.getpid(),
+        port=settings.port,
+        started_at=utc_now_iso(),
+    )
+    if notify_fd is not None:
+        signal_ready(notify_fd)
+    log.info("serving profile %r on %s:%d", settings.profile, settings.host, settings.port)

@@ -1,0 +1,71 @@
+"""uvicorn, adapted: our state writes and readiness, and signals that end in exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Generator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from hermes_container.gateway.settings import Settings
+from hermes_container.state import write_observed
+
+log = logging.getLogger("hermes.gateway")
+
+HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+
+class GatewayServer(uvicorn.Server):
+    def __init__(
+        self, app: ASGIApp, settings: Settings, on_started: Callable[[], Awaitable[None]]
+    ) -> None:
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+            timeout_keep_alive=30,
+        )
+        super().__init__(config)
+        self.settings = settings
+        self.on_started = on_started
+        self.exit_reason = "server exited"
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn's own version re-raises the signal after shutdown (exit -15);
+        # a graceful stop is a clean exit for us.
+        loop = asyncio.get_running_loop()
+        for sig in HANDLED:
+            loop.add_signal_handler(sig, self.on_signal, sig)
+        try:
+            yield
+        finally:
+            for sig in HANDLED:
+                loop.remove_signal_handler(sig)
+
+    def on_signal(self, sig: signal.Signals) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: do not wait for in-flight requests
+        elif not self.should_exit:
+            self.exit_reason = f"received {sig.name}"
+        self.should_exit = True
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            await self.on_started()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        grace = self.settings.shutdown_grace_s
+        log.info("%s: stopping; in-flight requests get %gs", self.exit_reason, grace)
+        await asyncio.to_thread(write_observed, self.settings.profile_dir, gateway_state="stopping")
+        await super().shutdown(sockets=sockets)

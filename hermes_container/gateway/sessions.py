@@ -1,0 +1,197 @@
+"""`sessions.db`: one row per exchange, written by a background thread.
+
+The event loop only appends a record to a queue; JSON/SSE parsing and the SQLite
+write happen on the writer thread, after the reply has been sent, so recording
+adds nothing to a request's latency. WAL lets the dashboard read while we write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("hermes.gateway")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS exchanges (
+    id                INTEGER PRIMARY KEY,
+    session_id        TEXT    NOT NULL,
+    started_at        TEXT    NOT NULL,
+    finished_at       TEXT    NOT NULL,
+    model             TEXT,
+    stream            INTEGER NOT NULL,
+    request_messages  TEXT    NOT NULL,
+    response_text     TEXT,
+    prompt_tokens     INTEGER,
+    completion_tokens INTEGER,
+    total_tokens      INTEGER,
+    latency_ms        REAL    NOT NULL,
+    status            INTEGER NOT NULL,
+    error             TEXT
+);
+CREATE INDEX IF NOT EXISTS exchanges_session ON exchanges (session_id, id);
+"""
+
+_INSERT = """
+INSERT INTO exchanges (session_id, started_at, finished_at, model, stream, request_messages,
+    response_text, prompt_tokens, completion_tokens, total_tokens, latency_ms, status, error)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+CLOSE_WAIT_S = 5.0
+
+
+@dataclass
+class Exchange:
+    """What the request path hands over: raw bytes, parsed later on the writer thread."""
+
+    session_id: str
+    started: float  # epoch seconds
+    finished: float
+    model: str
+    stream: bool
+    messages: list[Any]
+    status: int
+    error: str | None = None
+    body: bytes = b""  # the upstream reply (JSON, or the SSE stream joined)
+    chunks: list[bytes] = field(default_factory=list)
+
+    @property
+    def latency_ms(self) -> float:
+        return round((self.finished - self.started) * 1000.0, 3)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _usage(obj: dict[str, Any]) -> dict[str, Any]:
+    usage = obj.get("usage")
+    return usage if isinstance(usage, dict) else {}
+
+
+def parse_reply(body: bytes) -> tuple[str | None, dict[str, Any]]:
+    """Text and usage of a non-streaming chat completion."""
+    try:
+        obj = json.loads(body)
+        text = obj["choices"][0]["message"].get("content")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None, {}
+    return (text if isinstance(text, str) else None), _usage(obj)
+
+
+def parse_stream(raw: bytes) -> tuple[str | None, dict[str, Any]]:
+    """Concatenated delta contents and the last usage block of an SSE chat stream."""
+    parts: list[str] = []
+    usage: dict[str, Any] = {}
+    for line in raw.splitlines():
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            break
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            continue
+        if not isinstance(obj, dict):
+            continue
+        usage = _usage(obj) or usage
+        for choice in obj.get("choices") or ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            content = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(content, str):
+                parts.append(content)
+    return ("".join(parts) if parts else None), usage
+
+
+def _row(ex: Exchange) -> tuple[Any, ...]:
+    if ex.stream:
+        text, usage = parse_stream(b"".join(ex.chunks))
+    else:
+        text, usage = parse_reply(ex.body) if ex.status == 200 else (None, {})
+
+    def tokens(key: str) -> int | None:
+        value = usage.get(key)
+        return value if isinstance(value, int) else None
+
+    return (
+        ex.session_id,
+        _iso(ex.started),
+        _iso(ex.finished),
+        ex.model,
+        int(ex.stream),
+        json.dumps(ex.messages, ensure_ascii=False),
+        text,
+        tokens("prompt_tokens"),
+        tokens("completion_tokens"),
+        tokens("total_tokens"),
+        ex.latency_ms,
+        ex.status,
+        ex.error,
+    )
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the sessions database in WAL mode."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, fast
+    db.execute("PRAGMA busy_timeout=5000")
+    db.executescript(SCHEMA)
+    return db
+
+
+class SessionStore:
+    """Queue-fed writer thread; `record` never blocks the caller."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = connect(path)
+        self._queue: queue.SimpleQueue[Exchange | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="sessions-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def record(self, exchange: Exchange) -> None:
+        self._queue.put(exchange)
+
+    def close(self) -> None:
+        """Flush what is queued (bounded), then close the database."""
+        self._queue.put(None)
+        self._thread.join(CLOSE_WAIT_S)
+        if self._thread.is_alive():
+            log.warning("sessions writer did not finish within %.0fs", CLOSE_WAIT_S)
+            return
+        self._db.close()
+
+    def _run(self) -> None:
+        while True:
+            batch: list[Exchange] = []
+            item = self._queue.get()
+            while item is not None:
+                batch.append(item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._write(batch)
+            if item is None:
+                return
+
+    def _write(self, batch: list[Exchange]) -> None:
+        try:
+            rows = [_row(ex) for ex in batch]
+            with self._db:  # one transaction per batch
+                self._db.execute("BEGIN")
+                self._db.executemany(_INSERT, rows)
+        except sqlite3.Error as exc:
+            log.error("could not record %d exchange(s) in %s: %s", len(batch), self.path, exc)

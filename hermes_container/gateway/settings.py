@@ -1,0 +1,171 @@
+"""Load and validate what a gateway needs from a profile's config.yaml and .env.
+
+Every problem is a one-line ConfigError (exit 78), so a supervised slot is parked
+instead of restart-looping on a configuration that can never work.
+
+config.yaml keys (all under `model:` / `gateway:`):
+  model.base_url (required), model.name (required), model.api_key (optional; else
+  HERMES_MODEL_API_KEY from .env, else from the environment; may be empty for
+  local providers), model.connect_timeout_s (5), model.read_timeout_s (120),
+  gateway.port (required), gateway.host (else $HERMES_GATEWAY_HOST, else 127.0.0.1),
+  gateway.max_body_bytes (1 MiB), gateway.shutdown_grace_s (10).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from hermes_container.config import load_config
+from hermes_container.envfile import read_env
+from hermes_container.errors import ConfigError
+from hermes_container.home import CONFIG_FILE, ENV_FILE, SOUL_FILE
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_READ_TIMEOUT_S = 120.0
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_SHUTDOWN_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: str
+    profile_dir: Path
+    host: str
+    port: int
+    model_base_url: str
+    model_name: str
+    soul: str | None
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
+    # Secrets stay out of repr() so a logged Settings never leaks them.
+    api_key: str = field(default="", repr=False)
+    model_api_key: str = field(default="", repr=False)
+
+    @property
+    def completions_url(self) -> str:
+        return self.model_base_url.rstrip("/") + "/chat/completions"
+
+
+def _section(raw: Mapping[str, Any], name: str, where: Path) -> Mapping[str, Any]:
+    value = raw.get(name, {})
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: '{name}' must be a mapping")
+    return value
+
+
+def _string(section: Mapping[str, Any], key: str, label: str, where: Path) -> str | None:
+    value = section.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: {label} must be a non-empty string")
+    return value.strip()
+
+
+def _number(section: Mapping[str, Any], key: str, label: str, where: Path, default: float) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{where}: {label} must be a positive number, not {value!r}")
+    return float(value)
+
+
+def _port(gateway: Mapping[str, Any], where: Path) -> int:
+    port = gateway.get("port")
+    if port is None:
+        raise ConfigError(f"{where}: gateway.port is missing")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"{where}: gateway.port {port!r} is not a port number (1-65535)")
+    return port
+
+
+def _base_url(model: Mapping[str, Any], where: Path) -> str:
+    url = _string(model, "base_url", "model.base_url", where)
+    if url is None:
+        raise ConfigError(f"{where}: model.base_url is missing (the provider's OpenAI-style URL)")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: model.base_url must be an http(s) URL, not {url!r}")
+    return url
+
+
+def _max_body(gateway: Mapping[str, Any], where: Path) -> int:
+    value = gateway.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where}: gateway.max_body_bytes must be a positive integer")
+    return value
+
+
+def _read_soul(profile_dir: Path) -> str | None:
+    try:
+        text = (profile_dir / SOUL_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{profile_dir / SOUL_FILE}: cannot be read ({exc})") from None
+    return text.strip() or None
+
+
+def read_api_key(profile_dir: Path, environ: Mapping[str, str] | None = None) -> str:
+    """The Bearer token clients must send: API_SERVER_KEY from .env, else the environment."""
+    env = os.environ if environ is None else environ
+    key = read_env(profile_dir / ENV_FILE).get("API_SERVER_KEY") or env.get("API_SERVER_KEY", "")
+    if not key.strip():
+        raise ConfigError(
+            f"{profile_dir / ENV_FILE}: API_SERVER_KEY is missing or empty "
+            "(clients authenticate with it; `hermes profile create` generates one)"
+        )
+    return key.strip()
+
+
+def load_settings(
+    profile: str, profile_dir: Path, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Everything the gateway needs, validated; raises ConfigError naming the bad setting."""
+    env = os.environ if environ is None else environ
+    where = profile_dir / CONFIG_FILE
+    if not where.is_file():
+        raise ConfigError(f"{where} is missing")
+    raw = load_config(profile_dir).raw
+    model = _section(raw, "model", where)
+    gateway = _section(raw, "gateway", where)
+    dotenv = read_env(profile_dir / ENV_FILE)
+    name = _string(model, "name", "model.name", where)
+    if name is None:
+        raise ConfigError(f"{where}: model.name is missing")
+    host = _string(gateway, "host", "gateway.host", where)
+    model_key = _string(model, "api_key", "model.api_key", where)
+    return Settings(
+        profile=profile,
+        profile_dir=profile_dir,
+        host=host or env.get("HERMES_GATEWAY_HOST", "").strip() or DEFAULT_HOST,
+        port=_port(gateway, where),
+        model_base_url=_base_url(model, where),
+        model_name=name,
+        soul=_read_soul(profile_dir),
+        connect_timeout_s=_number(
+            model, "connect_timeout_s", "model.connect_timeout_s", where, DEFAULT_CONNECT_TIMEOUT_S
+        ),
+        read_timeout_s=_number(
+            model, "read_timeout_s", "model.read_timeout_s", where, DEFAULT_READ_TIMEOUT_S
+        ),
+        max_body_bytes=_max_body(gateway, where),
+        shutdown_grace_s=_number(
+            gateway, "shutdown_grace_s", "gateway.shutdown_grace_s", where, DEFAULT_SHUTDOWN_GRACE_S
+        ),
+        api_key=read_api_key(profile_dir, env),
+        model_api_key=(
+            model_key
+            or dotenv.get("HERMES_MODEL_API_KEY", "").strip()
+            or env.get("HERMES_MODEL_API_KEY", "").strip()
+        ),
+    )

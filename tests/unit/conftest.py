@@ -1,0 +1,190 @@
+"""Fixtures for the gateway tests: a fake upstream and real gateway processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from hermes_container.envfile import read_env
+from hermes_container.home import HermesHome
+from hermes_container.profiles import create_profile, ensure_default_profile
+from hermes_container.state import GatewayState, read_state
+from tests.fake_upstream import FakeUpstream
+
+START_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def fake_upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as upstream:
+        yield upstream
+
+
+class GatewayProc:
+    """A real `hermes gateway run` subprocess; stderr goes to a file for inspection."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], log: Path, profile: GatewayProfile) -> None:
+        self.popen, self.log, self.profile = popen, log, profile
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> GatewayProc:
+        def healthy() -> bool:
+            if self.popen.poll() is not None:
+                raise AssertionError(f"gateway exited {self.popen.returncode}: {self.stderr()}")
+            try:
+                response = httpx.get(self.profile.url("/health"), timeout=1, trust_env=False)
+                return response.status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, timeout, "the gateway's /health")
+        return self
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout)
+
+
+class GatewayProfile:
+    """A profile wired to the fake upstream on a free port, and gateways started on it."""
+
+    def __init__(self, home: HermesHome, name: str, upstream: FakeUpstream, tmp: Path) -> None:
+        self.home, self.name, self.upstream, self.tmp = home, name, upstream, tmp
+        self.dir = home.profile_dir(name)
+        self.port = free_port()
+        self.procs: list[GatewayProc] = []
+        self.configure()
+
+    def configure(self, model: dict[str, Any] | None = None, **gateway: Any) -> None:
+        """Rewrite config.yaml: our port, the fake upstream, short timeouts, then overrides."""
+        data = {
+            "model": {
+                "base_url": self.upstream.base_url,
+                "name": "test-model",
+                "connect_timeout_s": 2,
+                "read_timeout_s": 5,
+                **(model or {}),
+            },
+            "gateway": {"port": self.port, "shutdown_grace_s": 10, **gateway},
+        }
+        (self.dir / "config.yaml").write_text(yaml.safe_dump(data))
+
+    @property
+    def api_key(self) -> str:
+        return read_env(self.dir / ".env")["API_SERVER_KEY"]
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"}
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def state(self) -> GatewayState:
+        return read_state(self.dir, warn=False)
+
+    def spawn(
+        self, *args: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()
+    ) -> GatewayProc:
+        """Start `hermes -p NAME gateway run ARGS` without waiting for it."""
+        log = self.tmp / f"gateway-{len(self.procs)}.log"
+        full_env = {**os.environ, "HERMES_ALLOW_ROOT_GATEWAY": "1", **(env or {})}
+        with log.open("wb") as err:
+            popen = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "hermes_container",
+                    "-p",
+                    self.name,
+                    "gateway",
+                    "run",
+                    *args,
+                ],
+                env=full_env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                pass_fds=pass_fds,
+            )
+        proc = GatewayProc(popen, log, self)
+        self.procs.append(proc)
+        return proc
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> GatewayProc:
+        return self.spawn(*args, env=env).wait_ready()
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url(""), trust_env=False, timeout=30, **kwargs)
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                proc.popen.kill()
+                proc.popen.wait(10)
+
+
+@pytest.fixture
+def make_profile(
+    hermes_home: HermesHome, fake_upstream: FakeUpstream, tmp_path: Path
+) -> Iterator[Callable[[str], GatewayProfile]]:
+    """Factory: `make_profile("name")` gives a configured profile (default: 'default')."""
+    made: list[GatewayProfile] = []
+    ensure_default_profile(hermes_home)
+
+    def make(name: str = "default") -> GatewayProfile:
+        if name != "default":
+            create_profile(hermes_home, name)
+        profile = GatewayProfile(hermes_home, name, fake_upstream, tmp_path)
+        made.append(profile)
+        return profile
+
+    yield make
+    for profile in made:
+        profile.cleanup()
+
+
+@pytest.fixture
+def profile(make_profile: Callable[[str], GatewayProfile]) -> GatewayProfile:
+    return make_profile("default")
+
+
+@pytest.fixture
+def gateway(profile: GatewayProfile) -> GatewayProc:
+    """A running gateway of the default profile."""
+    return profile.start()
