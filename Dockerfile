@@ -1,0 +1,118 @@
+# hermes-container: many Hermes agent profiles in one container, s6-overlay v3 as PID 1.
+#
+# Build (online):   docker build -t hermes-container .
+# Build (offline):  see docs/offline-builds.md -- an s6-overlay mirror and a wheels directory:
+#   docker build --network host \
+#     --build-arg S6_OVERLAY_MIRROR=http://127.0.0.1:8765 \
+#     --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/tmp/wheels \
+#     --build-arg WHEELS_DIR=.wheels -t hermes-container .
+ARG BASE_IMAGE=debian:bookworm-slim
+
+# ---------------------------------------------------------------------------------------
+# builder: fetch + verify s6-overlay, build the venv at /opt/hermes/.venv
+# ---------------------------------------------------------------------------------------
+FROM ${BASE_IMAGE} AS builder
+SHELL ["/bin/sh", "-eu", "-c"]
+
+# Versions come from the Debian release of BASE_IMAGE; pinning them would break every
+# point release, so DL3008 is ignored on purpose.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+        ca-certificates curl xz-utils python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+
+ARG S6_OVERLAY_VERSION=3.2.3.2
+ARG S6_OVERLAY_MIRROR=https://github.com/just-containers/s6-overlay/releases/download
+# Optional pins (lowercase hex); empty = verify against <asset>.sha256 on the mirror.
+ARG S6_OVERLAY_SHA256_NOARCH=""
+ARG S6_OVERLAY_SHA256_SYMLINKS_NOARCH=""
+ARG S6_OVERLAY_SHA256_SYMLINKS_ARCH=""
+ARG S6_OVERLAY_SHA256_X86_64=""
+ARG S6_OVERLAY_SHA256_AARCH64=""
+# Set by BuildKit; the classic builder leaves it empty and `uname -m` decides.
+ARG TARGETARCH=""
+COPY docker/fetch-s6-overlay /usr/local/bin/fetch-s6-overlay
+RUN fetch-s6-overlay /s6root
+
+# Python dependencies. Default: from the package index. Offline: put wheels in the build
+# context and pass WHEELS_DIR=<dir> PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels.
+ARG WHEELS_DIR=docker/no-wheels
+ARG PIP_NO_INDEX=""
+ARG PIP_FIND_LINKS=""
+ARG PIP_INDEX_URL=""
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore
+COPY ${WHEELS_DIR}/ /tmp/wheels/
+COPY pyproject.toml /src/pyproject.toml
+# Dependencies first (read from pyproject.toml) so code changes do not reinstall them.
+RUN [ -n "${PIP_INDEX_URL}" ] || unset PIP_INDEX_URL; \
+    [ -n "${PIP_NO_INDEX}" ] || unset PIP_NO_INDEX; \
+    [ -n "${PIP_FIND_LINKS}" ] || unset PIP_FIND_LINKS; \
+    python3 -m venv /opt/hermes/.venv \
+ && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > /tmp/requirements.txt \
+ && /opt/hermes/.venv/bin/pip install --quiet -r /tmp/requirements.txt
+COPY README.md /src/README.md
+COPY hermes_container /src/hermes_container
+RUN [ -n "${PIP_INDEX_URL}" ] || unset PIP_INDEX_URL; \
+    [ -n "${PIP_NO_INDEX}" ] || unset PIP_NO_INDEX; \
+    [ -n "${PIP_FIND_LINKS}" ] || unset PIP_FIND_LINKS; \
+    /opt/hermes/.venv/bin/pip install --quiet --no-deps /src \
+ && /opt/hermes/.venv/bin/pip uninstall --quiet --yes pip setuptools \
+ && /opt/hermes/.venv/bin/python -m compileall -q /opt/hermes/.venv/lib \
+ && /opt/hermes/.venv/bin/hermes --version
+
+# ---------------------------------------------------------------------------------------
+# final image
+# ---------------------------------------------------------------------------------------
+FROM ${BASE_IMAGE}
+SHELL ["/bin/sh", "-eu", "-c"]
+
+LABEL org.opencontainers.image.title="hermes-container" \
+      org.opencontainers.image.description="Many Hermes agent profiles in one s6-supervised container"
+
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 10000 hermes \
+ && useradd --uid 10000 --gid 10000 --home-dir /opt/data --no-create-home \
+        --shell /usr/sbin/nologin hermes \
+ && install -d -o hermes -g hermes -m 0755 /opt/data
+
+COPY --from=builder /s6root/ /
+COPY --from=builder /opt/hermes/.venv /opt/hermes/.venv
+COPY docker/hermes-shim /opt/hermes/bin/hermes
+COPY docker/entrypoint docker/main docker/init-volume docker/init-reconcile-profiles \
+     /opt/hermes/libexec/
+COPY s6-rc.d/init-volume /etc/s6-overlay/s6-rc.d/init-volume
+COPY s6-rc.d/init-reconcile-profiles /etc/s6-overlay/s6-rc.d/init-reconcile-profiles
+COPY s6-rc.d/dashboard /etc/s6-overlay/s6-rc.d/dashboard
+# The `user` bundle goes where s6-overlay >= 3.2.3 reads it (no deprecation warning).
+COPY s6-rc.d/user/contents.d /etc/s6-overlay/user-bundles.d/user/contents.d
+
+ENV HERMES_HOME=/opt/data \
+    PATH=/opt/hermes/bin:/command:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HERMES_BIN=/opt/hermes/.venv/bin/hermes \
+    HERMES_S6_SCANDIR=/run/service \
+    HERMES_GATEWAY_HOST=0.0.0.0 \
+    HERMES_DASHBOARD_HOST=0.0.0.0 \
+    HERMES_DASHBOARD_PORT=9119 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    S6_BEHAVIOUR_IF_STAGE2_FAILS=2 \
+    S6_CMD_WAIT_FOR_SERVICES_MAXTIME=0 \
+    S6_KILL_GRACETIME=3000 \
+    S6_SERVICES_GRACETIME=5000 \
+    S6_VERBOSITY=1
+
+VOLUME /opt/data
+WORKDIR /opt/data
+EXPOSE 8642 9119
+
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["hermes", "healthcheck"]
+
+ENTRYPOINT ["/opt/hermes/libexec/entrypoint"]

@@ -1,0 +1,24 @@
+"""`hermes healthcheck [--json] [--timeout S]`: the container HEALTHCHECK."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "healthcheck",
+        help="exit 0 when the dashboard (if enabled) and every desired-running gateway answer",
+    )
+    parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    parser.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds per HTTP probe (default: 3)"
+    )
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hermes_container.healthcheck import healthcheck_command
+
+    return healthcheck_command(as_json=args.json, timeout=args.timeout)

@@ -1,0 +1,149 @@
+"""`hermes healthcheck`: desired-running gateways and the enabled dashboard must answer."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from hermes_container.config import render_config
+from hermes_container.healthcheck import check, probe_host
+from hermes_container.home import HermesHome
+from hermes_container.profiles import create_profile, ensure_default_profile
+from hermes_container.state import write_desired
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        code = 200 if self.path in ("/health", "/api/status") else 404
+        body = b'{"ok": true}'
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[int]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _set_port(home: HermesHome, profile: str, port: int) -> None:
+    (home.profile_dir(profile) / "config.yaml").write_text(render_config(port))
+
+
+def test_probe_host_maps_wildcards_to_loopback() -> None:
+    assert probe_host("0.0.0.0") == "127.0.0.1"
+    assert probe_host("") == "127.0.0.1"
+    assert probe_host("::") == "::1"
+    assert probe_host("10.1.2.3") == "10.1.2.3"
+
+
+def test_default_without_state_counts_as_desired_running(
+    hermes_home: HermesHome, server: int
+) -> None:
+    ensure_default_profile(hermes_home)
+    _set_port(hermes_home, "default", server)
+    results = check(hermes_home, env={})
+    assert [(r.name, r.ok) for r in results] == [("gateway default", True)]
+
+
+def test_down_gateway_that_should_run_is_unhealthy(hermes_home: HermesHome) -> None:
+    ensure_default_profile(hermes_home)
+    _set_port(hermes_home, "default", _closed_port())
+    results = check(hermes_home, env={}, timeout=1)
+    assert len(results) == 1 and not results[0].ok
+
+
+def test_stopped_profiles_are_not_checked(hermes_home: HermesHome) -> None:
+    ensure_default_profile(hermes_home)
+    create_profile(hermes_home, "coder")
+    write_desired(hermes_home.root, "stopped")
+    _set_port(hermes_home, "default", _closed_port())
+    assert check(hermes_home, env={}) == []  # coder has no desired state: not checked
+
+
+def test_named_profile_desired_running_is_checked(hermes_home: HermesHome, server: int) -> None:
+    ensure_default_profile(hermes_home)
+    write_desired(hermes_home.root, "stopped")
+    create_profile(hermes_home, "coder", start=True)
+    _set_port(hermes_home, "coder", server)
+    results = check(hermes_home, env={})
+    assert [(r.name, r.ok) for r in results] == [("gateway coder", True)]
+
+
+def test_dashboard_checked_only_when_enabled(hermes_home: HermesHome, server: int) -> None:
+    ensure_default_profile(hermes_home)
+    write_desired(hermes_home.root, "stopped")
+    env = {"HERMES_DASHBOARD_HOST": "0.0.0.0", "HERMES_DASHBOARD_PORT": str(server)}
+    assert check(hermes_home, env=env) == []
+    results = check(hermes_home, env={**env, "HERMES_DASHBOARD": "Yes"})
+    assert [(r.name, r.ok) for r in results] == [("dashboard", True)]
+    down = {**env, "HERMES_DASHBOARD": "1", "HERMES_DASHBOARD_PORT": str(_closed_port())}
+    assert [r.ok for r in check(hermes_home, env=down, timeout=1)] == [False]
+    bad = {**env, "HERMES_DASHBOARD": "1", "HERMES_DASHBOARD_PORT": "nope"}
+    assert [r.ok for r in check(hermes_home, env=bad)] == [False]
+
+
+def test_profile_without_port_is_unhealthy(hermes_home: HermesHome) -> None:
+    ensure_default_profile(hermes_home)
+    (hermes_home.root / "config.yaml").write_text("model: {}\n")
+    results = check(hermes_home, env={})
+    assert len(results) == 1 and not results[0].ok and "port" in results[0].detail
+
+
+def test_cli_exit_codes_and_json(hermes_home: HermesHome, server: int) -> None:
+    ensure_default_profile(hermes_home)
+    _set_port(hermes_home, "default", server)
+    ok = subprocess.run(
+        [sys.executable, "-m", "hermes_container", "healthcheck", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["healthy"] is True
+    _set_port(hermes_home, "default", _closed_port())
+    bad = subprocess.run(
+        [sys.executable, "-m", "hermes_container", "healthcheck", "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 1
+    assert "FAIL gateway default" in bad.stdout and bad.stdout.strip().endswith("unhealthy")
+
+
+def test_healthcheck_imports_nothing_heavy(hermes_home: HermesHome, tmp_path: Path) -> None:
+    ensure_default_profile(hermes_home)
+    code = (
+        "import sys\n"
+        "from hermes_container.cli import main\n"
+        "main(['healthcheck', '--timeout', '0.2'])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('fastapi', 'uvicorn', 'authlib', 'httpx', 'starlette', 'pydantic'))\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert "HEAVY []" in proc.stderr, proc.stderr

@@ -1,0 +1,170 @@
+"""The s6-rc source tree in `s6-rc.d/` is well-formed and wired into the image.
+
+Checked without s6: every definition has a valid type; oneshots have an `up` command
+line whose script exists in docker/ and is executable; longruns have type, run, finish
+and dependencies.d/ with executable scripts; every dependency and bundle member exists
+(or is s6-overlay's `base`); there is no dependency cycle; the `user` bundle starts
+everything; and the Dockerfile copies each definition to where s6-overlay reads it.
+When `s6-rc-compile` is available the tree is also compiled for real.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TREE = REPO / "s6-rc.d"
+DOCKER_DIR = REPO / "docker"
+DOCKERFILE = REPO / "Dockerfile"
+LIBEXEC = "/opt/hermes/libexec/"
+# Services that s6-overlay itself defines and ours may depend on.
+OVERLAY_PROVIDED = frozenset({"base"})
+TYPES = frozenset({"oneshot", "longrun", "bundle"})
+
+
+def _services() -> dict[str, str]:
+    out = {}
+    for entry in sorted(TREE.iterdir()):
+        assert entry.is_dir(), f"{entry} is not a service definition directory"
+        type_file = entry / "type"
+        assert type_file.is_file(), f"{entry.name}: missing type file"
+        out[entry.name] = type_file.read_text().strip()
+    return out
+
+
+def _names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+
+
+def _execline_words(path: Path) -> list[str]:
+    lines = [
+        ln for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+    ]
+    return shlex.split(" ".join(lines))
+
+
+def test_every_definition_has_a_known_type() -> None:
+    services = _services()
+    assert services, "s6-rc.d is empty"
+    for name, kind in services.items():
+        assert kind in TYPES, f"{name}: type {kind!r} is not one of {sorted(TYPES)}"
+
+
+def test_the_expected_services_exist() -> None:
+    services = _services()
+    assert services.get("init-volume") == "oneshot"
+    assert services.get("init-reconcile-profiles") == "oneshot"
+    assert services.get("dashboard") == "longrun"
+    assert services.get("user") == "bundle"
+
+
+def test_oneshots_run_an_executable_script_from_docker_dir() -> None:
+    for name, kind in _services().items():
+        if kind != "oneshot":
+            continue
+        up = TREE / name / "up"
+        assert up.is_file(), f"{name}: oneshot without an up file"
+        words = _execline_words(up)
+        assert words, f"{name}: up is empty"
+        scripts = [w for w in words if w.startswith(LIBEXEC)]
+        assert scripts, f"{name}: up runs nothing from {LIBEXEC}: {words}"
+        for script in scripts:
+            source = DOCKER_DIR / script.removeprefix(LIBEXEC)
+            assert source.is_file(), f"{name}: {script} has no source {source}"
+            assert os.access(source, os.X_OK), f"{source} is not executable"
+        for word in words:
+            if word.startswith("/command/"):
+                assert word in ("/command/with-contenv",), f"{name}: unexpected {word}"
+
+
+def test_longruns_have_type_run_finish_and_dependencies() -> None:
+    for name, kind in _services().items():
+        if kind != "longrun":
+            continue
+        directory = TREE / name
+        for script in ("run", "finish"):
+            path = directory / script
+            assert path.is_file(), f"{name}: missing {script}"
+            assert os.access(path, os.X_OK), f"{name}/{script} is not executable"
+            assert path.read_text().startswith("#!"), f"{name}/{script} has no shebang"
+        assert (directory / "dependencies.d").is_dir(), f"{name}: missing dependencies.d/"
+
+
+def test_dependencies_exist_and_are_acyclic() -> None:
+    services = _services()
+    graph: dict[str, list[str]] = {}
+    for name, kind in services.items():
+        deps = _names(TREE / name / "dependencies.d")
+        if kind == "bundle":
+            assert not deps, f"{name}: a bundle has no dependencies.d"
+            continue
+        assert "base" in deps, f"{name}: must depend on s6-overlay's base bundle"
+        for dep in deps:
+            assert dep in services or dep in OVERLAY_PROVIDED, f"{name}: unknown dependency {dep}"
+            assert (TREE / name / "dependencies.d" / dep).stat().st_size == 0
+        graph[name] = [d for d in deps if d in services]
+
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        if state.get(node) == "done":
+            return
+        assert state.get(node) != "active", f"dependency cycle: {' -> '.join([*path, node])}"
+        state[node] = "active"
+        for dep in graph.get(node, []):
+            visit(dep, [*path, node])
+        state[node] = "done"
+
+    for node in graph:
+        visit(node, [])
+
+
+def test_order_is_volume_then_reconcile_then_dashboard() -> None:
+    assert (TREE / "init-reconcile-profiles" / "dependencies.d" / "init-volume").exists()
+    assert (TREE / "dashboard" / "dependencies.d" / "init-reconcile-profiles").exists()
+
+
+def test_user_bundle_contains_every_service_and_only_existing_ones() -> None:
+    services = _services()
+    contents = _names(TREE / "user" / "contents.d")
+    for member in contents:
+        assert member in services, f"user bundle: {member} does not exist"
+        assert (TREE / "user" / "contents.d" / member).stat().st_size == 0
+    expected = sorted(n for n, k in services.items() if k != "bundle")
+    assert contents == expected
+
+
+def test_dockerfile_installs_the_tree_where_s6_overlay_reads_it() -> None:
+    text = DOCKERFILE.read_text()
+    for name, kind in _services().items():
+        if kind == "bundle":
+            continue
+        assert f"COPY s6-rc.d/{name} /etc/s6-overlay/s6-rc.d/{name}" in text, name
+    # s6-overlay >= 3.2.3 reads user bundles from user-bundles.d (no deprecation warning).
+    assert "COPY s6-rc.d/user/contents.d /etc/s6-overlay/user-bundles.d/user/contents.d" in text
+    assert "/etc/s6-overlay/s6-rc.d/user" not in text.replace("s6-rc.d/user/contents.d /etc", "")
+    for script in sorted(p.name for p in DOCKER_DIR.iterdir() if p.is_file()):
+        if script in ("hermes-shim", "fetch-s6-overlay"):
+            continue
+        assert f"docker/{script}" in text, f"Dockerfile does not install docker/{script}"
+
+
+@pytest.mark.skipif(shutil.which("s6-rc-compile") is None, reason="s6-rc-compile not installed")
+def test_tree_compiles_with_s6_rc(tmp_path: Path) -> None:
+    # Stand in for s6-overlay's own definitions: an empty `base` bundle.
+    overlay = tmp_path / "overlay"
+    (overlay / "base" / "contents.d").mkdir(parents=True)
+    (overlay / "base" / "type").write_text("bundle\n")
+    proc = subprocess.run(
+        ["s6-rc-compile", "-v2", str(tmp_path / "db"), str(TREE), str(overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
