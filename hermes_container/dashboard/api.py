@@ -1,0 +1,136 @@
+"""JSON API: public status, and the gated profile endpoints (list, detail, control, logs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from hermes_container import __version__
+from hermes_container.dashboard.context import client_ip, ctx, user_label
+from hermes_container.dashboard.logtail import follow
+from hermes_container.dashboard.views import all_rows, profile_row
+from hermes_container.errors import HermesError
+from hermes_container.names import is_valid_profile_name
+from hermes_container.profiles import profile_exists
+
+log = logging.getLogger("hermes.dashboard")
+router = APIRouter()
+ACTIONS = ("start", "stop", "restart")
+ACTION_WAIT_S = 15.0
+
+
+def _error(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+class _StatusCache:
+    """Pre-serialised /api/status body, rebuilt only when the counts object changes."""
+
+    def __init__(self) -> None:
+        self.source: object = None
+        self.body = b""
+
+
+async def status_endpoint(request: Request) -> Response:
+    """Public: version, health, gateway counts per state, auth_required, auth_providers.
+
+    Reveals no paths, PIDs, ports, names or secrets, so it is safe with the gate on.
+    """
+    context = ctx(request)
+    counts = context.counts.get()
+    cache: _StatusCache = request.app.state.status_cache
+    if cache.source is not counts:
+        payload: dict[str, Any] = {
+            "version": __version__,
+            **counts,
+            "auth_required": context.settings.auth_required,
+            "auth_mode": context.settings.mode,
+            "auth_providers": context.settings.providers,
+        }
+        cache.body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        cache.source = counts
+    return Response(cache.body, media_type="application/json")
+
+
+@router.get("/api/auth/providers")
+async def auth_providers(request: Request) -> JSONResponse:
+    providers = ctx(request).providers
+    return JSONResponse({"providers": [p.to_json() for p in providers.info()] if providers else []})
+
+
+@router.get("/api/session")
+async def session_info(request: Request) -> JSONResponse:
+    from hermes_container.dashboard.context import current_user
+
+    return JSONResponse({"user": current_user(request), "mode": ctx(request).settings.mode})
+
+
+@router.get("/api/profiles")
+async def list_profiles_api(request: Request) -> JSONResponse:
+    context = ctx(request)
+    manager = context.managers.get()
+    rows = await run_in_threadpool(all_rows, context.home, manager)
+    return JSONResponse(
+        {"supervisor": manager.name if manager else None, "profiles": [r.to_json() for r in rows]}
+    )
+
+
+def _check_profile(request: Request, name: str) -> JSONResponse | None:
+    if not is_valid_profile_name(name) or not profile_exists(ctx(request).home, name):
+        return _error(404, "not_found", "no such profile")
+    return None
+
+
+@router.get("/api/profiles/{name}")
+async def profile_api(request: Request, name: str) -> JSONResponse:
+    if (missing := _check_profile(request, name)) is not None:
+        return missing
+    context = ctx(request)
+    manager = context.managers.get()
+    row = await run_in_threadpool(profile_row, context.home, manager, name)
+    return JSONResponse({"supervisor": manager.name if manager else None, "profile": row.to_json()})
+
+
+@router.post("/api/profiles/{name}/gateway/{action}")
+async def gateway_action(request: Request, name: str, action: str) -> JSONResponse:
+    if action not in ACTIONS:
+        return _error(404, "not_found", "action must be start, stop or restart")
+    if (missing := _check_profile(request, name)) is not None:
+        return missing
+    context = ctx(request)
+    manager = context.managers.get()
+    audit = {"user": user_label(request), "ip": client_ip(request), "profile": name}
+    if manager is None:
+        context.audit.write("gateway_action", action=action, result="no_supervisor", **audit)
+        return _error(
+            503,
+            "supervisor_unavailable",
+            "no supervision tree is running, so gateways cannot be controlled from here; "
+            "run the container (or `hermes supervise`) to manage gateways",
+        )
+    method = getattr(manager, action)
+    try:
+        status = await run_in_threadpool(lambda: method(name, wait=ACTION_WAIT_S))
+    except HermesError as exc:
+        context.audit.write("gateway_action", action=action, result="error", **audit)
+        return _error(409, "action_failed", exc.message)
+    context.audit.write("gateway_action", action=action, result="ok", **audit)
+    return JSONResponse({"ok": True, "action": action, "status": status.to_json()})
+
+
+@router.get("/api/profiles/{name}/logs")
+async def profile_logs(request: Request, name: str, once: bool = False) -> Response:
+    if (missing := _check_profile(request, name)) is not None:
+        return missing
+    path = ctx(request).home.gateway_log_dir(name) / "current"
+    return StreamingResponse(
+        follow(path, request.is_disconnected, once=once),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+    )

@@ -1,0 +1,110 @@
+"""The app factory: routes, templates and the middleware stack for one auth mode.
+
+Middleware order, outermost first: security headers, session cookie, the auth gate
+for the mode (loopback token, OAuth gate, or none when explicitly insecure), CSRF.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import jinja2
+from fastapi import FastAPI
+from starlette.routing import Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from hermes_container.dashboard import api, pages
+from hermes_container.dashboard.asgi import Scope
+from hermes_container.dashboard.auth import routes as auth_routes
+from hermes_container.dashboard.auth.audit import AuditLog
+from hermes_container.dashboard.auth.csrf import CsrfMiddleware
+from hermes_container.dashboard.auth.gate import OAuthGateMiddleware
+from hermes_container.dashboard.auth.session import SessionCodec, SessionMiddleware
+from hermes_container.dashboard.auth.token_mode import TokenAuthMiddleware
+from hermes_container.dashboard.context import PACKAGE_DIR, DashboardContext
+from hermes_container.dashboard.headers import SecurityHeadersMiddleware
+from hermes_container.dashboard.manager import ManagerSource, supervision_lookup
+from hermes_container.dashboard.settings import DashboardSettings
+from hermes_container.dashboard.views import StatusCounts
+from hermes_container.home import HermesHome
+from hermes_container.supervision.base import ServiceManager
+
+log = logging.getLogger("hermes.dashboard")
+
+
+class _Auto:
+    """Sentinel: find the manager through hermes_container.supervision.get_manager."""
+
+
+AUTO = _Auto()
+
+
+def _templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(PACKAGE_DIR / "templates")),
+        autoescape=True,
+        auto_reload=False,
+    )
+    return Jinja2Templates(env=env)
+
+
+def create_app(
+    settings: DashboardSettings,
+    *,
+    home: HermesHome,
+    manager: ServiceManager | _Auto | None = AUTO,
+    status_ttl: float = 2.0,
+) -> FastAPI:
+    audit = AuditLog(home.auth_log)
+    codec = SessionCodec(
+        settings.secret_key, idle_ttl=settings.session_idle_ttl, max_age=settings.session_max_age
+    )
+    providers = None
+    if settings.mode == "oauth":
+        from hermes_container.dashboard.auth.providers import LoginProviders
+
+        providers = LoginProviders(settings)
+    managers = (
+        ManagerSource(supervision_lookup(home))
+        if isinstance(manager, _Auto)
+        else ManagerSource.fixed(manager)
+    )
+    context = DashboardContext(
+        settings=settings,
+        home=home,
+        managers=managers,
+        audit=audit,
+        counts=StatusCounts(home, ttl=status_ttl),
+        codec=codec,
+        templates=_templates(),
+        providers=providers,
+    )
+
+    app = FastAPI(title="Hermes dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.hermes = context
+    app.state.status_cache = api._StatusCache()
+    # A plain Starlette route: no FastAPI dependency solving on the hottest path.
+    app.router.routes.append(Route("/api/status", api.status_endpoint, methods=["GET"]))
+    app.include_router(api.router)
+    app.include_router(auth_routes.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")
+
+    def on_refresh(scope: Scope, data: dict[str, Any]) -> None:
+        user = data.get("user")
+        label = user.get("email") or user.get("login") if isinstance(user, dict) else None
+        audit.write("refresh", user=label, ip=settings.proxies.client_ip(scope))
+
+    # add_middleware puts each new one outside the previous ones: innermost first.
+    app.add_middleware(CsrfMiddleware, proxies=settings.proxies)
+    if settings.mode == "token":
+        app.add_middleware(TokenAuthMiddleware, token=settings.session_token)
+    elif settings.mode == "oauth":
+        app.add_middleware(OAuthGateMiddleware)
+    app.add_middleware(
+        SessionMiddleware, codec=codec, proxies=settings.proxies, on_refresh=on_refresh
+    )
+    app.add_middleware(SecurityHeadersMiddleware)
+    return app

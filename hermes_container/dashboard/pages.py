@@ -1,0 +1,91 @@
+"""Server-rendered pages: overview, profile detail, boot log, audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hermes_container import __version__
+from hermes_container.dashboard.context import csrf_token, ctx, current_user
+from hermes_container.dashboard.logtail import tail_lines
+from hermes_container.dashboard.views import all_rows, profile_row
+from hermes_container.names import is_valid_profile_name
+from hermes_container.profiles import profile_exists
+
+router = APIRouter()
+
+
+def render(request: Request, template: str, status_code: int = 200, **extra: Any) -> Response:
+    context = ctx(request)
+    settings = context.settings
+    values = {
+        "version": __version__,
+        "mode": settings.mode,
+        "insecure": settings.mode == "insecure",
+        "user": current_user(request) if settings.mode == "oauth" else None,
+        "csrf_token": csrf_token(request),
+        # Loopback mode only: the page hands the token to its own scripts.
+        "session_token": settings.session_token if settings.mode == "token" else None,
+        **extra,
+    }
+    return context.templates.TemplateResponse(request, template, values, status_code=status_code)
+
+
+def fmt_uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s"
+
+
+@router.get("/")
+async def overview(request: Request) -> Response:
+    context = ctx(request)
+    manager = context.managers.get()
+    rows = await run_in_threadpool(all_rows, context.home, manager)
+    return render(
+        request,
+        "overview.html",
+        rows=rows,
+        supervisor=manager.name if manager else None,
+        fmt_uptime=fmt_uptime,
+    )
+
+
+@router.get("/profiles/{name}")
+async def profile_page(request: Request, name: str) -> Response:
+    context = ctx(request)
+    if not is_valid_profile_name(name) or not profile_exists(context.home, name):
+        return render(request, "error.html", 404, title="Not found", message="No such profile.")
+    manager = context.managers.get()
+    row = await run_in_threadpool(profile_row, context.home, manager, name)
+    return render(
+        request,
+        "profile.html",
+        row=row,
+        supervisor=manager.name if manager else None,
+        fmt_uptime=fmt_uptime,
+    )
+
+
+@router.get("/logs/boot")
+async def boot_log(request: Request) -> Response:
+    lines = await run_in_threadpool(tail_lines, ctx(request).home.boot_log, 500)
+    return render(request, "boot_log.html", lines=list(reversed(lines)))
+
+
+@router.get("/logs/audit")
+async def audit_log(request: Request) -> Response:
+    records = await run_in_threadpool(ctx(request).audit.tail, 300)
+    return render(request, "audit_log.html", records=records)

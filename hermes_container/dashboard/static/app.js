@@ -1,0 +1,156 @@
+// Hermes dashboard: live refresh, gateway actions and the log tail. No build step.
+"use strict";
+(function () {
+  const meta = (name) => {
+    const el = document.querySelector(`meta[name="${name}"]`);
+    return el ? el.getAttribute("content") : null;
+  };
+  const sessionToken = meta("hermes-session-token"); // loopback mode only
+  const csrfToken = meta("csrf-token");
+
+  function headers(extra) {
+    const h = Object.assign({ Accept: "application/json" }, extra || {});
+    if (sessionToken) h["X-Hermes-Session-Token"] = sessionToken;
+    if (csrfToken) h["X-CSRF-Token"] = csrfToken;
+    return h;
+  }
+
+  function toLogin(body) {
+    const url = (body && body.login_url) || "/login";
+    const next = encodeURIComponent(location.pathname);
+    location.href = url.replace(/next=[^&]*/, "next=" + next);
+  }
+
+  async function api(path, options) {
+    const opts = Object.assign({ credentials: "same-origin" }, options || {});
+    opts.headers = headers(opts.headers);
+    const res = await fetch(path, opts);
+    let body = null;
+    try { body = await res.json(); } catch (e) { body = null; }
+    if (res.status === 401) { toLogin(body); throw new Error("not logged in"); }
+    return { status: res.status, body: body };
+  }
+
+  function fmtUptime(s) {
+    if (s === null || s === undefined) return "-";
+    s = Math.floor(s);
+    const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600);
+    const m = Math.floor((s % 3600) / 60), sec = s % 60;
+    if (d) return `${d}d ${h}h`;
+    if (h) return `${h}h ${m}m`;
+    return `${m}m ${sec}s`;
+  }
+
+  function fill(container, row) {
+    const show = {
+      desired_state: row.desired_state || "-",
+      ready: row.ready === null || row.ready === undefined ? "-" : (row.ready ? "yes" : "no"),
+      pid: row.pid || "-",
+      uptime_s: fmtUptime(row.uptime_s),
+      restarts: row.restarts === null || row.restarts === undefined ? "-" : row.restarts,
+      port: row.port || "-",
+      exit_reason: row.exit_reason || "-",
+    };
+    container.querySelectorAll("[data-field]").forEach((cell) => {
+      const field = cell.getAttribute("data-field");
+      if (field === "gateway_state") {
+        const state = row.gateway_state || "unknown";
+        let pill = cell.querySelector(".state");
+        if (!pill) { pill = document.createElement("span"); cell.replaceChildren(pill); }
+        pill.className = "state state-" + state;
+        pill.textContent = state;
+      } else if (field in show) {
+        cell.textContent = show[field];
+      }
+    });
+  }
+
+  async function refreshOverview(table) {
+    const { status, body } = await api("/api/profiles");
+    if (status !== 200 || !body) return;
+    for (const row of body.profiles) {
+      const tr = table.querySelector(`tr[data-profile="${CSS.escape(row.name)}"]`);
+      if (tr) fill(tr, row);
+    }
+  }
+
+  async function refreshProfile(card) {
+    const name = card.getAttribute("data-profile");
+    const { status, body } = await api(`/api/profiles/${encodeURIComponent(name)}`);
+    if (status === 200 && body) fill(card, body.profile);
+  }
+
+  function setupActions(card) {
+    const name = card.getAttribute("data-profile");
+    const result = document.getElementById("action-result");
+    card.querySelectorAll("button[data-action]").forEach((btn) => {
+      btn.addEventListener("click", async () => {
+        const action = btn.getAttribute("data-action");
+        const buttons = card.querySelectorAll("button[data-action]");
+        buttons.forEach((b) => (b.disabled = true));
+        result.className = "action-result";
+        result.textContent = `${action}ing…`;
+        try {
+          const { status, body } = await api(
+            `/api/profiles/${encodeURIComponent(name)}/gateway/${action}`,
+            { method: "POST" }
+          );
+          if (status === 200) {
+            result.textContent = `${action}: done`;
+            if (body && body.status) fill(card, body.status);
+          } else {
+            result.className = "action-result error";
+            result.textContent = (body && body.detail) || `${action} failed (${status})`;
+          }
+        } catch (e) {
+          result.className = "action-result error";
+          result.textContent = String(e.message || e);
+        } finally {
+          buttons.forEach((b) => (b.disabled = false));
+          refreshProfile(card).catch(() => {});
+        }
+      });
+    });
+  }
+
+  // SSE over fetch(): EventSource cannot send the loopback token header.
+  async function tailLog(pre) {
+    const res = await fetch(pre.getAttribute("data-src"), {
+      credentials: "same-origin", headers: headers({ Accept: "text/event-stream" }),
+    });
+    if (res.status === 401) { toLogin(null); return; }
+    if (!res.ok || !res.body) { pre.textContent = `log unavailable (${res.status})`; return; }
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        if (block.startsWith(":") || block.startsWith("event:")) continue;
+        const text = block.split("\n").filter((l) => l.startsWith("data: "))
+          .map((l) => l.slice(6)).join("\n");
+        const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
+        pre.appendChild(document.createTextNode(text + "\n"));
+        while (pre.childNodes.length > 2000) pre.removeChild(pre.firstChild);
+        if (stick) pre.scrollTop = pre.scrollHeight;
+      }
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const table = document.querySelector('[data-live="profiles"]');
+    if (table) setInterval(() => refreshOverview(table).catch(() => {}), 3000);
+    const card = document.getElementById("profile");
+    if (card) {
+      setupActions(card);
+      setInterval(() => refreshProfile(card).catch(() => {}), 3000);
+    }
+    const log = document.getElementById("log");
+    if (log) tailLog(log).catch(() => {});
+  });
+})();
