@@ -43,10 +43,9 @@ class RelayedStream(Response):
     def __init__(
         self, upstream: httpx.Response, relay: Relay, store: SessionStore, ex: Exchange
     ) -> None:
-        super().__init__(
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", SESSION_HEADER: ex.session_id},
-        )
+        # No super().__init__(): with no body set, init_headers adds no Content-Length.
+        self.status_code, self.media_type, self.background = 200, "text/event-stream", None
+        self.init_headers({"cache-control": "no-cache", SESSION_HEADER: ex.session_id})
         self.upstream, self.relay, self.store, self.ex = upstream, relay, store, ex
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
