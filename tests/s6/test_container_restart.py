@@ -1,0 +1,102 @@
+"""A simulated container restart: new svscan, new scandir, `hermes reconcile`."""
+
+from __future__ import annotations
+
+import re
+
+from tests.s6.conftest import Tree, gateway_pids
+
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ profile=(?P<profile>[a-z0-9_-]+) "
+    r"prior_state=(?P<prior_state>[a-z_]+) action=(?P<action>started|registered|skipped) "
+    r"prior_exit=(?P<prior_exit>clean|unclean|unknown)$"
+)
+
+
+def _boot_lines(tree: Tree) -> dict[str, dict[str, str]]:
+    lines = tree.home.boot_log.read_text().splitlines()
+    parsed = {}
+    for line in lines:
+        match = LINE.match(line)
+        assert match, f"malformed boot log line: {line!r}"
+        parsed[match["profile"]] = match.groupdict()  # the last boot wins
+    return parsed
+
+
+def _restart_container(tree: Tree, *, crash: bool) -> None:
+    if crash:
+        tree.kill_everything()  # docker kill / host crash: nobody records anything
+    else:
+        tree.stop_svscan()  # docker stop: SIGTERM to every service
+        tree.kill_everything()
+    tree.start_svscan(tree.base / f"service-{len(tree.scandirs)}")
+    tree.ok("reconcile", as_root=True)
+
+
+def test_crash_restart_restores_desired_state_exactly(tree: Tree) -> None:
+    for name in ("up1", "up2", "down1", "corrupt"):
+        tree.create(name)
+    tree.ok("-p", "up1", "gateway", "start")
+    tree.ok("-p", "up2", "gateway", "start")
+    tree.ok("-p", "corrupt", "gateway", "start")
+    tree.ok("-p", "down1", "gateway", "start")
+    tree.ok("-p", "down1", "gateway", "stop")
+    (tree.home.profile_dir("corrupt") / "gateway_state.json").write_text("{not json")
+    # Leftovers of an interrupted registration and of a killed gateway.
+    leftover = tree.base / "service-1" / ".gateway-up1.tmp-deadbeef"
+    leftover.mkdir(parents=True)
+    (tree.home.profile_dir("up2") / "gateway.pid").write_text("999999\n")
+
+    _restart_container(tree, crash=True)
+
+    assert not leftover.exists(), "leftover temp slot cleaned at boot"
+    assert not (tree.home.profile_dir("up2") / "gateway.pid").exists() or gateway_pids(
+        "up2", tree.base
+    )
+    for name in ("up1", "up2"):
+        st = tree.wait_ready(name)
+        assert st["desired_state"] == "running"
+    down = tree.status("down1")
+    assert not down["up"] and down["registered"] and down["desired_state"] == "stopped"
+    corrupt = tree.status("corrupt")
+    assert corrupt["registered"] and not corrupt["up"]
+
+    lines = _boot_lines(tree)
+    assert set(lines) == {"default", "up1", "up2", "down1", "corrupt"}
+    assert lines["up1"] == {
+        "profile": "up1",
+        "prior_state": "running",
+        "action": "started",
+        "prior_exit": "unclean",
+    }
+    assert lines["down1"]["action"] == "registered"
+    assert lines["down1"]["prior_state"] == "stopped" and lines["down1"]["prior_exit"] == "clean"
+    assert lines["corrupt"] == {
+        "profile": "corrupt",
+        "prior_state": "none",
+        "action": "registered",
+        "prior_exit": "unknown",
+    }
+    assert lines["default"]["action"] == "registered"  # the fixture recorded it stopped
+
+
+def test_docker_stop_never_turns_running_into_stopped(tree: Tree) -> None:
+    tree.create("keep")
+    tree.ok("-p", "keep", "gateway", "start")
+    _restart_container(tree, crash=False)
+    st = tree.wait_ready("keep")
+    assert st["desired_state"] == "running"
+    line = _boot_lines(tree)["keep"]
+    assert line["prior_state"] == "stopped" and line["prior_exit"] == "clean"
+    assert line["action"] == "started"
+
+
+def test_default_runs_on_first_boot_without_state(tree: Tree) -> None:
+    # An upgrade from an image without state files: default must come up running.
+    tree.kill_everything()
+    (tree.home.root / "gateway_state.json").unlink()
+    tree.start_svscan(tree.base / "service-fresh")
+    tree.ok("reconcile", as_root=True)
+    st = tree.wait_ready("default")
+    assert st["desired_state"] == "running"
+    assert _boot_lines(tree)["default"]["action"] == "started"

@@ -1,0 +1,98 @@
+"""The slot's `run` drops to the owner of HERMES_HOME; a root gateway needs an explicit opt-in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.s6.conftest import (
+    GATEWAY_UID,
+    Tree,
+    boot,
+    chown_home,
+    make_base,
+    make_tree,
+    require_s6,
+    wait_for,
+)
+
+STAND_IN = """#!/bin/sh
+# Test stand-in for `hermes`: only records who the slot made it, then stays up.
+[ "$3" = gateway ] || exit 0
+echo "$(id -u):$(id -g) HOME=$HOME NO_PROXY=$NO_PROXY" > "$HERMES_HOME/whoami"
+echo >&3
+exec sleep 300
+"""
+
+
+@pytest.fixture
+def owned_tree() -> Iterator[Tree]:
+    """A home owned by uid 10000 whatever this interpreter allows; CLI runs as root."""
+    require_s6()
+    if os.geteuid() != 0:
+        pytest.skip("the privilege drop needs a root supervisor")
+    base = make_base()
+    tree = make_tree(base, drop=True)
+    try:
+        boot(tree)
+        yield tree
+    finally:
+        tree.kill_everything()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_run_drops_to_the_home_owner(owned_tree: Tree) -> None:
+    tree = owned_tree
+    stand_in = tree.base / "hermes-stand-in"
+    stand_in.write_text(STAND_IN)
+    stand_in.chmod(0o755)
+    use_stand_in = {"HERMES_BIN": str(stand_in)}  # baked into the slot when registered
+    tree.ok("profile", "create", "who", as_root=True, env=use_stand_in)
+    chown_home(tree)
+    tree.ok("-p", "who", "gateway", "start", as_root=True)
+    whoami = wait_for(lambda: (tree.home.root / "whoami").exists(), what="stand-in to run")
+    assert whoami
+    text = (tree.home.root / "whoami").read_text().strip()
+    assert text == f"{GATEWAY_UID}:{GATEWAY_UID} HOME={tree.home.root} NO_PROXY=127.0.0.1,localhost"
+    # The log directory and slot control files belong to the owner too.
+    assert (tree.home.gateway_log_dir("who")).stat().st_uid == GATEWAY_UID
+    assert (tree.slot("who") / "supervise" / "control").stat().st_uid == GATEWAY_UID
+    assert (tree.slot("who") / "event").stat().st_uid == GATEWAY_UID
+
+
+@pytest.fixture
+def root_tree(request: pytest.FixtureRequest) -> Iterator[Tree]:
+    require_s6()
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    base = make_base()
+    allow = {"HERMES_ALLOW_ROOT_GATEWAY": request.param}
+    tree = make_tree(base, drop=False, extra_env=allow)
+    try:
+        boot(tree)
+        yield tree
+    finally:
+        tree.kill_everything()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("root_tree", ["1"], indirect=True)
+def test_root_gateway_with_opt_in(root_tree: Tree) -> None:
+    root_tree.create("rooted")
+    root_tree.ok("-p", "rooted", "gateway", "start")
+    st = root_tree.status("rooted")
+    assert st["ready"]
+    assert open(f"/proc/{st['pid']}/status").read().count("Uid:\t0\t") == 1
+
+
+@pytest.mark.parametrize("root_tree", ["0"], indirect=True)
+def test_root_gateway_without_opt_in_is_parked(root_tree: Tree) -> None:
+    root_tree.create("rooted")
+    proc = root_tree.hermes("-p", "rooted", "gateway", "start")
+    assert proc.returncode == 1
+    st = root_tree.status("rooted")
+    assert st["parked"] and st["gateway_state"] == "startup_failed"
+    assert "root" in st["exit_reason"]

@@ -1,0 +1,84 @@
+"""`hermes supervise`: the tree on a plain host; one supervisor per HERMES_HOME."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.s6.conftest import (
+    GATEWAY_UID,
+    WAIT,
+    Tree,
+    make_base,
+    make_tree,
+    processes_of,
+    require_s6,
+    wait_for,
+)
+
+
+@pytest.fixture
+def host() -> Iterator[Tree]:
+    require_s6()
+    base = make_base()
+    tree = make_tree(base)
+    del tree.env["HERMES_S6_SCANDIR"]  # host mode: $HERMES_HOME/run/service
+    tree.scandir = tree.home.run_dir / "service"
+    try:
+        yield tree
+    finally:
+        tree.kill_everything()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _supervise(tree: Tree, *args: str) -> subprocess.Popen[str]:
+    kwargs: dict[str, Any] = {}
+    if tree.drop:
+        kwargs = {"user": GATEWAY_UID, "group": GATEWAY_UID, "extra_groups": []}
+    return subprocess.Popen(
+        [sys.executable, "-m", "hermes_container", "supervise", *args],
+        env=tree.env,
+        cwd=tree.base,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_supervise_runs_the_tree_and_refuses_a_second_owner(host: Tree) -> None:
+    first = _supervise(host)
+    try:
+        st = host.wait_ready("default")
+        assert st["desired_state"] == "running"
+        assert json.loads(host.ok("gateway", "status", "--json"))["manager"].startswith("s6")
+
+        second = _supervise(host)
+        _, err = second.communicate(timeout=WAIT)
+        assert second.returncode == 1
+        assert "already supervises" in err and err.count("\n") == 1
+        assert first.poll() is None, "the first supervisor is unaffected"
+
+        host.create("side")
+        host.ok("-p", "side", "gateway", "start")
+        assert host.status("side")["ready"]
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=WAIT + 40)
+    assert first.returncode == 0
+    wait_for(lambda: not processes_of(host.base), what="every process of the tree to exit")
+    for name in ("default", "side"):
+        state = json.loads((host.home.profile_dir(name) / "gateway_state.json").read_text())
+        assert state["desired_state"] == "running", "SIGTERM never rewrites desired state"
+        assert state["gateway_state"] == "stopped"
+    out = host.ok("gateway", "status")
+    assert "Manager:   none" in out
+    proc = host.hermes("gateway", "start")
+    assert proc.returncode == 1 and "hermes supervise" in proc.stderr
