@@ -85,7 +85,9 @@ def oidc_provider(users: list[tuple[str, dict[str, Any]]] = ()) -> Iterator[str]
     import werkzeug.serving
     from oidc_provider_mock import User, app
 
-    wsgi = app(require_nonce=True, user_claims=[User(sub, claims) for sub, claims in users])
+    wsgi = app(
+        require_nonce=True, user_claims=[User(sub=sub, claims=claims) for sub, claims in users]
+    )
     server = werkzeug.serving.make_server("127.0.0.1", 0, wsgi, threaded=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
     thread.start()

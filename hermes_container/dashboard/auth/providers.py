@@ -10,6 +10,7 @@ resulting claims (or GitHub's API answers) to an `Identity`.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,10 @@ class ProviderInfo:
 
 class LoginProviders:
     def __init__(self, settings: DashboardSettings) -> None:
-        from authlib.integrations.starlette_client import OAuth  # lazy: heavy
+        with warnings.catch_warnings():
+            # authlib 1.9 nags about httpx vs httpx2 on import; both work here.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from authlib.integrations.starlette_client import OAuth  # lazy: heavy
 
         self.settings = settings
         self.oauth = OAuth()
