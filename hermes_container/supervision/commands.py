@@ -122,6 +122,8 @@ def control_command(args: argparse.Namespace) -> int:
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout must be positive, not {timeout:g}")
     profiles = _profiles(args, home)
+    if action != "status":
+        home.ensure_layout()  # `default` is the home itself: it may not exist yet
     manager = get_manager(home)
     if manager is None:
         return _without_tree(home, action, profiles, args, str(resolve_scandir(home)))

