@@ -1,0 +1,164 @@
+"""The dashboard in a real browser, against a real supervised tree and a real OIDC provider.
+
+`hermes supervise` runs s6-svscan with a real gateway for profile `alpha`; the
+dashboard subprocess finds that tree through the same `get_manager` as the CLI. The
+browser logs in through oidc-provider-mock, sees the profiles, presses Stop on
+`alpha` and watches its state change; screenshots land in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import require_s6
+from tests.unit.dashboard_support import clean_env, dashboard_process, free_port, oidc_provider
+
+pytestmark = pytest.mark.browser
+WAIT = 30.0
+
+
+def hermes(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hermes_container", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def gateway_status(env: dict[str, str], profile: str) -> dict[str, Any]:
+    proc = hermes(env, "-p", profile, "gateway", "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def wait_for(predicate: Any, what: str, timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _free_port_config(profile_dir: Path) -> None:
+    config = profile_dir / "config.yaml"
+    port = free_port()
+    lines = [
+        f"  port: {port}" if line.startswith("  port:") else line
+        for line in config.read_text().splitlines()
+    ]
+    config.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def supervised() -> Iterator[dict[str, str]]:
+    """A `hermes supervise` tree whose profile `alpha` runs a real gateway."""
+    require_s6()
+    base = Path(tempfile.mkdtemp(prefix="hermes-browser-"))
+    base.chmod(0o755)
+    home = base / "home"
+    env = clean_env(
+        HERMES_HOME=str(home),
+        HERMES_GATEWAY_PORT_BASE=str(free_port()),
+        HERMES_GATEWAY_STAGGER="0",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    env.pop("HERMES_S6_SCANDIR", None)  # host mode: $HERMES_HOME/run/service
+    env.pop("HERMES_PROFILE", None)
+    if os.geteuid() == 0:
+        env["HERMES_ALLOW_ROOT_GATEWAY"] = "1"
+    assert hermes(env, "profile", "create", "alpha", "--start").returncode == 0
+    _free_port_config(home / "profiles" / "alpha")
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "hermes_container", "supervise"],
+        env=env,
+        cwd=base,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: gateway_status(env, "alpha")["ready"], "alpha to be ready")
+        yield env
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        try:
+            supervisor.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(supervisor.pid, signal.SIGKILL)
+            supervisor.wait(timeout=10)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_login_see_profiles_and_stop_a_gateway(
+    browser: Any, artifacts: Path, supervised: dict[str, str]
+) -> None:
+    users = [("alice", {"email": "alice@example.com", "email_verified": True, "name": "Alice"})]
+    from playwright.sync_api import expect
+
+    with oidc_provider(users) as issuer:
+        env = {
+            **supervised,
+            "HERMES_DASHBOARD_OIDC_ISSUER": issuer,
+            "HERMES_DASHBOARD_OIDC_CLIENT_ID": "hermes-dashboard",
+            "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "browser-test-secret",
+            "HERMES_DASHBOARD_ALLOWED_EMAILS": "alice@example.com",
+        }
+        with dashboard_process(env) as (port, _proc):
+            base_url = f"http://127.0.0.1:{port}"
+            context = browser.new_context(viewport={"width": 1200, "height": 800})
+            page = context.new_page()
+            try:
+                page.goto(base_url + "/")
+                assert "/login" in page.url
+                page.click("#login-oidc")
+                page.wait_for_url(issuer + "/oauth2/authorize*")
+                page.get_by_role("button", name="alice").click()
+                page.wait_for_url(base_url + "/")
+
+                table = page.locator("#profiles")
+                table.wait_for()
+                assert page.locator("tr[data-profile]").count() == 2
+                alpha = page.locator('tr[data-profile="alpha"] [data-field="gateway_state"]')
+                assert alpha.inner_text().strip() == "running"
+                assert "alice@example.com" in page.inner_text(".who")
+                page.screenshot(path=str(artifacts / "dashboard-overview.png"), full_page=True)
+
+                page.click('a[href="/profiles/alpha"]')
+                page.wait_for_url(base_url + "/profiles/alpha")
+                state = page.locator("#gateway-state")
+                assert state.inner_text().strip() == "running"
+                page.click('button[data-action="stop"]')
+                # Locator polling, not wait_for_function: our CSP forbids eval in the page.
+                expect(state).to_have_text("stopped", timeout=WAIT * 1000)
+                expect(page.locator("#action-result")).to_have_text("stop: done")
+                page.screenshot(path=str(artifacts / "dashboard-profile.png"), full_page=True)
+            finally:
+                context.close()
+
+    # The real supervisor agrees: the gateway is down and the user's intent recorded.
+    status = gateway_status(supervised, "alpha")
+    assert status["up"] is False and status["desired_state"] == "stopped"
+    audit = Path(supervised["HERMES_HOME"], "logs", "dashboard-auth.log").read_text()
+    assert '"event":"gateway_action"' in audit and '"user":"alice@example.com"' in audit
