@@ -19,7 +19,7 @@ SHELL ["/bin/sh", "-eu", "-c"]
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-        ca-certificates curl xz-utils python3 python3-venv \
+        binutils ca-certificates curl xz-utils python3 python3-venv \
  && rm -rf /var/lib/apt/lists/*
 
 ARG S6_OVERLAY_VERSION=3.2.3.2
@@ -61,6 +61,9 @@ RUN [ -n "${PIP_INDEX_URL}" ] || unset PIP_INDEX_URL; \
     [ -n "${PIP_FIND_LINKS}" ] || unset PIP_FIND_LINKS; \
     /opt/hermes/.venv/bin/pip install --quiet --no-deps /src \
  && /opt/hermes/.venv/bin/pip uninstall --quiet --yes pip setuptools \
+ && find /opt/hermes/.venv -name '*.so' -exec strip --strip-debug {} + \
+ && find /opt/hermes/.venv -depth -type d -name tests -path '*/site-packages/*/tests' \
+        -exec rm -rf {} + \
  && /opt/hermes/.venv/bin/python -m compileall -q /opt/hermes/.venv/lib \
  && /opt/hermes/.venv/bin/hermes --version
 

@@ -1,0 +1,325 @@
+"""The image, end to end: eleven scenarios against real containers (see the issue).
+
+Every container runs with --network host, a temp bind-mounted /opt/data and its own
+free port range (HERMES_GATEWAY_PORT_BASE); waits are bounded polls, never fixed sleeps,
+except where the point is that nothing happens for a while (scenario 7's restart loop).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.docker.harness import (
+    HERMES_UID,
+    REPO,
+    Container,
+    docker,
+    free_port_range,
+    http_get,
+    port_answers,
+    port_closed,
+    volume_files,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+
+Start = Callable[..., Container]
+
+
+def _boot_log(c: Container) -> list[str]:
+    path = c.volume / "logs" / "container-boot.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _host_hermes(volume: Path, port_base: int, *args: str) -> None:
+    """Run the CLI on the host against the bind-mounted volume (as a host user would)."""
+    env = {**os.environ, "HERMES_HOME": str(volume), "HERMES_GATEWAY_PORT_BASE": str(port_base)}
+    env.pop("HERMES_S6_SCANDIR", None)
+    subprocess.run([sys.executable, "-m", "hermes_container", *args], env=env, check=True, cwd=REPO)
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.lchown(path, uid, gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
+
+
+def _start_profile(c: Container, name: str) -> int:
+    c.hermes("profile", "create", name)
+    c.hermes("-p", name, "gateway", "start", "--timeout", "30")
+    port = c.port_of(name)
+    c.wait_healthy_gateway(port, timeout=30)
+    return port
+
+
+# 1 -----------------------------------------------------------------------------------------
+def test_01_first_boot_starts_default(start_container: Start) -> None:
+    c = start_container()
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+    status, _ = http_get(c.port_base, "/health")
+    assert status == 200
+    st = c.status("default")
+    assert st["up"] and st["ready"] and st["port"] == c.port_base
+    assert "s6" in st["manager"]
+    # The gateway's own output reaches `docker logs` (s6-log tees it to stdout).
+    wait_for(lambda: "serving profile 'default'" in c.logs(), 15, "gateway output in docker logs")
+    assert (c.volume / "logs" / "gateways" / "default" / "current").is_file()
+
+
+# 2 -----------------------------------------------------------------------------------------
+def test_02_profile_create_as_root_then_start(start_container: Start) -> None:
+    c = start_container()
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+    c.hermes("profile", "create", "coder")
+    wrong = [(str(p), s.st_uid) for p, s in volume_files(c.volume) if s.st_uid != HERMES_UID]
+    assert wrong == [], f"files not owned by {HERMES_UID}: {wrong}"
+    out = c.hermes("-p", "coder", "gateway", "start", "--timeout", "30").stdout
+    assert "ready" in out
+    st = c.status("coder")
+    assert st["up"] and st["ready"] and st["desired_state"] == "running"
+    assert st["port"] != c.port_base
+    assert port_answers(st["port"]) and port_answers(c.port_base)
+    wrong = [(str(p), s.st_uid) for p, s in volume_files(c.volume) if s.st_uid != HERMES_UID]
+    assert wrong == [], f"files not owned by {HERMES_UID}: {wrong}"
+
+
+# 3 -----------------------------------------------------------------------------------------
+def test_03_desired_state_survives_stop_and_restart(start_container: Start) -> None:
+    c = start_container()
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+    coder = _start_profile(c, "coder")
+    writer = _start_profile(c, "writer")
+    c.hermes("-p", "coder", "gateway", "stop", "--timeout", "30")
+    assert port_closed(coder)
+    boot_lines_before = len(_boot_log(c))
+
+    docker("stop", c.name, timeout=60)  # SIGTERM: must not touch desired states
+    for profile in ("default", "writer"):
+        assert c.state_file(profile)["desired_state"] == "running", profile
+    assert c.state_file("coder")["desired_state"] == "stopped"
+
+    docker("start", c.name)
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+    c.wait_healthy_gateway(writer, timeout=60)
+    new = wait_for(
+        lambda: len(_boot_log(c)) >= boot_lines_before + 3 and _boot_log(c)[boot_lines_before:],
+        30,
+        "container-boot.log lines of the second boot",
+    )
+    by_profile = {line.split("profile=")[1].split()[0]: line for line in new}
+    assert "action=started" in by_profile["default"]
+    assert "action=started" in by_profile["writer"]
+    assert "action=started" not in by_profile["coder"]
+    assert "prior_state=stopped" in by_profile["coder"]
+    st = c.status("coder")
+    assert not st["up"] and st["desired_state"] == "stopped"
+    assert port_closed(coder)
+
+
+# 4 -----------------------------------------------------------------------------------------
+def test_04_kill9_restarts_only_that_gateway(start_container: Start) -> None:
+    c = start_container()
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+    coder = _start_profile(c, "coder")
+    default_pid = c.status("default")["pid"]
+    old_pid = c.status("coder")["pid"]
+    assert default_pid and old_pid
+    c.exec("sh", "-c", f"kill -9 {int(old_pid)}")
+
+    def restarted() -> bool:
+        st = c.status("coder")
+        return bool(st["pid"] and st["pid"] != old_pid and st["ready"])
+
+    wait_for(restarted, 30, "coder's gateway to come back with a new pid")
+    c.wait_healthy_gateway(coder, timeout=30)
+    assert c.status("default")["pid"] == default_pid
+
+
+# 5 -----------------------------------------------------------------------------------------
+def test_05_profile_created_on_the_host_starts_without_restart(start_container: Start) -> None:
+    c = start_container()
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+    _host_hermes(c.volume, c.port_base, "profile", "create", "hostmade")
+    # A host user whose uid matches the container's hermes user (PUID) owns what it creates.
+    _chown_tree(c.volume, HERMES_UID, HERMES_UID)
+    c.hermes("-p", "hostmade", "gateway", "start", "--timeout", "30")
+    port = c.port_of("hostmade")
+    c.wait_healthy_gateway(port, timeout=30)
+    assert c.status("hostmade")["ready"]
+
+
+# 6 -----------------------------------------------------------------------------------------
+def test_06_upgrade_without_state_and_cmd_gateway_run(
+    start_container: Start, tmp_path: Path
+) -> None:
+    volume = tmp_path / "old-volume"
+    volume.mkdir()
+    base = free_port_range(10)
+    # An old image's volume: the default profile's files, no gateway_state.json, root-owned.
+    env = {**os.environ, "HERMES_HOME": str(volume), "HERMES_GATEWAY_PORT_BASE": str(base)}
+    code = (
+        "from hermes_container.home import HermesHome\n"
+        "from hermes_container.profiles import ensure_default_profile\n"
+        "ensure_default_profile(HermesHome.from_env())\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=REPO)
+    assert not (volume / "gateway_state.json").exists()
+
+    c = start_container(volume=volume, cmd=("gateway", "run"), port_base=base)
+    c.wait_healthy_gateway(base, timeout=90)
+    wait_for(
+        lambda: c.state_file("default").get("desired_state") == "running",
+        15,
+        "desired_state=running persisted",
+    )
+    assert c.running(), "the redirected `gateway run` must keep the container up"
+    assert c.status("default")["up"]
+
+
+# 7 -----------------------------------------------------------------------------------------
+def test_07_dashboard_modes(start_container: Start) -> None:
+    off = start_container()
+    loopback = start_container(env={"HERMES_DASHBOARD": "1", "HERMES_DASHBOARD_HOST": "127.0.0.1"})
+    open_no_auth = start_container(env={"HERMES_DASHBOARD": "true"})  # image default: 0.0.0.0
+
+    wait_for(
+        lambda: port_answers(loopback.dashboard_port, "/api/status"),
+        90,
+        "the loopback dashboard's /api/status",
+    )
+    status, body = http_get(loopback.dashboard_port, "/api/status")
+    assert status == 200 and "auth_required" in body
+
+    off.wait_healthy_gateway(off.port_base, timeout=90)
+    wait_for(lambda: "dashboard: disabled" in off.logs(), 15, "the disabled message")
+    assert port_closed(off.dashboard_port)
+
+    wait_for(lambda: "dashboard: starting" in open_no_auth.logs(), 60, "the dashboard to start")
+    time.sleep(10)  # the point: over 10 s a parked dashboard is not restarted
+    logs = open_no_auth.logs()
+    starts = logs.count("dashboard: starting")
+    assert starts <= 2, f"dashboard restarted {starts - 1} times in 10 s:\n{logs[-2000:]}"
+    assert "exit 78" in logs or "parked" in logs
+    svstat = open_no_auth.exec("s6-svstat", "/run/service/dashboard").stdout
+    assert svstat.startswith("down"), svstat
+    assert port_closed(open_no_auth.dashboard_port)
+    assert open_no_auth.running()
+
+
+# 8 -----------------------------------------------------------------------------------------
+def test_08_shim_drops_root_unless_asked(start_container: Start) -> None:
+    c = start_container()
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+
+    def owner_after_create(name: str, env: dict[str, str] | None) -> int:
+        c.exec("hermes", "profile", "create", name, env=env)
+        return (c.volume / "profiles" / name / "config.yaml").stat().st_uid
+
+    assert owner_after_create("dropped", None) == HERMES_UID
+    assert owner_after_create("asroot", {"HERMES_DOCKER_EXEC_AS_ROOT": "1"}) == 0
+    assert owner_after_create("asrootyes", {"HERMES_DOCKER_EXEC_AS_ROOT": "YES"}) == 0
+    assert owner_after_create("zero", {"HERMES_DOCKER_EXEC_AS_ROOT": "0"}) == HERMES_UID
+    # The uid the CLI really runs as, seen from inside.
+    probe = "import os; print(os.getuid())"
+    out = c.exec("/opt/hermes/.venv/bin/python", "-c", probe).stdout.strip()
+    assert out == "0"  # a direct call is root: only the shim drops
+    uid = c.exec(
+        "sh", "-c", "hermes gateway status --json >/dev/null; s6-setuidgid hermes id -u"
+    ).stdout.strip()
+    assert uid == str(HERMES_UID)
+
+
+def _stopped(c: Container) -> Callable[[], bool]:
+    return lambda: not c.running()
+
+
+# 9 -----------------------------------------------------------------------------------------
+def test_09_puid_pgid_remap(start_container: Start) -> None:
+    bad_uid = start_container(env={"PUID": "abc"})
+    bad_gid = start_container(env={"PUID": "1000", "PGID": "0"})
+    c = start_container(env={"PUID": "12345", "PGID": "12346"})
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+    c.hermes("profile", "create", "coder")
+    wrong = [
+        (str(p), s.st_uid, s.st_gid)
+        for p, s in volume_files(c.volume)
+        if (s.st_uid, s.st_gid) != (12345, 12346)
+    ]
+    assert wrong == []
+    pid = c.status("default")["pid"]
+    assert c.exec("stat", "-c", "%u:%g", f"/proc/{pid}").stdout.strip() == "12345:12346"
+
+    for bad, needle in ((bad_uid, "PUID='abc'"), (bad_gid, "PGID='0'")):
+        wait_for(_stopped(bad), 60, "a bad PUID/PGID to stop the container")
+        assert bad.inspect("{{.State.ExitCode}}") != "0"
+        assert needle in bad.logs(), bad.logs()[-2000:]
+
+
+# 10 ----------------------------------------------------------------------------------------
+def _health(c: Container) -> dict[str, object]:
+    data = json.loads(c.inspect("{{json .State.Health}}"))
+    assert isinstance(data, dict)
+    return data
+
+
+def test_10_healthcheck_follows_desired_state(start_container: Start) -> None:
+    c = start_container(
+        run_args=(
+            "--health-interval=1s",
+            "--health-timeout=5s",
+            "--health-retries=2",
+            "--health-start-period=60s",
+        )
+    )
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+    _start_profile(c, "coder")
+    wait_for(lambda: _health(c)["Status"] == "healthy", 60, "healthy")
+
+    c.hermes("gateway", "stop", "--all", "--timeout", "30")
+    stopped_at = time.time()
+
+    def checks_since(t: float) -> list[dict[str, object]]:
+        from datetime import datetime
+
+        out = []
+        for entry in _health(c).get("Log") or []:  # type: ignore[attr-defined]
+            start = datetime.fromisoformat(str(entry["Start"])[:26].replace("Z", "+00:00"))
+            if start.timestamp() > t:
+                out.append(entry)
+        return out
+
+    wait_for(lambda: len(checks_since(stopped_at)) >= 3, 30, "three checks after the stop")
+    assert all(e["ExitCode"] == 0 for e in checks_since(stopped_at)), checks_since(stopped_at)
+    assert _health(c)["Status"] == "healthy"
+
+    # A desired-running gateway that is parked (config error, exit 78) -> unhealthy.
+    config = c.volume / "config.yaml"
+    config.write_text(config.read_text().replace("base_url:", "broken_base_url:"))
+    c.hermes("gateway", "start", "--timeout", "15", check=False)
+    assert c.state_file("default")["desired_state"] == "running"
+    wait_for(lambda: _health(c)["Status"] == "unhealthy", 30, "unhealthy")
+
+
+# 11 ----------------------------------------------------------------------------------------
+def test_11_docker_stop_is_fast_clean_and_leaves_no_root_files(start_container: Start) -> None:
+    c = start_container(env={"HERMES_DASHBOARD": "1", "HERMES_DASHBOARD_HOST": "127.0.0.1"})
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+    _start_profile(c, "coder")
+    wait_for(lambda: port_answers(c.dashboard_port, "/api/status"), 60, "the dashboard")
+    started = time.monotonic()
+    docker("stop", c.name, timeout=60)
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, f"docker stop took {elapsed:.1f}s"
+    assert c.inspect("{{.State.ExitCode}}") == "0"
+    root_owned = [str(p) for p, s in volume_files(c.volume) if s.st_uid == 0]
+    assert root_owned == []
