@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from hermes_container import __version__
 from hermes_container.dashboard.context import client_ip, ctx, user_label
 from hermes_container.dashboard.logtail import follow
+from hermes_container.dashboard.status import StatusBody
 from hermes_container.dashboard.views import all_rows, profile_row
 from hermes_container.errors import HermesError
 from hermes_container.names import is_valid_profile_name
@@ -29,33 +27,10 @@ def _error(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
 
-class _StatusCache:
-    """Pre-serialised /api/status body, rebuilt only when the counts object changes."""
-
-    def __init__(self) -> None:
-        self.source: object = None
-        self.body = b""
-
-
 async def status_endpoint(request: Request) -> Response:
-    """Public: version, health, gateway counts per state, auth_required, auth_providers.
-
-    Reveals no paths, PIDs, ports, names or secrets, so it is safe with the gate on.
-    """
-    context = ctx(request)
-    counts = context.counts.get()
-    cache: _StatusCache = request.app.state.status_cache
-    if cache.source is not counts:
-        payload: dict[str, Any] = {
-            "version": __version__,
-            **counts,
-            "auth_required": context.settings.auth_required,
-            "auth_mode": context.settings.mode,
-            "auth_providers": context.settings.providers,
-        }
-        cache.body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-        cache.source = counts
-    return Response(cache.body, media_type="application/json")
+    """Public health summary (normally answered by the StatusFastPath middleware)."""
+    body: StatusBody = request.app.state.status_body
+    return Response(body.get(), media_type="application/json")
 
 
 @router.get("/api/auth/providers")

@@ -1,11 +1,13 @@
 """The app factory: routes, templates and the middleware stack for one auth mode.
 
-Middleware order, outermost first: security headers, session cookie, the auth gate
-for the mode (loopback token, OAuth gate, or none when explicitly insecure), CSRF.
+Middleware order, outermost first: the /api/status fast path, security headers, the
+session cookie, the auth gate for the mode (loopback token, OAuth gate, or none when
+explicitly insecure), CSRF.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -27,6 +29,7 @@ from hermes_container.dashboard.context import PACKAGE_DIR, DashboardContext
 from hermes_container.dashboard.headers import SecurityHeadersMiddleware
 from hermes_container.dashboard.manager import ManagerSource, supervision_lookup
 from hermes_container.dashboard.settings import DashboardSettings
+from hermes_container.dashboard.status import StatusBody, StatusFastPath
 from hermes_container.dashboard.views import StatusCounts
 from hermes_container.home import HermesHome
 from hermes_container.supervision.base import ServiceManager
@@ -39,6 +42,13 @@ class _Auto:
 
 
 AUTO = _Auto()
+
+
+def _no_telemetry() -> dict[str, Any]:
+    """Newer FastAPI probes OpenTelemetry on every request; we export none, so skip it."""
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    return {}
 
 
 def _templates() -> Jinja2Templates:
@@ -82,9 +92,16 @@ def create_app(
         providers=providers,
     )
 
-    app = FastAPI(title="Hermes dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Hermes dashboard",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        **_no_telemetry(),
+    )
     app.state.hermes = context
-    app.state.status_cache = api._StatusCache()
+    status_body = StatusBody(settings, context.counts)
+    app.state.status_body = status_body
     # A plain Starlette route: no FastAPI dependency solving on the hottest path.
     app.router.routes.append(Route("/api/status", api.status_endpoint, methods=["GET"]))
     app.include_router(api.router)
@@ -107,4 +124,5 @@ def create_app(
         SessionMiddleware, codec=codec, proxies=settings.proxies, on_refresh=on_refresh
     )
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(StatusFastPath, body=status_body, check_host=settings.mode == "token")
     return app
