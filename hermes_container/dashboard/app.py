@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 from fastapi import FastAPI
@@ -49,6 +50,13 @@ def _no_telemetry() -> dict[str, Any]:
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
         return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
     return {}
+
+
+def _origin(url: str | None) -> str | None:
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _templates() -> Jinja2Templates:
@@ -115,7 +123,9 @@ def create_app(
         audit.write("refresh", user=label, ip=settings.proxies.client_ip(scope))
 
     # add_middleware puts each new one outside the previous ones: innermost first.
-    app.add_middleware(CsrfMiddleware, proxies=settings.proxies)
+    app.add_middleware(
+        CsrfMiddleware, proxies=settings.proxies, public_origin=_origin(settings.public_url)
+    )
     if settings.mode == "token":
         app.add_middleware(TokenAuthMiddleware, token=settings.session_token)
     elif settings.mode == "oauth":

@@ -236,3 +236,50 @@ def test_cli_import_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_audit_log_rotates_by_size_and_scrubs(tmp_path: Path) -> None:
+    from hermes_container.dashboard.auth.audit import AuditLog
+
+    audit = AuditLog(tmp_path / "logs" / "dashboard-auth.log", max_bytes=2000, backups=2)
+    for i in range(100):
+        audit.write("refresh", user=f"user{i}@example.com", access_token="SECRET", code="C0DE")
+    audit.close()
+    files = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert files == ["dashboard-auth.log", "dashboard-auth.log.1", "dashboard-auth.log.2"]
+    for path in (tmp_path / "logs").iterdir():
+        assert path.stat().st_size <= 2000
+        text = path.read_text()
+        assert "SECRET" not in text and "C0DE" not in text
+    newest = audit.tail(1)[0]
+    assert newest["user"] == "user99@example.com" and newest["event"] == "refresh"
+
+
+def test_github_login_start_uses_state_and_pkce(tmp_path: Path) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from starlette.testclient import TestClient
+
+    from hermes_container.dashboard.app import create_app
+    from hermes_container.dashboard.settings import DashboardSettings, GithubConfig
+
+    settings = DashboardSettings(
+        host="0.0.0.0",
+        mode="oauth",
+        github=GithubConfig("gh-client", "gh-secret"),
+        allowlist=Allowlist.build(github_orgs=["acme"]),
+    )
+    app = create_app(settings, home=HermesHome(tmp_path), manager=None)
+    with TestClient(app, follow_redirects=False) as client:
+        response = client.get("/auth/login/github")
+        assert response.status_code == 302
+        url = urlsplit(response.headers["location"])
+        assert (
+            f"{url.scheme}://{url.netloc}{url.path}" == "https://github.com/login/oauth/authorize"
+        )
+        query = parse_qs(url.query)
+        assert query["client_id"] == ["gh-client"] and query["state"][0]
+        assert query["code_challenge_method"] == ["S256"]
+        assert "read:org" in query["scope"][0]
+        assert client.get("/api/status").json()["auth_providers"] == ["github"]
+        assert client.get("/auth/login/oidc").status_code == 404

@@ -161,3 +161,19 @@ def test_status_is_public_and_cached(client: TestClient, home: HermesHome) -> No
     assert first["profiles"] == 2 and first["version"]
     create_profile(home, "beta")
     assert client.get("/api/status").json()["profiles"] == 2  # cached briefly
+
+
+def test_origin_check_accepts_own_and_public_url_origin(home: HermesHome) -> None:
+    settings = DashboardSettings(session_token=TOKEN, public_url="https://dash.example")
+    app = create_app(settings, home=home, manager=FakeManager(["default", "alpha"]))
+    with TestClient(app, base_url=LOCAL) as tc:
+        csrf = page_tokens(tc)["csrf-token"]
+        url = "/api/profiles/alpha/gateway/start"
+        base = {"X-Hermes-Session-Token": TOKEN, "X-CSRF-Token": csrf}
+        for origin, expected in (
+            (LOCAL, 200),
+            ("https://dash.example", 200),
+            ("https://evil.example", 403),
+            ("null", 403),
+        ):
+            assert tc.post(url, headers={**base, "Origin": origin}).status_code == expected, origin

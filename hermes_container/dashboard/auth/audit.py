@@ -38,8 +38,10 @@ def scrub(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 class AuditLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = MAX_BYTES, backups: int = BACKUPS) -> None:
         self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
         self._lock = threading.Lock()
         self._handler: logging.handlers.RotatingFileHandler | None = None
 
@@ -47,7 +49,7 @@ class AuditLog:
         if self._handler is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handler = logging.handlers.RotatingFileHandler(
-                self.path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+                self.path, maxBytes=self.max_bytes, backupCount=self.backups, encoding="utf-8"
             )
         return self._handler
 

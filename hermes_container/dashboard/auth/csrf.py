@@ -32,16 +32,20 @@ def _equal(presented: str | None, expected: object) -> bool:
 
 
 class CsrfMiddleware:
-    def __init__(self, app: ASGIApp, proxies: TrustedProxies) -> None:
+    def __init__(
+        self, app: ASGIApp, proxies: TrustedProxies, public_origin: str | None = None
+    ) -> None:
         self.app = app
         self.proxies = proxies
+        # HERMES_DASHBOARD_PUBLIC_URL's origin is ours too (e.g. TLS ended by a proxy).
+        self.public_origin = public_origin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") in SAFE_METHODS:
             await self.app(scope, receive, send)
             return
         origin = header(scope, b"origin")
-        if origin is not None and origin != self.proxies.origin(scope):
+        if origin is not None and origin not in (self.proxies.origin(scope), self.public_origin):
             await self._deny(send, "cross-origin request refused")
             return
         session = scope.get("session")
