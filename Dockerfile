@@ -88,7 +88,8 @@ RUN apt-get update \
 COPY --from=builder /s6root/ /
 COPY --from=builder /opt/hermes/.venv /opt/hermes/.venv
 COPY docker/hermes-shim /opt/hermes/bin/hermes
-COPY docker/entrypoint docker/main docker/init-volume docker/init-reconcile-profiles \
+COPY docker/entrypoint docker/main docker/init-volume docker/init-default-profile \
+     docker/init-reconcile-profiles \
      /opt/hermes/libexec/
 COPY s6-rc.d/init-volume /etc/s6-overlay/s6-rc.d/init-volume
 COPY s6-rc.d/init-reconcile-profiles /etc/s6-overlay/s6-rc.d/init-reconcile-profiles

@@ -323,3 +323,14 @@ def test_11_docker_stop_is_fast_clean_and_leaves_no_root_files(start_container: 
     assert c.inspect("{{.State.ExitCode}}") == "0"
     root_owned = [str(p) for p, s in volume_files(c.volume) if s.st_uid == 0]
     assert root_owned == []
+
+
+# extra -------------------------------------------------------------------------------------
+def test_12_not_pid1_runs_unsupervised_with_one_warning(start_container: Start) -> None:
+    c = start_container(run_args=("--init",))
+    c.wait_healthy_gateway(c.port_base, timeout=60)
+    logs = c.logs()
+    assert logs.count("not PID 1") == 1, logs
+    assert c.state_file("default")["gateway_state"] == "running"
+    wrong = [(str(p), s.st_uid) for p, s in volume_files(c.volume) if s.st_uid != HERMES_UID]
+    assert wrong == []
