@@ -62,10 +62,23 @@ class S6Manager:
         run_tool("s6-svscanctl", "-an" if prune else "-a", str(self.scandir))
 
     def _wait_supervised(self, dirs: Iterable[Path]) -> None:
-        for service_dir in dirs:
-            for path in (service_dir, service_dir / "log"):
-                if not wait_until(partial(self._supervised, path), SVOK_TIMEOUT):
-                    raise HermesError(f"s6-svscan did not pick up {path} within {SVOK_TIMEOUT:g}s")
+        """Wait until s6-supervise runs on each new slot and its logger.
+
+        A fresh s6-supervise writes supervise/status as soon as it starts; polling for
+        that file costs no exec per slot, and s6-svok then confirms each one once.
+        """
+        paths = [p for d in dirs for p in (d, d / "log")]
+        pending = list(paths)
+
+        def all_started() -> bool:
+            pending[:] = [p for p in pending if not (p / "supervise" / "status").exists()]
+            return not pending
+
+        if not wait_until(all_started, SVOK_TIMEOUT, interval=0.01):
+            raise HermesError(f"s6-svscan did not pick up {pending[0]} within {SVOK_TIMEOUT:g}s")
+        for path in paths:
+            if not wait_until(partial(self._supervised, path), SVOK_TIMEOUT):
+                raise HermesError(f"s6-supervise is not running on {path}")
 
     def register_specs(self, specs: list[tuple[SlotSpec, bool]]) -> list[Path]:
         """Render several slots, then one rescan, then wait until each is supervised."""

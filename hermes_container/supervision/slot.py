@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hermes_container.errors import HermesError
-from hermes_container.fsutil import atomic_write_text, fsync_dir
+from hermes_container.fsutil import fsync_dir
 from hermes_container.home import HermesHome
 from hermes_container.supervision.tools import require_tool
 
@@ -147,7 +147,9 @@ def _precreate_control(service_dir: Path, owner: Owner | None) -> None:
 
 
 def _write(path: Path, text: str, owner: Owner | None, mode: int = 0o644) -> None:
-    atomic_write_text(path, text, mode)
+    # Plain writes: the whole slot becomes visible at once by the directory rename.
+    path.write_text(text, encoding="utf-8")
+    os.chmod(path, mode)
     _chown(path, owner)
 
 

@@ -189,7 +189,9 @@ class Tree:
 
     def ok(self, *args: str, **kwargs: Any) -> str:
         proc = self.hermes(*args, **kwargs)
-        assert proc.returncode == 0, f"hermes {' '.join(args)} -> {proc.returncode}\n{proc.stderr}"
+        assert proc.returncode == 0, (
+            f"hermes {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
         return proc.stdout
 
     def status(self, profile: str) -> dict[str, Any]:
