@@ -222,7 +222,6 @@ class S6Manager:
         profile_dir = require_profile(self.home, profile)
         state = read_state(profile_dir, warn=False)
         slot = self.slot_dir(profile)
-        port = _port(profile_dir, state)
         if not slot.is_dir():
             return ServiceStatus(
                 profile=profile,
@@ -232,7 +231,7 @@ class S6Manager:
                 pid=None,
                 uptime_s=None,
                 restarts=None,
-                port=port,
+                port=_port(profile_dir, state, up=False),
                 desired_state=state.desired_state,
                 gateway_state=state.gateway_state,
                 exit_reason=state.exit_reason,
@@ -253,7 +252,7 @@ class S6Manager:
             pid=st.pid if st and st.up else None,
             uptime_s=st.updown_for if st and st.up else None,
             restarts=history.read_history(slot).restarts,
-            port=port,
+            port=_port(profile_dir, state, up=up),
             desired_state=state.desired_state,
             gateway_state=state.gateway_state,
             exit_reason=state.exit_reason,
@@ -267,7 +266,10 @@ def _down_and_finished(service_dir: str) -> bool:
     return svstat(service_dir).down_and_finished
 
 
-def _port(profile_dir: Path, state: GatewayState) -> int | None:
+def _port(profile_dir: Path, state: GatewayState, *, up: bool) -> int | None:
+    """A live gateway's own record of its port; else the config (costs a YAML parse)."""
+    if up and state.port is not None:
+        return state.port
     try:
         port = load_config(profile_dir).port
     except HermesError:
