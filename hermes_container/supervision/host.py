@@ -44,11 +44,22 @@ def take_home_lock(home: HermesHome) -> int:
     return fd
 
 
+DASHBOARD_FINISH = """#!/bin/sh
+# dashboard finish: rendered by hermes. Exit 78 (configuration error) parks the slot.
+if [ "${1:-}" = 78 ]; then
+  echo "dashboard: configuration error (exit 78, see above); parked until fixed"
+  exit 125
+fi
+exit 0
+"""
+
+
 def dashboard_spec(home: HermesHome) -> SlotSpec:
     return SlotSpec(
         name="dashboard",
         run_argv=[hermes_bin(), "dashboard"],
         log_dir=home.logs_dir / "dashboard",
+        finish=DASHBOARD_FINISH,
         notification_fd=None,
     )
 

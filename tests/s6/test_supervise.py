@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from tests.s6.conftest import (
     GATEWAY_UID,
     WAIT,
     Tree,
+    free_port,
     make_base,
     make_tree,
     processes_of,
@@ -82,3 +84,26 @@ def test_supervise_runs_the_tree_and_refuses_a_second_owner(host: Tree) -> None:
     assert "Manager:   none" in out
     proc = host.hermes("gateway", "start")
     assert proc.returncode == 1 and "hermes supervise" in proc.stderr
+
+
+def test_supervise_with_dashboard(host: Tree) -> None:
+    port = free_port()
+    host.env["HERMES_DASHBOARD_PORT"] = str(port)
+    first = _supervise(host, "--dashboard")
+    try:
+
+        def accepts() -> bool:
+            with socket.socket() as sock:
+                sock.settimeout(0.5)
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(accepts, what="the dashboard to listen")
+        slot = host.home.run_dir / "service" / "dashboard"
+        assert (
+            "up" in subprocess.run(["s6-svstat", str(slot)], capture_output=True, text=True).stdout
+        )
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=WAIT + 40)
+    assert first.returncode == 0
+    wait_for(lambda: not processes_of(host.base), what="every process of the tree to exit")
