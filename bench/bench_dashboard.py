@@ -148,9 +148,10 @@ def main() -> int:
         ),
         ("RSS after the load", f"{rss_loaded:.1f} MB", "(reported)", True),
     ]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"dashboard bench: {cores} cores, wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}, "
-        f"{PROFILES} profiles"
+        f"{PROFILES} profiles, load average {load} (other work on the box skews req/s)"
     )
     for label, value, target, ok in rows:
         verdict = "met" if ok else "MISSED"

@@ -95,6 +95,10 @@ async def gateway_action(request: Request, name: str, action: str) -> JSONRespon
     except HermesError as exc:
         context.audit.write("gateway_action", action=action, result="error", **audit)
         return _error(409, "action_failed", exc.message)
+    except Exception as exc:
+        log.exception("gateway %s of %s failed", action, name)
+        context.audit.write("gateway_action", action=action, result="error", **audit)
+        return _error(500, "action_failed", f"{action} failed: {type(exc).__name__}")
     context.audit.write("gateway_action", action=action, result="ok", **audit)
     return JSONResponse({"ok": True, "action": action, "status": status.to_json()})
 

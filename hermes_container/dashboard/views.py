@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -16,6 +17,7 @@ from hermes_container.state import read_state
 from hermes_container.supervision.base import ServiceManager, ServiceStatus
 from hermes_container.timeutil import parse_iso
 
+log = logging.getLogger("hermes.dashboard")
 FAILED_STATES = frozenset({"crashed", "startup_failed"})
 
 
@@ -106,6 +108,8 @@ def profile_row(home: HermesHome, manager: ServiceManager | None, name: str) -> 
             return row_from_status(manager.status(name))
         except HermesError:
             pass  # e.g. no slot yet: fall back to the state file
+        except Exception as exc:  # one broken slot must not break the whole page
+            log.warning("status of %s failed: %s: %s", name, type(exc).__name__, exc)
     return row_from_state_file(home, name)
 
 

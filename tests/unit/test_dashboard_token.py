@@ -177,3 +177,34 @@ def test_origin_check_accepts_own_and_public_url_origin(home: HermesHome) -> Non
             ("null", 403),
         ):
             assert tc.post(url, headers={**base, "Origin": origin}).status_code == expected, origin
+
+
+class _BrokenManager(FakeManager):
+    def status(self, profile: str):  # type: ignore[no-untyped-def]
+        raise OSError("s6-svstat vanished")
+
+    def stop(self, profile: str, *, wait: float | None = None):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+
+def test_broken_manager_degrades_gracefully(home: HermesHome) -> None:
+    from hermes_container.errors import HermesError
+
+    manager = _BrokenManager(["default", "alpha"])
+    app = create_app(DashboardSettings(session_token=TOKEN), home=home, manager=manager)
+    with TestClient(app, base_url=LOCAL, raise_server_exceptions=False) as tc:
+        assert tc.get("/").status_code == 200  # rows fall back to the state files
+        csrf = page_tokens(tc)["csrf-token"]
+        headers = {"X-Hermes-Session-Token": TOKEN, "X-CSRF-Token": csrf}
+        response = tc.post("/api/profiles/alpha/gateway/stop", headers=headers)
+        assert response.status_code == 500 and response.json()["error"] == "action_failed"
+
+        def refuse(profile: str, *, wait: float | None = None) -> None:
+            raise HermesError("gateway alpha did not become ready within 15s")
+
+        manager.start = refuse  # type: ignore[method-assign,assignment]
+        response = tc.post("/api/profiles/alpha/gateway/start", headers=headers)
+        assert response.status_code == 409
+        assert "did not become ready" in response.json()["detail"]
+    results = [json.loads(x)["result"] for x in home.auth_log.read_text().splitlines()]
+    assert results == ["error", "error"]
