@@ -317,3 +317,24 @@ def test_cookie_secure_only_behind_trusted_proxy(issuer: str, home: HermesHome) 
     with TestClient(app, follow_redirects=False, client=("192.0.2.7", 5000)) as direct:
         response = direct.get("/login", headers={"X-Forwarded-Proto": "https"})
         assert "Secure" not in response.headers["set-cookie"]
+
+
+def test_id_token_nonce_is_checked(issuer: str, home: HermesHome) -> None:
+    """Swap the nonce remembered for this login: authlib must reject the ID token."""
+    from hermes_container.dashboard.auth.session import SessionCodec
+
+    settings = make_settings(issuer)
+    app = create_app(settings, home=home, manager=None)
+    codec = SessionCodec(settings.secret_key)
+    with TestClient(app, follow_redirects=False) as tc:
+        callback = authorize_at_provider(start_login(tc), "alice")
+        data, status, _ = codec.loads(tc.cookies.get(COOKIE_NAME))
+        assert status == "ok"
+        (key,) = [k for k in data if k.startswith("_state_oidc_")]
+        data[key]["data"]["nonce"] = "not-the-nonce-we-sent"
+        tc.cookies.set(COOKIE_NAME, codec.dumps(data))
+        assert tc.get(callback).status_code == 400
+        assert tc.get("/api/profiles").status_code == 401
+    failure = audit_records(home)[-1]
+    assert failure["event"] == "login_failure"
+    assert failure["reason"].startswith("invalid_response:")
