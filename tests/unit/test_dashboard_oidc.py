@@ -337,4 +337,4 @@ def test_id_token_nonce_is_checked(issuer: str, home: HermesHome) -> None:
         assert tc.get("/api/profiles").status_code == 401
     failure = audit_records(home)[-1]
     assert failure["event"] == "login_failure"
-    assert failure["reason"].startswith("invalid_response:")
+    assert failure["reason"] == "invalid_response:InvalidClaimError", failure
