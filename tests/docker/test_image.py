@@ -334,3 +334,14 @@ def test_12_not_pid1_runs_unsupervised_with_one_warning(start_container: Start) 
     assert c.state_file("default")["gateway_state"] == "running"
     wrong = [(str(p), s.st_uid) for p, s in volume_files(c.volume) if s.st_uid != HERMES_UID]
     assert wrong == []
+
+
+def test_13_runs_with_docker_run_user(start_container: Start, tmp_path: Path) -> None:
+    volume = tmp_path / "user-volume"
+    volume.mkdir()
+    os.chown(volume, HERMES_UID, HERMES_UID)
+    c = start_container(volume=volume, run_args=("--user", f"{HERMES_UID}:{HERMES_UID}"))
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+    port = _start_profile(c, "coder")
+    assert port_answers(port)
+    assert "not root: no id remap" in c.logs()
