@@ -12,18 +12,17 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from hermes_container.gateway.relay import GatewayError, Relay, prepare_payload
 from hermes_container.gateway.sessions import Exchange, SessionStore
 from hermes_container.gateway.settings import Settings
+from hermes_container.gateway.upstream import UpstreamError, UpstreamResponse
 
 SESSION_HEADER = "x-hermes-session"
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -41,7 +40,7 @@ class RelayedStream(Response):
     """Passes upstream SSE bytes through as they arrive; always closes and records."""
 
     def __init__(
-        self, upstream: httpx.Response, relay: Relay, store: SessionStore, ex: Exchange
+        self, upstream: UpstreamResponse, relay: Relay, store: SessionStore, ex: Exchange
     ) -> None:
         # No super().__init__(): with no body set, init_headers adds no Content-Length.
         self.status_code, self.media_type, self.background = 200, "text/event-stream", None
@@ -52,12 +51,12 @@ class RelayedStream(Response):
         ex = self.ex
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         try:
-            async for chunk in self.upstream.aiter_raw():
+            while (chunk := await self.upstream.next_chunk()) is not None:
                 ex.chunks.append(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             # Headers are gone already: report the failure in-band, as OpenAI does.
-            err = self.relay.transport_error(exc)
+            err = self.relay.upstream_error(exc)
             ex.status, ex.error = err.status, err.message
             await send({"type": "http.response.body", "body": _sse_error(err), "more_body": True})
         except BaseException as exc:  # client gone, or shutdown cancelled us
@@ -66,7 +65,7 @@ class RelayedStream(Response):
         finally:
             ex.finished = time.time()
             self.store.record(ex)
-            await self.upstream.aclose()
+            self.upstream.close()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -165,28 +164,46 @@ class Gateway:
         body = json.dumps(prepare_payload(payload, self.settings)).encode()
         try:
             if stream:
-                upstream = await self.relay.open_stream(body)
+                upstream = await self.relay.send(body)
                 return RelayedStream(upstream, self.relay, self.store, ex)
-            reply = await self.relay.complete(body)
+            content, content_type = await self.relay.complete(body)
         except GatewayError as err:
             ex.finished, ex.status, ex.error = time.time(), err.status, err.message
             self.store.record(ex)
             return error_response(err, {SESSION_HEADER: session_id})
-        ex.finished, ex.body = time.time(), reply.content
+        ex.finished, ex.body = time.time(), content
         self.store.record(ex)
-        return Response(
-            reply.content,
-            media_type=reply.headers.get("content-type", "application/json"),
-            headers={SESSION_HEADER: session_id},
-        )
+        return Response(content, media_type=content_type, headers={SESSION_HEADER: session_id})
 
 
-def build_app(settings: Settings, relay: Relay, store: SessionStore) -> Starlette:
-    gateway = Gateway(settings, relay, store)
-    return Starlette(
-        routes=[
-            Route("/health", gateway.health, methods=["GET"]),
-            Route("/v1/models", gateway.models, methods=["GET"]),
-            Route("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
-        ]
-    )
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class GatewayApp:
+    """The ASGI app: a dict lookup per request instead of Starlette's Router and its
+    middleware, which cost more than the whole relay path on a small machine."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.routes: dict[str, dict[str, Handler]] = {
+            "/health": {"GET": gateway.health, "HEAD": gateway.health},
+            "/v1/models": {"GET": gateway.models},
+            "/v1/chat/completions": {"POST": gateway.chat_completions},
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan is off; nothing else is served
+            return
+        methods = self.routes.get(scope["path"])
+        handler = methods.get(scope["method"]) if methods else None
+        if handler is not None:
+            response = await handler(Request(scope, receive))
+        elif methods:
+            err = GatewayError(405, f"use {', '.join(methods)}", "invalid_request_error")
+            response = error_response(err, {"allow": ", ".join(methods)})
+        else:
+            response = error_response(GatewayError(404, "not found", "invalid_request_error"))
+        await response(scope, receive, send)
+
+
+def build_app(settings: Settings, relay: Relay, store: SessionStore) -> GatewayApp:
+    return GatewayApp(Gateway(settings, relay, store))

@@ -1,4 +1,4 @@
-"""The upstream side: one shared httpx.AsyncClient to the profile's model provider.
+"""The upstream side: one pooled client (upstream.py) to the profile's model provider.
 
 The profile pins the model: a request's `model` field is accepted (OpenAI clients
 always send one) but the upstream always gets `model.name` from config.yaml, so a
@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlsplit
-
-import httpx
 
 from hermes_container.gateway.settings import Settings
+from hermes_container.gateway.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
 # Client errors about the request itself keep their status; anything else upstream
 # is the provider's or the profile's problem, reported as a bad gateway.
@@ -75,34 +73,30 @@ def error_for_status(status: int, body: bytes) -> GatewayError:
 
 
 class Relay:
+    """The profile's provider: one pooled UpstreamClient, failures as GatewayErrors."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.url = settings.completions_url
-        parts = urlsplit(self.url)
-        # Only scheme://host:port ever appears in a message: never a path token or userinfo.
-        self.where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        self.headers = {"content-type": "application/json", "accept": "application/json"}
-        if settings.model_api_key:
-            self.headers["authorization"] = f"Bearer {settings.model_api_key}"
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=settings.connect_timeout_s,
-                read=settings.read_timeout_s,
-                write=settings.read_timeout_s,
-                pool=settings.connect_timeout_s,
-            ),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            trust_env=False,  # the provider is configured per profile, not via proxy env
+        self.client = UpstreamClient(
+            settings.completions_url, settings.connect_timeout_s, settings.read_timeout_s
         )
+        # Only scheme://host:port ever appears in a message: never a path token or userinfo.
+        self.where = f"{'https' if self.client.tls else 'http'}://{self.client.authority}"
+        headers = (
+            "content-type: application/json\r\naccept: application/json, text/event-stream\r\n"
+        )
+        if settings.model_api_key:
+            headers += f"authorization: Bearer {settings.model_api_key}\r\n"
+        self.headers = headers.encode("latin-1")
 
-    async def aclose(self) -> None:
-        await self.client.aclose()
+    def close(self) -> None:
+        self.client.close()
 
-    def transport_error(self, exc: httpx.HTTPError) -> GatewayError:
-        if isinstance(exc, httpx.TimeoutException):
+    def upstream_error(self, exc: UpstreamError) -> GatewayError:
+        if exc.kind in ("connect_timeout", "read_timeout"):
             timeout = (
                 self.settings.connect_timeout_s
-                if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+                if exc.kind == "connect_timeout"
                 else self.settings.read_timeout_s
             )
             return GatewayError(
@@ -110,39 +104,41 @@ class Relay:
                 f"the model provider at {self.where} did not answer within {timeout:g}s",
                 "upstream_timeout",
             )
-        if isinstance(exc, httpx.ConnectError):
+        if exc.kind == "connect":
             return GatewayError(
-                502, f"cannot connect to the model provider at {self.where}", "upstream_unavailable"
+                502,
+                f"cannot connect to the model provider at {self.where} ({exc.detail})",
+                "upstream_unavailable",
             )
         return GatewayError(
             502,
-            f"the model provider at {self.where} broke the connection ({type(exc).__name__})",
+            f"the model provider at {self.where} broke the exchange: {exc.detail}",
             "upstream_error",
         )
 
-    async def complete(self, body: bytes) -> httpx.Response:
-        """Non-streaming: the full upstream reply, or a GatewayError."""
+    async def send(self, body: bytes) -> UpstreamResponse:
+        """POST the body; an open response with a 2xx/3xx status, or a GatewayError."""
         try:
-            response = await self.client.post(self.url, content=body, headers=self.headers)
-        except httpx.HTTPError as exc:
-            raise self.transport_error(exc) from None
-        if response.status_code >= 400:
-            raise error_for_status(response.status_code, response.content)
-        return response
-
-    async def open_stream(self, body: bytes) -> httpx.Response:
-        """Streaming: an open response whose status was checked; the caller closes it."""
-        request = self.client.build_request("POST", self.url, content=body, headers=self.headers)
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise self.transport_error(exc) from None
-        if response.status_code >= 400:
+            response = await self.client.post(self.headers, body)
+        except UpstreamError as exc:
+            raise self.upstream_error(exc) from None
+        if response.status >= 400:
             try:
-                content = await response.aread()
-            except httpx.HTTPError:
+                content = await response.read()
+            except UpstreamError:
                 content = b""
             finally:
-                await response.aclose()
-            raise error_for_status(response.status_code, content)
+                response.close()
+            raise error_for_status(response.status, content)
         return response
+
+    async def complete(self, body: bytes) -> tuple[bytes, str]:
+        """Non-streaming: the reply body and its content type, or a GatewayError."""
+        response = await self.send(body)
+        try:
+            content = await response.read()
+        except UpstreamError as exc:
+            raise self.upstream_error(exc) from None
+        finally:
+            response.close()
+        return content, response.headers.get("content-type", "application/json")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -149,12 +150,15 @@ async def _serve_async(settings: Settings, sock: socket.socket, notify_fd: int |
         await server.serve(sockets=[sock])
         return server.exit_reason
     finally:
-        await relay.aclose()
+        relay.close()
         await asyncio.to_thread(store.close)
 
 
 async def _announce_running(settings: Settings, notify_fd: int | None) -> None:
     """Record `running`, then tell s6 we are ready, once the port really accepts."""
+    # Everything loaded so far lives as long as the process: keep it out of the
+    # collector's generations so collections stay cheap under load.
+    gc.freeze()
     if not await port_accepts(probe_host(settings.host), settings.port):
         log.warning(
             "port %d does not accept connections yet; readiness not signalled", settings.port

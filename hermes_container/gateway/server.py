@@ -28,9 +28,11 @@ class GatewayServer(uvicorn.Server):
         config = uvicorn.Config(
             app,
             lifespan="off",
+            http="httptools",
             log_config=None,
             access_log=False,
             server_header=False,
+            proxy_headers=False,  # the client address is not used; skip the middleware
             timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
             timeout_keep_alive=30,
         )

@@ -12,8 +12,8 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ INSERT INTO exchanges (session_id, started_at, finished_at, model, stream, reque
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 CLOSE_WAIT_S = 5.0
+FLUSH_INTERVAL_S = 0.2
 
 
 @dataclass
@@ -68,7 +69,8 @@ class Exchange:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO 8601 UTC with milliseconds (strftime: several times cheaper than datetime)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
 def _usage(obj: dict[str, Any]) -> dict[str, Any]:
@@ -155,6 +157,7 @@ class SessionStore:
         self.path = path
         self._db = connect(path)
         self._queue: queue.SimpleQueue[Exchange | None] = queue.SimpleQueue()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sessions-writer", daemon=True)
 
     def start(self) -> None:
@@ -165,6 +168,7 @@ class SessionStore:
 
     def close(self) -> None:
         """Flush what is queued (bounded), then close the database."""
+        self._closing.set()
         self._queue.put(None)
         self._thread.join(CLOSE_WAIT_S)
         if self._thread.is_alive():
@@ -173,19 +177,23 @@ class SessionStore:
         self._db.close()
 
     def _run(self) -> None:
-        while True:
+        done = False
+        while not done:
             batch: list[Exchange] = []
             item = self._queue.get()
+            if item is not None:
+                # Let a burst gather: one wake-up and one transaction per interval,
+                # instead of taking the GIL from the event loop for every request.
+                self._closing.wait(FLUSH_INTERVAL_S)
             while item is not None:
                 batch.append(item)
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+            done = item is None
             if batch:
                 self._write(batch)
-            if item is None:
-                return
 
     def _write(self, batch: list[Exchange]) -> None:
         try:

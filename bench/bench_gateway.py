@@ -1,0 +1,192 @@
+"""Gateway relay overhead and idle memory.
+
+Starts the fake upstream (tests/fake_upstream.py, in its own process) and a real
+`hermes gateway run`, then sends the same chat request N times directly to the
+upstream and N times through the gateway, interleaved in blocks so both see the
+same machine state. Prints p50/p99 of each and the overhead (gateway - direct),
+for non-streaming and streaming (time to the last byte), and the gateway's idle
+RSS from /proc/<pid>/status. Targets: overhead <= 1.5 ms p50, idle RSS <= 45 MB.
+
+    .venv/bin/python bench/bench_gateway.py [--requests 3000] [--max-seconds 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from hermes_container.envfile import read_env  # noqa: E402
+from hermes_container.home import HermesHome  # noqa: E402
+from hermes_container.profiles import ensure_default_profile  # noqa: E402
+
+TARGET_OVERHEAD_MS = 1.5
+TARGET_RSS_MB = 45.0
+BLOCK = 50  # requests per block; blocks alternate direct / gateway
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_upstream() -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_upstream"], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+def start_gateway(home: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int, str]:
+    ensure_default_profile(HermesHome(home))
+    port = free_port()
+    (home / "config.yaml").write_text(
+        f"model:\n  base_url: http://127.0.0.1:{upstream_port}/v1\n  name: bench-model\n"
+        f"gateway:\n  port: {port}\n"
+    )
+    env = {**os.environ, "HERMES_HOME": str(home), "HERMES_ALLOW_ROOT_GATEWAY": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hermes_container", "gateway", "run"], env=env, cwd=REPO
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc, port, read_env(home / ".env")["API_SERVER_KEY"]
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("gateway did not become healthy within 30 s")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Target:
+    """A keep-alive connection and the headers for one side (direct or gateway)."""
+
+    def __init__(self, port: int, key: str | None) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.headers = {"content-type": "application/json"}
+        if key:
+            self.headers["authorization"] = f"Bearer {key}"
+
+    def once(self, body: bytes) -> float:
+        started = time.perf_counter()
+        self.conn.request("POST", "/v1/chat/completions", body=body, headers=self.headers)
+        response = self.conn.getresponse()
+        data = response.read()  # to the last byte (chunked streams included)
+        elapsed = time.perf_counter() - started
+        if response.status != 200 or not data:
+            raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
+        return elapsed * 1000.0
+
+
+def measure(
+    direct: Target, gateway: Target, body: bytes, n: int, deadline: float
+) -> tuple[list[float], list[float]]:
+    for _ in range(200):  # warm-up: connections, caches, the upstream's threads
+        direct.once(body)
+        gateway.once(body)
+    d: list[float] = []
+    g: list[float] = []
+    while len(d) < n and time.monotonic() < deadline:
+        d.extend(direct.once(body) for _ in range(BLOCK))
+        g.extend(gateway.once(body) for _ in range(BLOCK))
+    return d, g
+
+
+def pct(samples: list[float], q: float) -> float:
+    return (
+        statistics.quantiles(samples, n=100, method="inclusive")[q - 1] if q < 100 else max(samples)
+    )
+
+
+def report(label: str, d: list[float], g: list[float]) -> bool:
+    d50, d99, g50, g99 = pct(d, 50), pct(d, 99), pct(g, 50), pct(g, 99)
+    over50, over99 = g50 - d50, g99 - d99
+    met = over50 <= TARGET_OVERHEAD_MS
+    print(f"{label} ({len(g)} requests each)")
+    print(f"  direct   p50 {d50:6.3f} ms   p99 {d99:6.3f} ms")
+    print(f"  gateway  p50 {g50:6.3f} ms   p99 {g99:6.3f} ms")
+    print(
+        f"  overhead p50 {over50:6.3f} ms   p99 {over99:6.3f} ms   "
+        f"[target p50 <= {TARGET_OVERHEAD_MS} ms: {'met' if met else 'MISSED'}]"
+    )
+    return met
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000, help="per side and mode")
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="overall bound")
+    args = parser.parse_args()
+    deadline = time.monotonic() + args.max_seconds
+    upstream, upstream_port = start_upstream()
+    with tempfile.TemporaryDirectory() as tmp:
+        gateway_proc, port, key = start_gateway(Path(tmp), upstream_port)
+        try:
+            time.sleep(1.0)  # let start-up allocations settle before reading "idle"
+            idle = rss_mb(gateway_proc.pid)
+            direct, gateway = Target(upstream_port, None), Target(port, key)
+            ok = True
+            for label, stream in (("non-streaming", False), ("streaming", True)):
+                body = json.dumps(
+                    {
+                        "model": "bench-model",
+                        "stream": stream,
+                        "messages": [{"role": "user", "content": "hello from the benchmark"}],
+                    }
+                ).encode()
+                # The first mode may use half of the time left, the second all of it.
+                left = deadline - time.monotonic()
+                until = time.monotonic() + (left if stream else left / 2)
+                cpu_before = cpu_seconds(gateway_proc.pid)
+                d, g = measure(direct, gateway, body, args.requests, until)
+                cpu_ms = (cpu_seconds(gateway_proc.pid) - cpu_before) * 1000 / (len(g) + 200)
+                ok = report(label, d, g) and ok
+                print(f"  gateway CPU per request {cpu_ms:.3f} ms (user+system)")
+            loaded = rss_mb(gateway_proc.pid)
+            rss_met = idle <= TARGET_RSS_MB
+            print(
+                f"idle RSS {idle:5.1f} MB (after load {loaded:5.1f} MB)   "
+                f"[target <= {TARGET_RSS_MB:.0f} MB: {'met' if rss_met else 'MISSED'}]"
+            )
+            ok = ok and rss_met
+        finally:
+            gateway_proc.terminate()
+            gateway_proc.wait(30)
+            upstream.terminate()
+            upstream.wait(10)
+    print("all targets met" if ok else "SOME TARGETS MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
