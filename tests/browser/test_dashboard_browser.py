@@ -162,3 +162,87 @@ def test_login_see_profiles_and_stop_a_gateway(
     assert status["up"] is False and status["desired_state"] == "stopped"
     audit = Path(supervised["HERMES_HOME"], "logs", "dashboard-auth.log").read_text()
     assert '"event":"gateway_action"' in audit and '"user":"alice@example.com"' in audit
+
+
+@pytest.fixture
+def plain_home(tmp_path: Path) -> dict[str, str]:
+    """A home with profile `alpha` and a gateway log, but no supervisor running."""
+    env = clean_env(HERMES_HOME=str(tmp_path / "home"), HERMES_GATEWAY_PORT_BASE=str(free_port()))
+    assert hermes(env, "profile", "create", "alpha").returncode == 0
+    log_dir = tmp_path / "home" / "logs" / "gateways" / "alpha"
+    log_dir.mkdir(parents=True)
+    (log_dir / "current").write_text("2026-01-01 00:00:00.000000000  hello from alpha\n")
+    return env
+
+
+def test_loopback_token_mode_in_the_browser(browser: Any, plain_home: dict[str, str]) -> None:
+    """The page's own scripts send the injected token: live log tail and live refresh."""
+    from playwright.sync_api import expect
+
+    with dashboard_process(plain_home) as (port, _proc):
+        context = browser.new_context()
+        page = context.new_page()
+        try:
+            page.goto(f"http://127.0.0.1:{port}/profiles/alpha")
+            expect(page.locator("#log")).to_contain_text("hello from alpha", timeout=10_000)
+            log = Path(plain_home["HERMES_HOME"], "logs", "gateways", "alpha", "current")
+            with log.open("a") as fh:
+                fh.write("2026-01-01 00:00:01.000000000  a new line\n")
+            expect(page.locator("#log")).to_contain_text("a new line", timeout=10_000)
+
+            page.goto(f"http://127.0.0.1:{port}/")
+            desired = page.locator('tr[data-profile="alpha"] [data-field="desired_state"]')
+            expect(desired).to_have_text("-")
+            state_file = Path(plain_home["HERMES_HOME"], "profiles", "alpha", "gateway_state.json")
+            state_file.write_text(json.dumps({"desired_state": "running"}))
+            expect(desired).to_have_text("running", timeout=10_000)  # polled with the token
+        finally:
+            context.close()
+
+
+def test_denied_user_then_allowed_user_and_logout(
+    browser: Any, artifacts: Path, plain_home: dict[str, str]
+) -> None:
+    from playwright.sync_api import expect
+
+    users = [
+        ("alice", {"email": "alice@example.com", "email_verified": True}),
+        ("mallory", {"email": "mallory@evil.example", "email_verified": True}),
+    ]
+    with oidc_provider(users) as issuer:
+        env = {
+            **plain_home,
+            "HERMES_DASHBOARD_OIDC_ISSUER": issuer,
+            "HERMES_DASHBOARD_OIDC_CLIENT_ID": "hermes-dashboard",
+            "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "browser-test-secret",
+            "HERMES_DASHBOARD_ALLOWED_EMAILS": "alice@example.com",
+        }
+        with dashboard_process(env, host="0.0.0.0") as (port, _proc):
+            base_url = f"http://127.0.0.1:{port}"
+            context = browser.new_context(viewport={"width": 1200, "height": 700})
+            page = context.new_page()
+            try:
+                page.goto(base_url + "/logs/audit")
+                page.screenshot(path=str(artifacts / "dashboard-login.png"))
+                page.click("#login-oidc")
+                page.get_by_role("button", name="mallory").click()
+                expect(page.locator("h1")).to_have_text("Access denied")
+                page.screenshot(path=str(artifacts / "dashboard-denied.png"))
+
+                page.goto(base_url + "/logs/audit")
+                page.click("#login-oidc")
+                page.get_by_role("button", name="alice").click()
+                page.wait_for_url(base_url + "/logs/audit")
+                expect(page.locator("table")).to_contain_text("login_denied")
+                expect(page.locator("table")).to_contain_text("mallory@evil.example")
+
+                page.goto(base_url + "/profiles/alpha")
+                expect(page.locator("#log")).to_contain_text("hello from alpha")
+                expect(page.locator('button[data-action="stop"]')).to_be_disabled()
+
+                page.click("#logout")
+                page.wait_for_url(base_url + "/login")
+                page.goto(base_url + "/")
+                assert "/login" in page.url
+            finally:
+                context.close()
