@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hermes_container.errors import HermesError
-from hermes_container.home import DEFAULT_PROFILE, GATEWAY_LOCK, GATEWAY_PID, HermesHome
+from hermes_container.home import (
+    DEFAULT_PROFILE,
+    GATEWAY_LOCK,
+    GATEWAY_PID,
+    STATE_FILE,
+    HermesHome,
+)
 from hermes_container.profiles import list_profiles
 from hermes_container.state import GatewayState, read_state, write_desired
 from hermes_container.timeutil import utc_now_iso
@@ -158,7 +164,7 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
         profile_dir = home.profile_dir(name)
         states[name] = read_state(profile_dir)  # logs a warning when corrupt
         wants[name] = _desired(home, name, states[name])
-        give_to_owner(home, [profile_dir / "gateway_state.json"])
+        give_to_owner(home, [profile_dir / STATE_FILE])
         try:
             remove_stale_runtime_files(profile_dir)
         except OSError as exc:
@@ -184,8 +190,8 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
                 manager.register(name, start=True)
                 action = "started"
                 started_one = True
-            except HermesError as exc:
-                log.error("profile %s not started: %s", name, exc.message)
+            except (HermesError, OSError) as exc:
+                log.error("profile %s not started: %s", name, exc)
         records.append(
             BootRecord(name, states[name].gateway_state, action, prior_exit(states[name]))
         )
