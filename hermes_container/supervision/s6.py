@@ -61,11 +61,11 @@ class S6Manager:
     def rescan(self, *, prune: bool = False) -> None:
         run_tool("s6-svscanctl", "-an" if prune else "-a", str(self.scandir))
 
-    def _wait_supervised(self, dirs: Iterable[Path]) -> None:
+    def _wait_supervised(self, dirs: list[Path]) -> None:
         """Wait until s6-supervise runs on each new slot and its logger.
 
         A fresh s6-supervise writes supervise/status as soon as it starts; polling for
-        that file costs no exec per slot, and s6-svok then confirms each one once.
+        that file costs no exec, and s6-svok then confirms each slot once.
         """
         paths = [p for d in dirs for p in (d, d / "log")]
         pending = list(paths)
@@ -76,7 +76,7 @@ class S6Manager:
 
         if not wait_until(all_started, SVOK_TIMEOUT, interval=0.01):
             raise HermesError(f"s6-svscan did not pick up {pending[0]} within {SVOK_TIMEOUT:g}s")
-        for path in paths:
+        for path in dirs:
             if not wait_until(partial(self._supervised, path), SVOK_TIMEOUT):
                 raise HermesError(f"s6-supervise is not running on {path}")
 
