@@ -10,6 +10,7 @@ resulting claims (or GitHub's API answers) to an `Identity`.
 from __future__ import annotations
 
 import logging
+import ssl
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -46,17 +47,38 @@ class ProviderInfo:
         return {"name": self.name, "label": self.label, "login_url": f"/auth/login/{self.name}"}
 
 
+def _tls_context() -> ssl.SSLContext:
+    try:
+        import certifi  # what httpx itself would load
+
+        return ssl.create_default_context(cafile=certifi.where())
+    except ImportError:
+        return ssl.create_default_context()
+
+
 class LoginProviders:
+    """The configured providers; authlib (and httpx, joserfc, cryptography) is imported
+    on the first login, not at start, so an idle dashboard stays small."""
+
     def __init__(self, settings: DashboardSettings) -> None:
+        self.settings = settings
+        self._oauth: Any = None
+
+    def _registry(self) -> Any:
+        if self._oauth is not None:
+            return self._oauth
         with warnings.catch_warnings():
             # authlib 1.9 nags about httpx vs httpx2 on import; both work here.
             warnings.simplefilter("ignore", DeprecationWarning)
-            from authlib.integrations.starlette_client import OAuth  # lazy: heavy
+            from authlib.integrations.starlette_client import OAuth
 
-        self.settings = settings
-        self.oauth = OAuth()
+        settings = self.settings
+        oauth = OAuth()
+        # authlib opens a new httpx client per step; one shared TLS context saves
+        # re-reading the CA bundle each time (and the memory that churn leaves behind).
+        tls = _tls_context()
         if settings.oidc is not None:
-            self.oauth.register(
+            oauth.register(
                 name="oidc",
                 client_id=settings.oidc.client_id,
                 client_secret=settings.oidc.client_secret,
@@ -65,13 +87,14 @@ class LoginProviders:
                     "scope": settings.oidc.scopes,
                     "code_challenge_method": "S256",
                     "timeout": HTTP_TIMEOUT,
+                    "verify": tls,
                 },
             )
         if settings.github is not None:
             scope = "read:user user:email"
             if settings.allowlist.wants_github_orgs:
                 scope += " read:org"
-            self.oauth.register(
+            oauth.register(
                 name="github",
                 client_id=settings.github.client_id,
                 client_secret=settings.github.client_secret,
@@ -82,8 +105,11 @@ class LoginProviders:
                     "scope": scope,
                     "code_challenge_method": "S256",
                     "timeout": HTTP_TIMEOUT,
+                    "verify": tls,
                 },
             )
+        self._oauth = oauth
+        return oauth
 
     @property
     def names(self) -> list[str]:
@@ -95,7 +121,7 @@ class LoginProviders:
     def _client(self, name: str) -> Any:
         if name not in self.names:
             raise LoginError("unknown_provider")
-        return self.oauth.create_client(name)
+        return self._registry().create_client(name)
 
     async def start(self, request: Request, name: str, redirect_uri: str) -> Response:
         client = self._client(name)
