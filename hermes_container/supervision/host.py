@@ -18,7 +18,13 @@ from pathlib import Path
 from hermes_container.errors import HermesError
 from hermes_container.home import HermesHome
 from hermes_container.supervision.scandir import resolve_scandir, svscan_alive, wait_until
-from hermes_container.supervision.slot import NO_PROXY, SlotSpec, hermes_bin
+from hermes_container.supervision.slot import (
+    GATEWAY_PREFIX,
+    NO_PROXY,
+    TEMP_PREFIXES,
+    SlotSpec,
+    hermes_bin,
+)
 from hermes_container.supervision.tools import require_tool, run_tool
 
 SHUTDOWN_TIMEOUT = 60.0
@@ -65,10 +71,17 @@ def dashboard_spec(home: HermesHome) -> SlotSpec:
 
 
 def _fresh_scandir(scandir: Path) -> None:
-    # We own this home (lock held) and no svscan runs here: leftovers are stale.
-    if scandir.exists():
-        shutil.rmtree(scandir)
-    scandir.mkdir(parents=True, mode=0o755)
+    """Drop what an earlier run left (we hold the lock; no svscan runs here).
+
+    Only our own entries go: the scandir may be a directory the user pointed us at.
+    """
+    scandir.mkdir(parents=True, mode=0o755, exist_ok=True)
+    for entry in scandir.iterdir():
+        ours = entry.name in (".s6-svscan", "dashboard") or entry.name.startswith(
+            (GATEWAY_PREFIX, *TEMP_PREFIXES)
+        )
+        if ours and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
 
 
 def supervise(home: HermesHome, *, dashboard: bool = False) -> int:

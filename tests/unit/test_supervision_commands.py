@@ -115,3 +115,29 @@ def test_format_duration() -> None:
     assert format_duration(5) == "5s"
     assert format_duration(3725) == "1h 2m 5s"
     assert format_duration(90061) == "1d 1h 1m 1s"
+
+
+def test_follow_prints_appended_lines_across_rotation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+    import time
+
+    from hermes_container.supervision.logs import follow
+
+    current = tmp_path / "current"
+    current.write_text("before\n")
+
+    def writer() -> None:
+        time.sleep(0.3)
+        with open(current, "a") as fh:
+            fh.write("appended\n")
+        time.sleep(0.3)
+        current.rename(tmp_path / "@4000.s")  # s6-log rotates; a new current starts
+        current.write_text("rotated\n")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    follow(current, stop_after=1.5)
+    thread.join()
+    assert capsys.readouterr().out == "appended\nrotated\n"

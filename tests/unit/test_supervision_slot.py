@@ -114,3 +114,12 @@ def test_hermes_bin_prefers_override_then_this_install(monkeypatch: pytest.Monke
     found = hermes_bin()
     assert os.path.isabs(found) and os.path.basename(found) == "hermes"
     assert shutil.which(found)
+
+
+def test_supervise_cleans_only_its_own_entries(tmp_path: Path) -> None:
+    from hermes_container.supervision.host import _fresh_scandir
+
+    for name in ("gateway-a", "dashboard", ".s6-svscan", ".gateway-b.tmp-1", "precious"):
+        (tmp_path / name).mkdir()
+    _fresh_scandir(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["precious"]
