@@ -171,6 +171,11 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
             log.warning("%s: could not remove stale pid/lock files: %s", name, exc)
 
     try:
+        for slot in manager.remove_orphan_slots(names):
+            log.warning("removed slot %s: its profile no longer exists", slot)
+    except (HermesError, OSError) as exc:
+        log.warning("could not remove slots of deleted profiles: %s", exc)
+    try:
         errors = manager.register_many(names)
     except HermesError as exc:
         log.error("registering slots failed: %s", exc)

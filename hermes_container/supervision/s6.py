@@ -24,6 +24,7 @@ from hermes_container.supervision import history
 from hermes_container.supervision.base import ServiceStatus
 from hermes_container.supervision.scandir import wait_until
 from hermes_container.supervision.slot import (
+    GATEWAY_PREFIX,
     SlotSpec,
     build_slot,
     gateway_spec,
@@ -91,11 +92,27 @@ class S6Manager:
     def register(self, profile: str, *, start: bool = False) -> None:
         """Give `profile` its slot (idempotent); with `start` it comes up at once."""
         require_profile(self.home, profile)
-        if self.is_registered(profile):
-            if start:
-                self._up(profile)
-            return
-        self.register_specs([(gateway_spec(self.home, profile), start)])
+        if not self.is_registered(profile):
+            try:
+                self.register_specs([(gateway_spec(self.home, profile), start)])
+                return
+            except HermesError:
+                if not self.is_registered(profile):
+                    raise
+                # Someone registered it meanwhile (two CLIs at once): use theirs.
+                self._wait_supervised([self.slot_dir(profile)])
+        if start:
+            self._up(profile)
+
+    def remove_orphan_slots(self, profiles: list[str]) -> list[str]:
+        """Take down slots whose profile no longer exists (deleted behind our back)."""
+        wanted = {slot_name(p) for p in profiles}
+        removed = []
+        for entry in sorted(self.scandir.iterdir()):
+            if entry.name.startswith(GATEWAY_PREFIX) and entry.name not in wanted:
+                self.remove_slot(entry)
+                removed.append(entry.name)
+        return removed
 
     def register_many(self, profiles: list[str]) -> dict[str, str | None]:
         """Register every missing slot (down) with a single rescan; per-profile error or None."""

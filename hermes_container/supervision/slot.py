@@ -213,7 +213,12 @@ def build_slot(scandir: Path, home: HermesHome, spec: SlotSpec, *, start: bool) 
         log_run = render_log_run(home, spec.log_dir, f"{spec.name} log")
         _write(log / "run", log_run, chown_to, 0o755)
         _precreate_control(log, chown_to)
-        os.rename(temp, final)
+        try:
+            os.rename(temp, final)
+        except OSError as exc:
+            if final.exists():  # a concurrent registration won the race
+                raise HermesError(f"slot {final} already exists") from None
+            raise HermesError(f"cannot register {final}: {exc.strerror}") from None
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise

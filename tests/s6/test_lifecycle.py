@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import sys
 
 from tests.s6.conftest import Tree, gateway_pids, proc_uid, wait_for
 
@@ -100,3 +102,32 @@ def test_bad_input_is_one_line_error(tree: Tree) -> None:
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
     proc = tree.hermes("-p", "default", "gateway", "start", "--timeout", "0")
     assert proc.returncode == 2 and "--timeout" in proc.stderr
+
+
+def test_two_concurrent_starts_of_an_unregistered_profile(tree: Tree) -> None:
+    from hermes_container.profiles import create_profile
+    from tests.s6.conftest import chown_home
+
+    create_profile(tree.home, "racy")
+    chown_home(tree)
+    tree.set_port(tree.home.profile_dir("racy"))
+    argv = [sys.executable, "-m", "hermes_container", "-p", "racy", "gateway", "start"]
+    kwargs = {"user": 10000, "group": 10000, "extra_groups": []} if tree.drop else {}
+    procs = [
+        subprocess.Popen(
+            argv, env=tree.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+        )
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert len(gateway_pids("racy", tree.base)) == 1
+
+
+def test_reconcile_drops_slots_of_profiles_deleted_behind_its_back(tree: Tree) -> None:
+    tree.create("ghost")
+    tree.ok("-p", "ghost", "gateway", "start")
+    shutil.rmtree(tree.home.profile_dir("ghost"))
+    tree.ok("reconcile", as_root=True)
+    assert not tree.slot("ghost").exists()
+    wait_for(lambda: not gateway_pids("ghost", tree.base), what="ghost's gateway to stop")
