@@ -7,6 +7,7 @@ The session id comes from `X-Hermes-Session` (or is new) and is echoed back.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import re
@@ -49,24 +50,36 @@ class RelayedStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = self.ex
+        # uvicorn's send() silently drops data for a vanished client, so watch for the
+        # disconnect ourselves and hang up on the provider: no paying for unread tokens.
+        watcher = asyncio.ensure_future(self._watch_disconnect(receive))
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         try:
             while (chunk := await self.upstream.next_chunk()) is not None:
                 ex.chunks.append(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
+            if exc.kind == "aborted":
+                ex.status, ex.error = 499, "client disconnected"
+                return
             # Headers are gone already: report the failure in-band, as OpenAI does.
             err = self.relay.upstream_error(exc)
             ex.status, ex.error = err.status, err.message
             await send({"type": "http.response.body", "body": _sse_error(err), "more_body": True})
-        except BaseException as exc:  # client gone, or shutdown cancelled us
-            ex.status, ex.error = 499, f"client disconnected ({type(exc).__name__})"
+        except BaseException as exc:  # cancelled (shutdown grace exceeded)
+            ex.status, ex.error = 499, f"relay interrupted ({type(exc).__name__})"
             raise
         finally:
+            watcher.cancel()
             ex.finished = time.time()
             self.store.record(ex)
             self.upstream.close()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _watch_disconnect(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.upstream.abort("client disconnected")
 
 
 class Gateway:

@@ -14,6 +14,7 @@ import asyncio
 import gc
 import logging
 import os
+import signal
 import socket
 import sys
 
@@ -79,6 +80,14 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _EarlyStop(Exception):
+    """SIGTERM/SIGINT before uvicorn took over signal handling."""
+
+
+def _stop_early(signum: int, frame: object) -> None:
+    raise _EarlyStop(f"received {signal.Signals(signum).name} while starting")
+
+
 def run_command(args: argparse.Namespace) -> int:
     _refuse_root()
     name = validate_profile_name(args.profile)
@@ -86,13 +95,34 @@ def run_command(args: argparse.Namespace) -> int:
     settings = load_settings(name, profile_dir)
     notify_fd = resolve_notify_fd(args.notify_fd)
     _setup_logging(name)
+    # A stop that lands while we wait for a lock or import the server is still a
+    # clean stop (exit 0), not a death by signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_early)
     mode = (
         Takeover.REPLACE if args.replace else Takeover.ADOPT if args.supervised else Takeover.REFUSE
     )
-    lock = acquire(profile_dir, name, mode, settings.shutdown_grace_s + TAKEOVER_EXTRA_S)
+    try:
+        lock = acquire(profile_dir, name, mode, settings.shutdown_grace_s + TAKEOVER_EXTRA_S)
+    except _EarlyStop as stop:
+        log.info("%s; never started", stop)
+        return 0
+    try:
+        reason = _run_locked(settings, notify_fd)
+        write_observed(
+            profile_dir, gateway_state="stopped", pid=None, exit_code=0, exit_reason=reason
+        )
+        log.info("stopped (%s)", reason)
+    finally:
+        lock.release()
+    return 0
+
+
+def _run_locked(settings: Settings, notify_fd: int | None) -> str:
+    """From `starting` to the end of serving; returns why it stopped."""
     try:
         write_observed(
-            profile_dir,
+            settings.profile_dir,
             gateway_state="starting",
             pid=os.getpid(),
             port=settings.port,
@@ -105,14 +135,9 @@ def run_command(args: argparse.Namespace) -> int:
         except HermesError as exc:
             _record_failure(settings, exc)
             raise
-        reason = _serve(settings, sock, notify_fd)
-        write_observed(
-            profile_dir, gateway_state="stopped", pid=None, exit_code=0, exit_reason=reason
-        )
-        log.info("stopped (%s)", reason)
-    finally:
-        lock.release()
-    return 0
+        return _serve(settings, sock, notify_fd)
+    except _EarlyStop as stop:
+        return str(stop)
 
 
 def _record_failure(settings: Settings, exc: HermesError) -> None:

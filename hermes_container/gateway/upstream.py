@@ -22,7 +22,7 @@ import httptools
 HIGH_WATER = 1024 * 1024  # buffered body bytes before we stop reading the provider
 MAX_IDLE = 32
 
-Kind = Literal["connect", "connect_timeout", "read_timeout", "protocol"]
+Kind = Literal["connect", "connect_timeout", "read_timeout", "protocol", "aborted"]
 
 
 class UpstreamError(Exception):
@@ -67,7 +67,7 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError("protocol", f"invalid HTTP from the provider: {exc}"))
+            self.fail(UpstreamError("protocol", f"invalid HTTP from the provider: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -102,7 +102,7 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     # waiting, from the relay's side
-    def _fail(self, error: UpstreamError) -> None:
+    def fail(self, error: UpstreamError) -> None:
         self.error = error
         if self.transport is not None:
             self.transport.close()
@@ -199,6 +199,11 @@ class UpstreamResponse:
         while (chunk := await self.next_chunk()) is not None:
             parts.append(chunk)
         return b"".join(parts)
+
+    def abort(self, reason: str) -> None:
+        """Hang up now; a pending or later read raises UpstreamError("aborted")."""
+        if not self.conn.complete:
+            self.conn.fail(UpstreamError("aborted", reason))
 
     def close(self) -> None:
         """Back to the pool if the response was read to the end, else hang up."""

@@ -276,3 +276,18 @@ def test_gateway_of_a_named_profile_uses_its_own_files(
     assert gw.terminate() == 0
     assert coder.state().gateway_state == "stopped"
     assert not (coder.home.root / GATEWAY_PID).exists()  # the default profile is untouched
+
+
+def test_sigterm_while_waiting_for_the_lock_is_a_clean_exit(profile: GatewayProfile) -> None:
+    stuck = _lock_holder(profile, "hermes", "gateway", "run")  # ignores SIGTERM
+    try:
+        waiting = profile.spawn("--replace")
+        wait_until(lambda: "replacing gateway" in waiting.stderr(), what="the takeover to begin")
+        waiting.popen.send_signal(signal.SIGTERM)
+        assert waiting.popen.wait(10) == 0
+        assert "never started" in waiting.stderr()
+        assert stuck.poll() is None  # no SIGKILL was sent on our way out
+        assert profile.state().gateway_state is None  # nothing recorded without the lock
+    finally:
+        stuck.kill()
+        stuck.wait()

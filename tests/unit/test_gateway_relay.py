@@ -230,3 +230,35 @@ def test_concurrent_requests_are_all_served(
         f"echo: m{i}" for i in range(8)
     ]
     assert time.monotonic() - started < 2.0  # concurrent, not one after another
+
+
+def test_client_hanging_up_mid_stream_stops_the_relay(
+    gateway: GatewayProc, fake_upstream: FakeUpstream
+) -> None:
+    import socket
+    import sqlite3
+
+    from tests.unit.conftest import wait_until
+
+    profile = gateway.profile
+    fake_upstream.set(chunks=[f"w{i} " for i in range(40)], chunk_delay=0.25)  # ~10 s
+    body = json.dumps({**HELLO, "stream": True}).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {profile.api_key}"
+        f"\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", profile.port)) as sock:
+        sock.sendall(head + body)
+        received = b""
+        while b"w0" not in received:
+            received += sock.recv(65536)
+    db = profile.dir / "sessions.db"
+
+    def recorded() -> tuple[int, str] | None:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT status, error FROM exchanges").fetchone()  # type: ignore[no-any-return]
+
+    status, error = wait_until(lambda: db.exists() and recorded(), what="the aborted exchange")
+    assert (status, error) == (499, "client disconnected")
+    assert time.monotonic() - started < 5  # not after the whole 10 s stream
