@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from hermes_container.dashboard.context import client_ip, ctx, user_label
+from hermes_container.dashboard.context import client_ip, ctx, current_user, user_label
 from hermes_container.dashboard.logtail import follow
 from hermes_container.dashboard.status import StatusBody
 from hermes_container.dashboard.views import all_rows, profile_row
@@ -41,8 +41,6 @@ async def auth_providers(request: Request) -> JSONResponse:
 
 @router.get("/api/session")
 async def session_info(request: Request) -> JSONResponse:
-    from hermes_container.dashboard.context import current_user
-
     return JSONResponse({"user": current_user(request), "mode": ctx(request).settings.mode})
 
 
