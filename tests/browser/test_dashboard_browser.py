@@ -88,17 +88,22 @@ def supervised() -> Iterator[dict[str, str]]:
         env["HERMES_ALLOW_ROOT_GATEWAY"] = "1"
     assert hermes(env, "profile", "create", "alpha", "--start").returncode == 0
     _free_port_config(home / "profiles" / "alpha")
+    # A file, not a pipe: the tree's output must never block on a reader.
+    output = (base / "supervise.log").open("wb")
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "hermes_container", "supervise"],
         env=env,
         cwd=base,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=output,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        wait_for(lambda: gateway_status(env, "alpha")["ready"], "alpha to be ready")
+        try:
+            wait_for(lambda: gateway_status(env, "alpha")["ready"], "alpha to be ready")
+        except AssertionError:
+            print((base / "supervise.log").read_text(errors="replace")[-4000:])
+            raise
         yield env
     finally:
         supervisor.send_signal(signal.SIGTERM)
@@ -108,6 +113,7 @@ def supervised() -> Iterator[dict[str, str]]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(supervisor.pid, signal.SIGKILL)
             supervisor.wait(timeout=10)
+        output.close()
         shutil.rmtree(base, ignore_errors=True)
 
 
