@@ -32,7 +32,7 @@ class Behaviour:
     chunk_delay: float = 0.0  # seconds between streamed chunks
     delay: float = 0.0  # seconds before the response starts
     status: int = 200
-    error: str = "fake upstream error"  # message of an error (status >= 400) reply
+    error: str = "fake upstream error"  # message of a non-2xx (status >= 300) reply
     usage: dict[str, int] | None = field(
         default_factory=lambda: {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
     )
@@ -96,7 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
-        elif b.status >= 400:
+        elif b.status >= 300:
             self._send_json(b.status, {"error": {"message": b.error, "type": "fake_error"}})
         elif isinstance(body, dict) and body.get("stream") is True:
             self._stream(body, b)

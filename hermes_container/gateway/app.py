@@ -1,4 +1,4 @@
-"""The gateway's HTTP surface: a small Starlette app (no pydantic, cheap per request).
+"""The gateway's HTTP surface: a bare ASGI app with Starlette requests and responses.
 
 GET /health (no auth), GET /v1/models, POST /v1/chat/completions (streaming or not).
 `/v1/*` needs `Authorization: Bearer <API_SERVER_KEY>`; errors use the OpenAI shape.
@@ -44,7 +44,8 @@ class RelayedStream(Response):
         self, upstream: UpstreamResponse, relay: Relay, store: SessionStore, ex: Exchange
     ) -> None:
         # No super().__init__(): with no body set, init_headers adds no Content-Length.
-        self.status_code, self.media_type, self.background = 200, "text/event-stream", None
+        self.status_code, self.background = 200, None
+        self.media_type = upstream.headers.get("content-type", "text/event-stream")
         self.init_headers({"cache-control": "no-cache", SESSION_HEADER: ex.session_id})
         self.upstream, self.relay, self.store, self.ex = upstream, relay, store, ex
 

@@ -17,7 +17,7 @@ from hermes_container.gateway.upstream import UpstreamClient, UpstreamError, Ups
 
 # Client errors about the request itself keep their status; anything else upstream
 # is the provider's or the profile's problem, reported as a bad gateway.
-PASS_THROUGH = frozenset({400, 404, 409, 413, 422, 429})
+PASS_THROUGH = frozenset({400, 413, 422, 429})
 MAX_DETAIL = 300
 
 
@@ -61,6 +61,13 @@ def error_for_status(status: int, body: bytes) -> GatewayError:
             502,
             f"the model provider rejected this profile's credentials (HTTP {status}): {detail}",
             "upstream_auth_error",
+            str(status),
+        )
+    if 300 <= status < 400:
+        return GatewayError(
+            502,
+            f"the model provider redirected (HTTP {status}); check model.base_url",
+            "upstream_error",
             str(status),
         )
     if status in (408, 504):
@@ -117,12 +124,12 @@ class Relay:
         )
 
     async def send(self, body: bytes) -> UpstreamResponse:
-        """POST the body; an open response with a 2xx/3xx status, or a GatewayError."""
+        """POST the body; an open response with a 2xx status, or a GatewayError."""
         try:
             response = await self.client.post(self.headers, body)
         except UpstreamError as exc:
             raise self.upstream_error(exc) from None
-        if response.status >= 400:
+        if response.status >= 300:  # redirects are not followed: base_url is wrong
             try:
                 content = await response.read()
             except UpstreamError:

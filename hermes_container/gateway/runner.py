@@ -130,12 +130,10 @@ def _run_locked(settings: Settings, notify_fd: int | None) -> str:
             exit_code=None,
             exit_reason=None,
         )
-        try:
-            sock = bind_socket(settings.host, settings.port)
-        except HermesError as exc:
-            _record_failure(settings, exc)
-            raise
-        return _serve(settings, sock, notify_fd)
+        return _serve(settings, bind_socket(settings.host, settings.port), notify_fd)
+    except HermesError as exc:
+        _record_failure(settings, exc)
+        raise
     except _EarlyStop as stop:
         return str(stop)
 

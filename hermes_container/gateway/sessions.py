@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hermes_container.errors import HermesError
+
 log = logging.getLogger("hermes.gateway")
 
 SCHEMA = """
@@ -155,7 +157,10 @@ class SessionStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = connect(path)
+        try:
+            self._db = connect(path)
+        except sqlite3.Error as exc:
+            raise HermesError(f"cannot open {path}: {exc}") from None
         self._queue: queue.SimpleQueue[Exchange | None] = queue.SimpleQueue()
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sessions-writer", daemon=True)
@@ -201,5 +206,5 @@ class SessionStore:
             with self._db:  # one transaction per batch
                 self._db.execute("BEGIN")
                 self._db.executemany(_INSERT, rows)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # the writer must outlive any one bad batch
             log.error("could not record %d exchange(s) in %s: %s", len(batch), self.path, exc)

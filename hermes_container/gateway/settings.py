@@ -127,6 +127,13 @@ def read_api_key(profile_dir: Path, environ: Mapping[str, str] | None = None) ->
     return key.strip()
 
 
+def _header_safe(value: str, label: str, where: Path) -> str:
+    # It goes into an HTTP header verbatim: no spaces, controls or non-ASCII.
+    if any(not 0x21 <= ord(ch) <= 0x7E for ch in value):
+        raise ConfigError(f"{where}: {label} contains characters not allowed in a key")
+    return value
+
+
 def load_settings(
     profile: str, profile_dir: Path, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -163,9 +170,11 @@ def load_settings(
             gateway, "shutdown_grace_s", "gateway.shutdown_grace_s", where, DEFAULT_SHUTDOWN_GRACE_S
         ),
         api_key=read_api_key(profile_dir, env),
-        model_api_key=(
+        model_api_key=_header_safe(
             model_key
             or dotenv.get("HERMES_MODEL_API_KEY", "").strip()
-            or env.get("HERMES_MODEL_API_KEY", "").strip()
+            or env.get("HERMES_MODEL_API_KEY", "").strip(),
+            "the model API key (model.api_key / HERMES_MODEL_API_KEY)",
+            where,
         ),
     )

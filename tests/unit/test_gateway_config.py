@@ -47,6 +47,10 @@ BAD_CONFIGS = {
         "gateway.max_body_bytes must be a positive integer",
     ),
     "model not a mapping": (_set_yaml("model: 3\ngateway: {port: 1}\n"), "'model' must be"),
+    "model key with a space": (
+        lambda p: p.configure(model={"api_key": "sk-a b"}),
+        "model API key (model.api_key / HERMES_MODEL_API_KEY) contains characters",
+    ),
 }
 
 

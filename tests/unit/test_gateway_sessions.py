@@ -118,3 +118,14 @@ def test_health_is_not_recorded(gateway: GatewayProc) -> None:
     assert gateway.terminate() == 0
     with sqlite3.connect(gateway.profile.dir / SESSIONS_DB) as conn:
         assert conn.execute("SELECT count(*) FROM exchanges").fetchone()[0] == 0
+
+
+def test_unusable_sessions_db_is_one_line_and_recorded(profile: GatewayProfile) -> None:
+    from tests.conftest import run_hermes
+
+    (profile.dir / SESSIONS_DB).write_bytes(b"this is not a database, just junk" * 100)
+    proc = run_hermes("gateway", "run", env={"HERMES_ALLOW_ROOT_GATEWAY": "1"})
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert f"cannot open {profile.dir / SESSIONS_DB}" in proc.stderr
+    state = profile.state()
+    assert state.gateway_state == "startup_failed" and state.pid is None
