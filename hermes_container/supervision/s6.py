@@ -99,8 +99,10 @@ class S6Manager:
             except HermesError:
                 if not self.is_registered(profile):
                     raise
-                # Someone registered it meanwhile (two CLIs at once): use theirs.
-                self._wait_supervised([self.slot_dir(profile)])
+        slot = self.slot_dir(profile)
+        if not (slot / "supervise" / "status").exists():
+            # Registered a moment ago, maybe by a concurrent CLI: let s6-svscan catch up.
+            self._wait_supervised([slot])
         if start:
             self._up(profile)
 
@@ -181,8 +183,7 @@ class S6Manager:
 
     def start(self, profile: str, *, wait: float | None = None) -> ServiceStatus:
         self._desire(profile, "running")
-        if not self.is_registered(profile):
-            self.register(profile)  # e.g. created on the host, files only
+        self.register(profile)  # idempotent; e.g. a profile created on the host, files only
         self._up(profile)
         return self.wait_ready(profile, wait) if wait else self.status(profile)
 
@@ -197,8 +198,7 @@ class S6Manager:
 
     def restart(self, profile: str, *, wait: float | None = None) -> ServiceStatus:
         self._desire(profile, "running")
-        if not self.is_registered(profile):
-            self.register(profile)
+        self.register(profile)
         slot = self.slot_dir(profile)
         before = svstat(str(slot))
         history.unpark(slot)
