@@ -3,6 +3,12 @@
 The event loop only appends a record to a queue; JSON/SSE parsing and the SQLite
 write happen on the writer thread, after the reply has been sent, so recording
 adds nothing to a request's latency. WAL lets the dashboard read while we write.
+
+One row per chat completion that reached the relay (auth and validation failures
+are not exchanges): `request_messages` as the client sent them (the persona is
+SOUL.md, not repeated per row), `response_text` assembled from the reply or the
+stream, token counts when the provider reported usage, `status` the HTTP status
+the client got (499: the client went away mid-stream), `error` the reason if any.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def test_sigterm_finishes_the_request_in_flight(
     profile: GatewayProfile, fake_upstream: FakeUpstream
 ) -> None:
     gw = profile.start()
-    fake_upstream.set(reply="late but complete", delay=1.5)
+    fake_upstream.set(reply="late but complete", delay=3)
     result: dict[str, httpx.Response] = {}
 
     def ask() -> None:
