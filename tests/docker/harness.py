@@ -124,6 +124,11 @@ class Daemon:
 def _start_dockerd() -> subprocess.Popen[bytes] | None:
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
         return None
+    if (
+        os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        != "unix:///var/run/docker.sock"
+    ):
+        return None  # the caller points at another daemon: never start a local one for it
     ARTIFACTS.mkdir(exist_ok=True)
     log = (ARTIFACTS / "dockerd.log").open("ab")
     proc = subprocess.Popen(
@@ -153,6 +158,22 @@ def _stop_dockerd(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
             proc.wait(timeout=10)
     _log(f"stopped dockerd pid {proc.pid}")
+
+
+def unavailable_reason() -> str | None:
+    """Why the tier cannot run here, or None when a daemon is (or can be made) reachable."""
+    if shutil.which("docker") is None:
+        return "the docker CLI is not installed"
+    if _daemon_ok():
+        return None
+    if os.geteuid() != 0 or shutil.which("dockerd") is None:
+        return "no Docker daemon is reachable and none can be started (needs root + dockerd)"
+    if (
+        os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        != "unix:///var/run/docker.sock"
+    ):
+        return f"DOCKER_HOST={os.environ['DOCKER_HOST']} is not reachable"
+    return None
 
 
 def _no_docker(reason: str) -> None:
