@@ -229,14 +229,17 @@ def test_08_shim_drops_root_unless_asked(start_container: Start) -> None:
     assert owner_after_create("asroot", {"HERMES_DOCKER_EXEC_AS_ROOT": "1"}) == 0
     assert owner_after_create("asrootyes", {"HERMES_DOCKER_EXEC_AS_ROOT": "YES"}) == 0
     assert owner_after_create("zero", {"HERMES_DOCKER_EXEC_AS_ROOT": "0"}) == HERMES_UID
-    # The uid the CLI really runs as, seen from inside.
-    probe = "import os; print(os.getuid())"
-    out = c.exec("/opt/hermes/.venv/bin/python", "-c", probe).stdout.strip()
-    assert out == "0"  # a direct call is root: only the shim drops
-    uid = c.exec(
-        "sh", "-c", "hermes gateway status --json >/dev/null; s6-setuidgid hermes id -u"
-    ).stdout.strip()
-    assert uid == str(HERMES_UID)
+    # The uid the CLI process really has, read from /proc while it runs.
+    probe = (
+        "hermes logs -p default -f >/dev/null 2>&1 & pid=$!; i=0; "
+        "while [ $i -lt 100 ] && ! grep -q python /proc/$pid/cmdline 2>/dev/null; "
+        "do i=$((i+1)); sleep 0.1; done; stat -c %u /proc/$pid; kill $pid"
+    )
+    assert c.exec("sh", "-c", probe).stdout.strip() == str(HERMES_UID)
+    as_root = {"HERMES_DOCKER_EXEC_AS_ROOT": "true"}
+    assert c.exec("sh", "-c", probe, env=as_root).stdout.strip() == "0"
+    as_zero = {"HERMES_DOCKER_EXEC_AS_ROOT": "0"}
+    assert c.exec("sh", "-c", probe, env=as_zero).stdout.strip() == str(HERMES_UID)
 
 
 def _stopped(c: Container) -> Callable[[], bool]:
