@@ -139,7 +139,7 @@ class Gateway:
     async def _parse(self, request: Request) -> dict[str, Any]:
         try:
             payload = json.loads(await self._read_body(request))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise GatewayError(400, "body is not valid JSON", "invalid_request_error") from None
         messages = payload.get("messages") if isinstance(payload, dict) else None
         if not isinstance(messages, list) or not messages:
