@@ -32,12 +32,14 @@ def _chat(args: argparse.Namespace) -> int:
     import urllib.request
 
     from hermes_container.config import load_config
-    from hermes_container.errors import ConfigError, HermesError
+    from hermes_container.errors import ConfigError, HermesError, UsageError
     from hermes_container.gateway.settings import read_api_key
     from hermes_container.home import HermesHome
     from hermes_container.names import validate_profile_name
     from hermes_container.profiles import require_profile
 
+    if not 0 < args.timeout < float("inf"):  # also refuses nan
+        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     name = validate_profile_name(args.profile)
     profile_dir = require_profile(HermesHome.from_env(), name)
     port = load_config(profile_dir).port

@@ -19,6 +19,9 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from hermes_container.errors import UsageError
     from hermes_container.healthcheck import healthcheck_command
 
+    if not 0 < args.timeout < float("inf"):  # also refuses nan
+        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     return healthcheck_command(as_json=args.json, timeout=args.timeout)

@@ -119,8 +119,8 @@ def control_command(args: argparse.Namespace) -> int:
     home = HermesHome.from_env()
     action: str = args.action
     timeout = getattr(args, "timeout", None)
-    if timeout is not None and timeout <= 0:
-        raise UsageError(f"--timeout must be positive, not {timeout:g}")
+    if timeout is not None and not 0 < timeout < float("inf"):  # also refuses nan
+        raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
     profiles = _profiles(args, home)
     if action != "status":
         home.ensure_layout()  # `default` is the home itself: it may not exist yet
