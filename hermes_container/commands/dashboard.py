@@ -19,5 +19,8 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from hermes_container.dashboard.server import serve
+    from hermes_container.errors import UsageError
 
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be a port number (1-65535), not {args.port}")
     return serve(host=args.host, port=args.port)
