@@ -74,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except OSError as exc:  # e.g. HERMES_HOME is a file: one line, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"hermes: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
