@@ -109,7 +109,7 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from hermes_container.profiles import describe_profile
 
-    info = describe_profile(_home(), args.name or args.profile)
+    info = describe_profile(_home(), args.name if args.name is not None else args.profile)
     if args.json:
         print(json.dumps(info.to_json(), indent=2))
         return 0
