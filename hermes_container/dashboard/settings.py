@@ -240,6 +240,9 @@ def load_settings(
     if public_url and not re.fullmatch(r"https?://[^/\s?#]+(?:/[^\s?#]*)?", public_url):
         raise ConfigError(f"HERMES_DASHBOARD_PUBLIC_URL={public_url!r} is not an http(s) URL")
     token = environ.get(PREFIX + "SESSION_TOKEN", "").strip() or secrets.token_urlsafe(32)
+    # Validate everything before load_secret_key may create the home and its secret file.
+    idle_ttl = src.seconds("SESSION_TTL", 8 * 3600)
+    max_age = src.seconds("SESSION_MAX_AGE", 7 * 24 * 3600)
     return DashboardSettings(
         host=host,
         port=port,
@@ -251,8 +254,8 @@ def load_settings(
         proxies=proxies,
         public_url=public_url,
         secret_key=load_secret_key(environ, home),
-        session_idle_ttl=src.seconds("SESSION_TTL", 8 * 3600),
-        session_max_age=src.seconds("SESSION_MAX_AGE", 7 * 24 * 3600),
+        session_idle_ttl=idle_ttl,
+        session_max_age=max_age,
     )
 
 
