@@ -74,6 +74,12 @@ def test_01_first_boot_starts_default(start_container: Start) -> None:
     # The gateway's own output reaches `docker logs` (s6-log tees it to stdout).
     wait_for(lambda: "serving profile 'default'" in c.logs(), 15, "gateway output in docker logs")
     assert (c.volume / "logs" / "gateways" / "default" / "current").is_file()
+    # The s6-rc tree compiled and every service of the user bundle is up (the dashboard
+    # is "up" as an s6-rc service even while parked), with no deprecation warning.
+    active = c.exec("s6-rc", "-a", "list").stdout.split()
+    for service in ("init-volume", "init-reconcile-profiles", "dashboard"):
+        assert service in active, active
+    assert "deprecated" not in c.logs()
 
 
 # 2 -----------------------------------------------------------------------------------------
