@@ -190,6 +190,9 @@ def test_06_upgrade_without_state_and_cmd_gateway_run(
     )
     assert c.running(), "the redirected `gateway run` must keep the container up"
     assert c.status("default")["up"]
+    docker("stop", c.name, timeout=60)
+    assert c.inspect("{{.State.ExitCode}}") == "0"
+    assert c.state_file("default")["desired_state"] == "running"
 
 
 # 7 -----------------------------------------------------------------------------------------
