@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Mapping
 
 log = logging.getLogger("hermes.gateway")
@@ -43,12 +43,13 @@ def probe_host(bind_host: str) -> str:
     return bind_host
 
 
-async def port_accepts(host: str, port: int, timeout_s: float = CONNECT_PROBE_S) -> bool:
+def port_accepts(host: str, port: int, timeout_s: float = CONNECT_PROBE_S) -> bool:
+    """A blocking connect: the kernel completes it from the listen backlog, so the
+    event loop is not needed (and does not get to serve anything meanwhile)."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
-    except (OSError, TimeoutError):
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError:
         return False
-    writer.close()
     return True
 
 

@@ -177,18 +177,17 @@ async def _serve_async(settings: Settings, sock: socket.socket, notify_fd: int |
         await asyncio.to_thread(store.close)
 
 
-async def _announce_running(settings: Settings, notify_fd: int | None) -> None:
+def _announce_running(settings: Settings, notify_fd: int | None) -> None:
     """Record `running`, then tell s6 we are ready, once the port really accepts."""
     # Everything loaded so far lives as long as the process: keep it out of the
     # collector's generations so collections stay cheap under load.
     gc.freeze()
-    if not await port_accepts(probe_host(settings.host), settings.port):
+    if not port_accepts(probe_host(settings.host), settings.port):
         log.warning(
             "port %d does not accept connections yet; readiness not signalled", settings.port
         )
         return
-    await asyncio.to_thread(
-        write_observed,
+    write_observed(
         settings.profile_dir,
         gateway_state="running",
         pid=os.getpid(),

@@ -8,7 +8,7 @@ import logging
 import math
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -22,9 +22,7 @@ HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 
 class GatewayServer(uvicorn.Server):
-    def __init__(
-        self, app: ASGIApp, settings: Settings, on_started: Callable[[], Awaitable[None]]
-    ) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, on_started: Callable[[], None]) -> None:
         config = uvicorn.Config(
             app,
             lifespan="off",
@@ -64,7 +62,9 @@ class GatewayServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
-            await self.on_started()
+            # Synchronous on purpose: no request is served before `running` is recorded,
+            # so a 200 from /health always finds the state file saying so.
+            self.on_started()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         grace = self.settings.shutdown_grace_s
