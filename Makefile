@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test lint unit run bench clean
+.PHONY: venv test lint unit supervise bench clean
 
 $(BIN)/hermes: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,11 @@ unit: venv
 	$(BIN)/pytest -q tests/unit
 
 bench: venv
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts
 
-run: venv
-	$(BIN)/hermes profile list
+# Host mode: the same supervision tree without Docker (needs s6 and execline).
+supervise: venv
+	$(BIN)/hermes supervise --dashboard
