@@ -225,7 +225,10 @@ def measure(n: int) -> SizeResult:
     finally:
         if dashboard is not None:
             dashboard.terminate()
-            dashboard.wait(10)
+            try:
+                dashboard.wait(10)
+            except subprocess.TimeoutExpired:
+                dashboard.kill()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(svscan.pid, signal.SIGKILL)
         svscan.wait(10)
@@ -274,7 +277,12 @@ def fmt(values: list[float]) -> str:
     return f"{statistics.median(values):6.1f}" if values else "     -"
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # run the `finally` cleanups: no tree is left behind
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     print(f"idle memory (MB; {os.cpu_count()} cpus); sizes {', '.join(map(str, SIZES))}")
     results = []
     for n in SIZES:
