@@ -58,7 +58,7 @@ def listening_inodes() -> set[str]:
 
 
 def _socket_inodes(pid: int) -> set[str]:
-    found = set()
+    found: set[str] = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
