@@ -238,11 +238,13 @@ def test_08_shim_drops_root_unless_asked(start_container: Start) -> None:
     assert owner_after_create("asroot", {"HERMES_DOCKER_EXEC_AS_ROOT": "1"}) == 0
     assert owner_after_create("asrootyes", {"HERMES_DOCKER_EXEC_AS_ROOT": "YES"}) == 0
     assert owner_after_create("zero", {"HERMES_DOCKER_EXEC_AS_ROOT": "0"}) == HERMES_UID
-    # The uid the CLI process really has, read from /proc while it runs.
+    # The uid the CLI process really has, read from /proc once the shim has exec'd into
+    # Python (bounded wait; "timeout" instead of a misleading uid under heavy load).
     probe = (
         "hermes logs -p default -f >/dev/null 2>&1 & pid=$!; i=0; "
-        "while [ $i -lt 100 ] && ! grep -q python /proc/$pid/cmdline 2>/dev/null; "
-        "do i=$((i+1)); sleep 0.1; done; stat -c %u /proc/$pid; kill $pid"
+        "while ! grep -q python /proc/$pid/cmdline 2>/dev/null; do "
+        "i=$((i+1)); [ $i -gt 600 ] && { echo timeout; kill $pid; exit 0; }; sleep 0.1; done; "
+        "stat -c %u /proc/$pid; kill $pid"
     )
     assert c.exec("sh", "-c", probe).stdout.strip() == str(HERMES_UID)
     as_root = {"HERMES_DOCKER_EXEC_AS_ROOT": "true"}
