@@ -27,6 +27,7 @@ def test_volume_ports_and_restart_policy() -> None:
     assert s["restart"] in ("unless-stopped", "always", "on-failure")
     assert s.get("init") in (None, False), "s6-overlay must be PID 1"
     assert s["build"]["context"] == "."
+    assert s["container_name"] == "hermes"  # the docs' `docker exec hermes ...`
 
 
 def test_dashboard_enabled_and_healthcheck() -> None:
