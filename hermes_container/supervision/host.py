@@ -88,11 +88,12 @@ def supervise(home: HermesHome, *, dashboard: bool = False) -> int:
     from hermes_container.profiles import ensure_default_profile
     from hermes_container.reconcile import reconcile
 
-    ensure_default_profile(home)
-    lock_fd = take_home_lock(home)
     scandir = resolve_scandir(home)
+    # Checked before anything is written: inside a live tree we leave no trace.
     if scandir.is_dir() and svscan_alive(scandir):
         raise HermesError(f"an s6-svscan already runs on {scandir}; this tree is supervised")
+    ensure_default_profile(home)
+    lock_fd = take_home_lock(home)
     _fresh_scandir(scandir)
     tree_env = {
         "HERMES_HOME": str(home.root),
