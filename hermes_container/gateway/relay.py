@@ -1,4 +1,7 @@
-"""The upstream side: one pooled client (upstream.py) to the profile's model provider.
+"""The upstream side: one pooled client to the profile's model provider.
+
+select_client picks it once at start: the lean client (upstream.py) by default, httpx
+(upstream_httpx.py) when a proxy applies to model.base_url or model.client says so.
 
 The profile pins the model: a request's `model` field is accepted (OpenAI clients
 always send one) but the upstream always gets `model.name` from config.yaml, so a
@@ -10,10 +13,18 @@ GatewayError with the HTTP status and OpenAI-style error body the client gets.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
-from hermes_container.gateway.settings import Settings
-from hermes_container.gateway.upstream import UpstreamClient, UpstreamError, UpstreamResponse
+from hermes_container.gateway.settings import Settings, redact_url
+from hermes_container.gateway.upstream import (
+    Upstream,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+)
+
+log = logging.getLogger("hermes.gateway")
 
 # Client errors about the request itself keep their status; anything else upstream
 # is the provider's or the profile's problem, reported as a bad gateway.
@@ -79,16 +90,37 @@ def error_for_status(status: int, body: bytes) -> GatewayError:
     )
 
 
+def select_client(settings: Settings) -> Upstream:
+    """The client for this profile's provider, announced once in the log."""
+    url, timeouts = settings.completions_url, (settings.connect_timeout_s, settings.read_timeout_s)
+    if settings.model_client == "fast" and settings.proxy_from:
+        log.warning("model.client is fast: ignoring the proxy in %s", settings.proxy_from)
+    if settings.model_client == "fast" or (
+        settings.model_client == "auto" and settings.proxy is None
+    ):
+        fast = UpstreamClient(url, *timeouts)
+        log.info("relay direct to %s", fast.where)
+        return fast
+    # Imported here: httpx costs memory and start-up time only where it is used.
+    from hermes_container.gateway.upstream_httpx import HttpxClient
+
+    client = HttpxClient(url, *timeouts, proxy=settings.proxy)
+    if settings.proxy is None:
+        log.info("relay direct to %s (httpx client: model.client)", client.where)
+    else:
+        log.info("relay via proxy %s (%s)", redact_url(settings.proxy), settings.proxy_from)
+    return client
+
+
 class Relay:
-    """The profile's provider: one pooled UpstreamClient, failures as GatewayErrors."""
+    """The profile's provider: one pooled client, failures as GatewayErrors."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client = UpstreamClient(
-            settings.completions_url, settings.connect_timeout_s, settings.read_timeout_s
-        )
-        # Only scheme://host:port ever appears in a message: never a path token or userinfo.
-        self.where = f"{'https' if self.client.tls else 'http'}://{self.client.authority}"
+        self.client = select_client(settings)
+        # Only scheme://host:port (and the proxy's) ever appears in a message: never a
+        # path token or userinfo.
+        self.where = self.client.where
         headers = (
             "content-type: application/json\r\naccept: application/json, text/event-stream\r\n"
         )

@@ -7,7 +7,10 @@ config.yaml keys (all under `model:` / `gateway:`):
   model.base_url (required), model.name (required), model.api_key (optional; else
   HERMES_MODEL_API_KEY from .env, else from the environment; may be empty for
   local providers), model.connect_timeout_s (5), model.read_timeout_s (120),
-  gateway.port (required), gateway.host (else $HERMES_GATEWAY_HOST, else 127.0.0.1),
+  model.proxy (optional http(s) URL; else HTTPS_PROXY / HTTP_PROXY / ALL_PROXY from
+  the environment unless NO_PROXY covers the provider), model.client (auto | fast |
+  httpx; auto: the fast client, or httpx when a proxy applies), gateway.port
+  (required), gateway.host (else $HERMES_GATEWAY_HOST, else 127.0.0.1),
   gateway.max_body_bytes (1 MiB), gateway.shutdown_grace_s (10).
 """
 
@@ -17,7 +20,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from hermes_container.config import load_config
@@ -30,6 +33,9 @@ DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_READ_TIMEOUT_S = 120.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_SHUTDOWN_GRACE_S = 10.0
+
+ClientChoice = Literal["auto", "fast", "httpx"]
+_CLIENTS: dict[str, ClientChoice] = {"auto": "auto", "fast": "fast", "httpx": "httpx"}
 
 
 @dataclass(frozen=True)
@@ -45,9 +51,15 @@ class Settings:
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
-    # Secrets stay out of repr() so a logged Settings never leaks them.
+    model_client: ClientChoice = "auto"
+    # Where the proxy came from ("model.proxy", "HTTPS_PROXY", ...); also set when
+    # model.client is fast and the environment's proxy is therefore ignored.
+    proxy_from: str = ""
+    # Secrets stay out of repr() so a logged Settings never leaks them (a proxy URL
+    # may carry user:password).
     api_key: str = field(default="", repr=False)
     model_api_key: str = field(default="", repr=False)
+    proxy: str | None = field(default=None, repr=False)
 
     @property
     def completions_url(self) -> str:
@@ -96,6 +108,107 @@ def _base_url(model: Mapping[str, Any], where: Path) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{where}: model.base_url must be an http(s) URL, not {url!r}")
     return url
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port] of a URL, for logs and errors: never userinfo or a path."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    if not parts.hostname:
+        return "<unparseable URL>" if "@" in url else url
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _client(model: Mapping[str, Any], where: Path) -> ClientChoice:
+    value = model.get("client", "auto")
+    choice = _CLIENTS.get(value) if isinstance(value, str) else None
+    if choice is None:
+        raise ConfigError(f"{where}: model.client must be auto, fast or httpx, not {value!r}")
+    return choice
+
+
+def _env_proxies(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """scheme -> (proxy, variable), by urllib.request.getproxies_environment's rules:
+    names ending in _proxy in any case, then lower-case ones win (an empty one clears).
+    Reimplemented only to read `env` instead of os.environ."""
+    found: dict[str, tuple[str, str]] = {}
+    for name, value in env.items():
+        if value and name[-6:].lower() == "_proxy":
+            found[name[:-6].lower()] = (value, name)
+    for name, value in env.items():
+        if name[-6:] == "_proxy":
+            if value:
+                found[name[:-6].lower()] = (value, name)
+            else:
+                found.pop(name[:-6].lower(), None)
+    return found
+
+
+def env_proxy(url: str, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """The environment's proxy for `url` and the variable that named it; None when no
+    proxy is set for its scheme or NO_PROXY covers its host."""
+    parts = urlsplit(url)
+    proxies = _env_proxies(env)
+    found = proxies.get(parts.scheme) or proxies.get("all")
+    if found is None:
+        return None
+    # Imported only here: a gateway without proxy variables never loads urllib.request.
+    # proxy_bypass_environment: undocumented, but in every Python 3; not in typeshed.
+    from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
+
+    no_proxy = {"no": proxies["no"][0]} if "no" in proxies else {}
+    hostport = parts.netloc.rpartition("@")[2]
+    # The bare host too: urllib splits "[::1]:80" into "[::1]", which never matches ::1.
+    if proxy_bypass_environment(hostport, no_proxy) or proxy_bypass_environment(
+        parts.hostname or "", no_proxy
+    ):
+        return None
+    value, name = found
+    return (value if "://" in value else f"http://{value}"), name
+
+
+def _proxy_url(url: str, label: str, hint: str) -> str:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number, or out of range
+        valid = False
+    if not valid:
+        raise ConfigError(
+            f"{label} must be an http(s) proxy URL like http://proxy.example:3128, "
+            f"not {redact_url(url)!r}{hint}"
+        )
+    return url
+
+
+def _proxy(
+    model: Mapping[str, Any],
+    base_url: str,
+    client: ClientChoice,
+    env: Mapping[str, str],
+    where: Path,
+) -> tuple[str | None, str]:
+    """(proxy URL or None, where it came from): model.proxy, else the environment's."""
+    explicit = _string(model, "proxy", "model.proxy", where)
+    if explicit is not None:
+        if client == "fast":
+            raise ConfigError(
+                f"{where}: model.proxy needs model.client auto or httpx "
+                "(the fast client does not go through proxies)"
+            )
+        return _proxy_url(explicit, f"{where}: model.proxy", ""), "model.proxy"
+    found = env_proxy(base_url, env)
+    if found is None:
+        return None, ""
+    url, name = found
+    if client == "fast":
+        return None, name  # the operator chose to go direct; select_client says so
+    hint = f" (set model.proxy in {where}, or model.client: fast to ignore {name})"
+    return _proxy_url(url, f"the environment's {name}", hint), name
 
 
 def _max_body(gateway: Mapping[str, Any], where: Path) -> int:
@@ -151,12 +264,15 @@ def load_settings(
         raise ConfigError(f"{where}: model.name is missing")
     host = _string(gateway, "host", "gateway.host", where)
     model_key = _string(model, "api_key", "model.api_key", where)
+    base_url = _base_url(model, where)
+    client = _client(model, where)
+    proxy, proxy_from = _proxy(model, base_url, client, env, where)
     return Settings(
         profile=profile,
         profile_dir=profile_dir,
         host=host or env.get("HERMES_GATEWAY_HOST", "").strip() or DEFAULT_HOST,
         port=_port(gateway, where),
-        model_base_url=_base_url(model, where),
+        model_base_url=base_url,
         model_name=name,
         soul=_read_soul(profile_dir),
         connect_timeout_s=_number(
@@ -169,6 +285,9 @@ def load_settings(
         shutdown_grace_s=_number(
             gateway, "shutdown_grace_s", "gateway.shutdown_grace_s", where, DEFAULT_SHUTDOWN_GRACE_S
         ),
+        model_client=client,
+        proxy_from=proxy_from,
+        proxy=proxy,
         api_key=read_api_key(profile_dir, env),
         model_api_key=_header_safe(
             model_key

@@ -5,7 +5,8 @@ CPU (anyio cancel scopes, h11 in pure Python, model objects) against ~0.15 ms fo
 an asyncio protocol with the C `httptools` parser, and the relay-overhead budget is
 1.5 ms in total. Scope is deliberately narrow: keep-alive pooling, http and https
 (system CA store via `ssl`), Content-Length / chunked / read-to-close bodies,
-connect and per-read timeouts, and no proxies or redirects.
+connect and per-read timeouts, and no proxies or redirects: a provider behind a proxy
+goes through upstream_httpx.py instead (relay.select_client chooses).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal, Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -30,6 +32,37 @@ class UpstreamError(Exception):
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
+
+
+class UpstreamResponse(Protocol):
+    """An open response, whichever client made it: what the relay and app.py use."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def next_chunk(self) -> bytes | None: ...
+
+    async def read(self) -> bytes: ...
+
+    def abort(self, reason: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Upstream(Protocol):
+    """A pooled client for one provider URL (this module's, or upstream_httpx's)."""
+
+    @property
+    def where(self) -> str:
+        """scheme://host[:port] (and the proxy, if any) for messages; never secrets."""
+        ...
+
+    async def post(self, headers: bytes, body: bytes) -> UpstreamResponse: ...
+
+    def close(self) -> None: ...
 
 
 class _Connection(asyncio.Protocol):
@@ -179,7 +212,7 @@ class _Connection(asyncio.Protocol):
 
 
 @dataclass
-class UpstreamResponse:
+class FastResponse:
     client: UpstreamClient
     conn: _Connection
 
@@ -221,6 +254,7 @@ class UpstreamClient:
         host = f"[{self.host}]" if ":" in self.host else self.host
         default_port = self.port == (443 if self.tls else 80)
         self.authority = host if default_port else f"{host}:{self.port}"
+        self.where = f"{parts.scheme}://{self.authority}"
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._request_line = f"POST {target} HTTP/1.1\r\nhost: {self.authority}\r\n".encode()
         self.connect_timeout = connect_timeout
@@ -258,7 +292,7 @@ class UpstreamClient:
                 return conn
         return None
 
-    async def _exchange(self, conn: _Connection, request: bytes) -> UpstreamResponse:
+    async def _exchange(self, conn: _Connection, request: bytes) -> FastResponse:
         conn.begin()
         assert conn.transport is not None
         conn.transport.write(request)  # head and body in one write: one segment, one wake-up
@@ -267,9 +301,9 @@ class UpstreamClient:
         except BaseException:
             conn.close()
             raise
-        return UpstreamResponse(self, conn)
+        return FastResponse(self, conn)
 
-    async def post(self, headers: bytes, body: bytes) -> UpstreamResponse:
+    async def post(self, headers: bytes, body: bytes) -> FastResponse:
         """POST `body`; `headers` are extra `name: value\\r\\n` lines. Returns at the head."""
         request = b"%s%scontent-length: %d\r\n\r\n%s" % (
             self._request_line,
