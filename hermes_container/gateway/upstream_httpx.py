@@ -55,7 +55,7 @@ class HttpxResponse:
             if self._aborted is not None:
                 raise UpstreamError("aborted", self._aborted)
             # Each read runs as its own future so abort(), called from another task,
-            # can cancel just the read (httpx has no thread-safe "hang up now").
+            # can cancel just the read (httpx cannot close a response another task reads).
             self._reading = asyncio.ensure_future(anext(self._chunks, b""))
             try:
                 chunk = await self._reading
