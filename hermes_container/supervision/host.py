@@ -20,10 +20,10 @@ from hermes_container.home import HermesHome
 from hermes_container.supervision.scandir import resolve_scandir, svscan_alive, wait_until
 from hermes_container.supervision.slot import (
     GATEWAY_PREFIX,
-    NO_PROXY,
     TEMP_PREFIXES,
     SlotSpec,
     hermes_bin,
+    no_proxy_with_loopback,
 )
 from hermes_container.supervision.tools import require_tool, run_tool
 
@@ -98,8 +98,8 @@ def supervise(home: HermesHome, *, dashboard: bool = False) -> int:
     tree_env = {
         "HERMES_HOME": str(home.root),
         "HERMES_S6_SCANDIR": str(scandir),
-        "NO_PROXY": NO_PROXY,
-        "no_proxy": NO_PROXY,
+        "NO_PROXY": no_proxy_with_loopback(os.environ.get("NO_PROXY")),
+        "no_proxy": no_proxy_with_loopback(os.environ.get("no_proxy")),
     }
     os.environ.update(tree_env)  # for the in-process reconcile and everything it spawns
     watched = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)

@@ -56,6 +56,11 @@ def hermes_bin() -> str:
     raise HermesError("cannot find the `hermes` executable; set HERMES_BIN to its absolute path")
 
 
+def no_proxy_with_loopback(existing: str | None) -> str:
+    """Loopback first, then whatever bypass list the operator already had."""
+    return f"{NO_PROXY},{existing}" if existing else NO_PROXY
+
+
 def slot_name(profile: str) -> str:
     return GATEWAY_PREFIX + profile
 
@@ -75,8 +80,9 @@ if [ -z "${{HERMES_SLOT_ENV:-}}" ] && [ -d {CONTAINER_ENV} ]; then
 fi
 HERMES_HOME={q(str(home.root))}
 HOME="$HERMES_HOME"
-NO_PROXY={NO_PROXY}
-no_proxy={NO_PROXY}
+# Loopback health checks never go through a proxy; an operator's own list is kept.
+NO_PROXY="{NO_PROXY}${{NO_PROXY:+,$NO_PROXY}}"
+no_proxy="{NO_PROXY}${{no_proxy:+,$no_proxy}}"
 PYTHONUNBUFFERED=1
 export HERMES_HOME HOME NO_PROXY no_proxy PYTHONUNBUFFERED
 """

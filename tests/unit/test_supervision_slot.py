@@ -51,7 +51,7 @@ def test_slot_contents(tmp_path: Path, hermes_home: HermesHome) -> None:
         "set -- /opt/hermes/.venv/bin/hermes -p alpha gateway run --supervised --notify-fd 3" in run
     )
     assert f"HERMES_HOME={hermes_home.root}" in run
-    assert "NO_PROXY=127.0.0.1,localhost" in run and "exec 2>&1" in run
+    assert 'NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"' in run and "exec 2>&1" in run
     assert "/command/s6-applyuidgid -u" in run and "hermes" not in run.split("id -u")[0][-50:]
     finish = (slot / "finish").read_text()
     assert '_slot-finish alpha "${1:-0}" "${2:-0}"' in finish
@@ -123,3 +123,30 @@ def test_supervise_cleans_only_its_own_entries(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
     _fresh_scandir(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["precious"]
+
+
+@pytest.mark.parametrize(
+    ("inherited", "expected"),
+    [(None, "127.0.0.1,localhost"), ("corp.internal", "127.0.0.1,localhost,corp.internal")],
+)
+def test_run_keeps_the_operators_no_proxy(
+    tmp_path: Path, hermes_home: HermesHome, inherited: str | None, expected: str
+) -> None:
+    """The rendered run script, executed by sh: loopback is added, nothing is lost."""
+    hermes_home.ensure_layout()
+    out = tmp_path / "env.txt"
+    script = tmp_path / "run"
+    # Only the preamble: the privilege drop needs the real s6 tools.
+    text = slot_mod.render_run(hermes_home, ["true"], "probe").split("set -- ")[0]
+    script.write_text(text + f'printf "%s|%s" "$NO_PROXY" "$no_proxy" > {out}\n')
+    env = {"PATH": os.environ["PATH"]}
+    if inherited:
+        env.update(NO_PROXY=inherited, no_proxy=inherited)
+    subprocess.run(["sh", str(script)], env=env, check=True)
+    assert out.read_text() == f"{expected}|{expected}"
+
+
+def test_no_proxy_with_loopback() -> None:
+    assert slot_mod.no_proxy_with_loopback(None) == "127.0.0.1,localhost"
+    assert slot_mod.no_proxy_with_loopback("") == "127.0.0.1,localhost"
+    assert slot_mod.no_proxy_with_loopback(".corp") == "127.0.0.1,localhost,.corp"
