@@ -89,11 +89,17 @@ def supervise(home: HermesHome, *, dashboard: bool = False) -> int:
     from hermes_container.reconcile import reconcile
 
     scandir = resolve_scandir(home)
-    # Checked before anything is written: inside a live tree we leave no trace.
-    if scandir.is_dir() and svscan_alive(scandir):
-        raise HermesError(f"an s6-svscan already runs on {scandir}; this tree is supervised")
+    live = scandir.is_dir() and svscan_alive(scandir)
+    already = f"an s6-svscan already runs on {scandir}; this tree is supervised"
+    # Inside a tree that no `hermes supervise` owns (the image, a hand-started svscan),
+    # refuse before writing anything; another supervisor is named by its lock below.
+    if live and not (home.run_dir / LOCK_NAME).exists():
+        raise HermesError(already)
     ensure_default_profile(home)
     lock_fd = take_home_lock(home)
+    if live:
+        os.close(lock_fd)
+        raise HermesError(already)
     _fresh_scandir(scandir)
     tree_env = {
         "HERMES_HOME": str(home.root),
