@@ -93,6 +93,7 @@ COPY docker/entrypoint docker/main docker/init-volume docker/init-default-profil
      /opt/hermes/libexec/
 COPY s6-rc.d/init-volume /etc/s6-overlay/s6-rc.d/init-volume
 COPY s6-rc.d/init-reconcile-profiles /etc/s6-overlay/s6-rc.d/init-reconcile-profiles
+COPY s6-rc.d/svscan-gateways /etc/s6-overlay/s6-rc.d/svscan-gateways
 COPY s6-rc.d/dashboard /etc/s6-overlay/s6-rc.d/dashboard
 # The `user` bundle goes where s6-overlay >= 3.2.3 reads it (no deprecation warning).
 COPY s6-rc.d/user/contents.d /etc/s6-overlay/user-bundles.d/user/contents.d
@@ -100,7 +101,7 @@ COPY s6-rc.d/user/contents.d /etc/s6-overlay/user-bundles.d/user/contents.d
 ENV HERMES_HOME=/opt/data \
     PATH=/opt/hermes/bin:/command:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HERMES_BIN=/opt/hermes/.venv/bin/hermes \
-    HERMES_S6_SCANDIR=/run/service \
+    HERMES_S6_SCANDIR=/run/hermes/service \
     HERMES_GATEWAY_HOST=0.0.0.0 \
     HERMES_DASHBOARD_HOST=0.0.0.0 \
     HERMES_DASHBOARD_PORT=9119 \

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def get_manager(home: HermesHome) -> S6Manager | None:
     """The s6 manager when a live s6-svscan runs on the scandir, else None.
 
-    The scandir is HERMES_S6_SCANDIR (the image: /run/service), else
+    The scandir is HERMES_S6_SCANDIR (the image: /run/hermes/service), else
     $HERMES_HOME/run/service (where `hermes supervise` runs its tree).
     """
     from hermes_container.supervision.scandir import resolve_scandir, svscan_alive

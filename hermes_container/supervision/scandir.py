@@ -11,11 +11,9 @@ from pathlib import Path
 
 from hermes_container.home import HermesHome
 
-IMAGE_SCANDIR = "/run/service"
-
 
 def resolve_scandir(home: HermesHome, env: dict[str, str] | None = None) -> Path:
-    """HERMES_S6_SCANDIR (the image sets /run/service), else $HERMES_HOME/run/service."""
+    """HERMES_S6_SCANDIR (the image: /run/hermes/service), else $HERMES_HOME/run/service."""
     environ = os.environ if env is None else env
     value = environ.get("HERMES_S6_SCANDIR", "").strip()
     if value:

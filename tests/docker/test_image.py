@@ -62,6 +62,16 @@ def _start_profile(c: Container, name: str) -> int:
     return port
 
 
+# Every s6-supervise in the container: "<uid> <argv>" per line (no ps in the image; its
+# argv names the service dir, and unlike cwd it is readable without CAP_SYS_PTRACE).
+SUPERVISORS = (
+    "for p in /proc/[0-9]*; do"
+    ' [ "$(cat "$p/comm" 2>/dev/null)" = s6-supervise ] || continue;'
+    ' echo "$(stat -c %u "$p") $(tr "\\0" " " < "$p/cmdline")";'
+    " done"
+)
+
+
 # 1 -----------------------------------------------------------------------------------------
 def test_01_first_boot_starts_default(start_container: Start) -> None:
     c = start_container()
@@ -77,9 +87,19 @@ def test_01_first_boot_starts_default(start_container: Start) -> None:
     # The s6-rc tree compiled and every service of the user bundle is up (the dashboard
     # is "up" as an s6-rc service even while parked), with no deprecation warning.
     active = c.exec("s6-rc", "-a", "list").stdout.split()
-    for service in ("init-volume", "init-reconcile-profiles", "dashboard"):
+    for service in ("init-volume", "svscan-gateways", "init-reconcile-profiles", "dashboard"):
         assert service in active, active
     assert "deprecated" not in c.logs()
+    # Gateway slots live in the hermes-owned tree of svscan-gateways: their s6-supervise
+    # runs as hermes, and s6-overlay's root scandir stays closed to the hermes user, so
+    # nothing hermes can write is ever run as root.
+    assert c.exec("stat", "-c", "%u", "/run/hermes/service").stdout.strip() == str(HERMES_UID)
+    denied = c.exec("s6-setuidgid", "hermes", "mkdir", "/run/service/x", check=False)
+    assert denied.returncode != 0
+    listing = c.exec("sh", "-c", SUPERVISORS).stdout.splitlines()
+    gateway_supervisors = [line for line in listing if "gateway-default" in line]
+    assert gateway_supervisors, listing
+    assert all(line.split()[0] == str(HERMES_UID) for line in gateway_supervisors), listing
 
 
 # 2 -----------------------------------------------------------------------------------------
@@ -244,7 +264,10 @@ def test_08_shim_drops_root_unless_asked(start_container: Start) -> None:
         "hermes logs -p default -f >/dev/null 2>&1 & pid=$!; i=0; "
         "while ! grep -q python /proc/$pid/cmdline 2>/dev/null; do "
         "i=$((i+1)); [ $i -gt 600 ] && { echo timeout; kill $pid; exit 0; }; sleep 0.1; done; "
-        "stat -c %u /proc/$pid; kill $pid"
+        # The effective uid from status: /proc/<pid> itself may still show root for an
+        # instant after the exec (ownership follows the dumpable flag, not the creds).
+        "sed -n 's/^Uid:[[:space:]]*[0-9]*[[:space:]]*\\([0-9]*\\).*/\\1/p' /proc/$pid/status; "
+        "kill $pid"
     )
     assert c.exec("sh", "-c", probe).stdout.strip() == str(HERMES_UID)
     as_root = {"HERMES_DOCKER_EXEC_AS_ROOT": "true"}

@@ -61,6 +61,7 @@ def test_the_expected_services_exist() -> None:
     assert services.get("init-volume") == "oneshot"
     assert services.get("init-reconcile-profiles") == "oneshot"
     assert services.get("dashboard") == "longrun"
+    assert services.get("svscan-gateways") == "longrun"
     assert services.get("user") == "bundle"
 
 
@@ -127,6 +128,8 @@ def test_dependencies_exist_and_are_acyclic() -> None:
 
 def test_order_is_volume_then_reconcile_then_dashboard() -> None:
     assert (TREE / "init-reconcile-profiles" / "dependencies.d" / "init-volume").exists()
+    assert (TREE / "svscan-gateways" / "dependencies.d" / "init-volume").exists()
+    assert (TREE / "init-reconcile-profiles" / "dependencies.d" / "svscan-gateways").exists()
     assert (TREE / "dashboard" / "dependencies.d" / "init-reconcile-profiles").exists()
 
 
@@ -171,3 +174,17 @@ def test_tree_compiles_with_s6_rc(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_gateway_svscan_runs_as_hermes_and_signals_readiness() -> None:
+    """Gateway slots get their own s6-svscan, run as hermes, never under root's."""
+    service = TREE / "svscan-gateways"
+    run = (service / "run").read_text()
+    assert 's6-setuidgid "$user" s6-svscan -d 3 "$scandir"' in run
+    assert "user=hermes" in run
+    assert (service / "notification-fd").read_text().strip() == "3"
+    dockerfile = DOCKERFILE.read_text()
+    assert "HERMES_S6_SCANDIR=/run/hermes/service" in dockerfile
+    # The reconcile oneshot no longer opens s6-overlay's root scandir to hermes.
+    reconcile = (DOCKER_DIR / "init-reconcile-profiles").read_text()
+    assert "chgrp" not in reconcile and "chmod" not in reconcile
