@@ -24,6 +24,7 @@ from hermes_container.home import (
     STATE_FILE,
     HermesHome,
 )
+from hermes_container.procutil import signal_zero
 from hermes_container.profiles import list_profiles
 from hermes_container.state import GatewayState, read_state, write_desired
 from hermes_container.timeutil import utc_now_iso
@@ -103,13 +104,10 @@ def _pid_alive(pid_path: Path) -> bool:
         pid = int(pid_path.read_text(encoding="utf-8").split()[0])
     except (OSError, ValueError, IndexError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 1
+    delivered = signal_zero(pid)
+    if delivered is None:
+        return True  # it exists, just not ours to signal
+    return delivered and pid > 1
 
 
 def append_boot_log(home: HermesHome, lines: list[str]) -> None:

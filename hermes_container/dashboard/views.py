@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -12,6 +11,7 @@ from typing import Any
 from hermes_container.config import load_config
 from hermes_container.errors import HermesError
 from hermes_container.home import HermesHome
+from hermes_container.procutil import pid_alive
 from hermes_container.profiles import list_profiles
 from hermes_container.state import read_state
 from hermes_container.supervision.base import ServiceManager, ServiceStatus
@@ -47,24 +47,12 @@ def _port(home: HermesHome, name: str) -> int | None:
         return None
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def row_from_state_file(home: HermesHome, name: str) -> ProfileRow:
     """Best effort without a supervisor: what the gateway last wrote about itself."""
     state = read_state(home.profile_dir(name), warn=False)
     observed = state.gateway_state
     pid = state.pid if observed in ("starting", "running", "stopping") else None
-    alive = _pid_alive(pid)
+    alive = pid_alive(pid)
     uptime = None
     if alive and state.started_at:
         started = parse_iso(state.started_at)
