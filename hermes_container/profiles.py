@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,8 @@ TEMP_PREFIX = ".tmp-"
 
 
 def new_api_key() -> str:
+    import secrets  # lazy: pulls in hashlib, which read-only commands never need
+
     return "hk-" + secrets.token_urlsafe(32)
 
 
@@ -185,7 +186,7 @@ def create_profile(
             config_text = render_config(port)
             env = {"API_SERVER_KEY": new_api_key(), "HERMES_MODEL_API_KEY": ""}
             soul = DEFAULT_SOUL
-        temp = home.profiles_dir / f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}"
+        temp = home.profiles_dir / f"{TEMP_PREFIX}{name}-{os.urandom(4).hex()}"
         temp.mkdir(mode=0o755)
         try:
             _write_profile_files(temp, config_text=config_text, env=env, soul=soul)
@@ -211,7 +212,7 @@ def delete_profile(home: HermesHome, name: str) -> Path:
         if not path.is_dir():
             raise HermesError(f"profile {name!r} does not exist")
         # Rename first so a crash mid-delete leaves a temp dir, not a half-profile.
-        doomed = home.profiles_dir / f"{TEMP_PREFIX}deleted-{name}-{secrets.token_hex(4)}"
+        doomed = home.profiles_dir / f"{TEMP_PREFIX}deleted-{name}-{os.urandom(4).hex()}"
         os.rename(path, doomed)
         shutil.rmtree(doomed)  # rmtree never follows symlinks inside the tree
         fsync_dir(home.profiles_dir)
