@@ -1,15 +1,23 @@
-"""Dashboard: `/api/status` throughput and p99 with wrk, and RSS from /proc.
+"""Dashboard: `/api/status` and `/api/profiles` throughput and p99 with wrk, and RSS.
 
 Runs the real `hermes dashboard` (uvicorn, single process) on 127.0.0.1 with a home
 of BENCH_PROFILES profiles, loads it with `wrk` (Debian package) and reads VmRSS of
 the server process: idle in both auth modes, and in OAuth mode again once idle after
 three real OIDC logins (authlib, TLS and JWKS loaded; needs the test extras' provider).
-Targets: >= 3,000 req/s on 2 cores, RSS <= 70 MB. Exit status 1 when one is missed.
+When s6 is installed, the loopback-mode dashboard runs inside a live s6-svscan tree
+whose slots `hermes reconcile` registered (down: desired `stopped`), so `/api/profiles`
+reads real s6 status for every profile. `/api/profiles` is gated: wrk sends the
+loopback session token header (`X-Hermes-Session-Token`, a fixed
+HERMES_DASHBOARD_SESSION_TOKEN for the run).
+Targets: >= 3,000 req/s `/api/status` on 2 cores, RSS <= 70 MB; `/api/profiles` is
+reported. Exit status 1 when a target is missed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import re
 import shutil
@@ -21,11 +29,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from hermes_container.state import write_desired
+
 DURATION = os.environ.get("BENCH_DURATION", "10s")
 CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "32")
 THREADS = os.environ.get("BENCH_THREADS", "1")  # leave the other core to the server
 PROFILES = int(os.environ.get("BENCH_PROFILES", "5"))
 TARGET_RPS = 3000.0
+TOKEN = "bench-dashboard-session-token-7d1f"
+TOKEN_HEADER = "X-Hermes-Session-Token"
 TARGET_RSS_MB = 70.0
 
 
@@ -118,7 +130,63 @@ def rss_after_logins(env: dict[str, str]) -> tuple[float, str]:
         return rss_mb(pid), "RSS, OAuth after 3 logins"
 
 
-def run_wrk(port: int) -> tuple[float, str]:
+@contextlib.contextmanager
+def s6_tree(env: dict[str, str]) -> Iterator[tuple[dict[str, str], str]]:
+    """A live s6-svscan on a temp scandir with every profile's slot registered (down).
+
+    Yields the env to run the dashboard with and a note; without s6 the env unchanged.
+    """
+    if shutil.which("s6-svscan") is None:
+        yield env, "no s6 tree (s6-svscan not installed)"
+        return
+    base = Path(tempfile.mkdtemp(prefix="bench-dashboard-s6-"))
+    scandir = base / "service"
+    scandir.mkdir()
+    env = {
+        **env,
+        "HERMES_S6_SCANDIR": str(scandir),
+        "HERMES_GATEWAY_STAGGER": "0",
+        "HERMES_ALLOW_ROOT_GATEWAY": "1",
+    }
+    write_desired(Path(env["HERMES_HOME"]), "stopped")  # the default slot stays down too
+    svscan = subprocess.Popen(
+        ["s6-svscan", str(scandir)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        control = scandir / ".s6-svscan" / "control"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.close(os.open(control, os.O_WRONLY | os.O_NONBLOCK))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("s6-svscan did not come up") from None
+                time.sleep(0.01)
+        subprocess.run(
+            [sys.executable, "-m", "hermes_container", "reconcile"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        slots = len(list(scandir.glob("gateway-*")))
+        yield env, f"live s6 tree, {slots} slots registered and down"
+    finally:
+        subprocess.run(["s6-svscanctl", "-t", str(scandir)], check=False)
+        try:
+            svscan.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            svscan.kill()
+            svscan.wait(5)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run_wrk(port: int, path: str = "/api/status", token: str | None = None) -> tuple[float, str]:
+    header = ["-H", f"{TOKEN_HEADER}: {token}"] if token else []
     out = subprocess.run(
         [
             "wrk",
@@ -126,7 +194,8 @@ def run_wrk(port: int) -> tuple[float, str]:
             f"-c{CONNECTIONS}",
             f"-d{DURATION}",
             "--latency",
-            f"http://127.0.0.1:{port}/api/status",
+            *header,
+            f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
         text=True,
@@ -137,6 +206,20 @@ def run_wrk(port: int) -> tuple[float, str]:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"99%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
     return rps, p99
+
+
+def check_profiles(port: int, expected: int) -> None:
+    """The gated endpoint really answers with the token (and only with it)."""
+    headers = {"Host": f"127.0.0.1:{port}"}
+    with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=5)) as conn:
+        conn.request("GET", "/api/profiles", headers=headers)
+        denied = conn.getresponse()
+        denied.read()
+        conn.request("GET", "/api/profiles", headers={**headers, TOKEN_HEADER: TOKEN})
+        answer = conn.getresponse()
+        body = json.loads(answer.read())
+    if denied.status != 401 or answer.status != 200 or len(body["profiles"]) != expected:
+        raise RuntimeError(f"/api/profiles: {denied.status} without token, {answer.status} with")
 
 
 def main() -> int:
@@ -153,11 +236,26 @@ def main() -> int:
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
-        with dashboard(env) as (port, pid):
+        with (
+            s6_tree({**env, "HERMES_DASHBOARD_SESSION_TOKEN": TOKEN}) as (
+                tree_env,
+                tree_note,
+            ),
+            dashboard(tree_env) as (port, pid),
+        ):
             rss_token = idle_rss(port, pid)
             run_wrk(port)  # warm-up
             rps, p99 = run_wrk(port)
+            check_profiles(port, PROFILES)
+            run_wrk(port, "/api/profiles", TOKEN)  # warm-up
+            profiles_rps, profiles_p99 = run_wrk(port, "/api/profiles", TOKEN)
             rss_loaded = rss_mb(pid)
+        # The same endpoint with no supervisor: rows from the state files alone, so the
+        # difference is the cost of the per-profile s6 status reads.
+        with dashboard({**env, "HERMES_DASHBOARD_SESSION_TOKEN": TOKEN}) as (port, pid):
+            check_profiles(port, PROFILES)
+            run_wrk(port, "/api/profiles", TOKEN)  # warm-up
+            bare_rps, bare_p99 = run_wrk(port, "/api/profiles", TOKEN)
         with dashboard({**env, **oauth_vars("http://127.0.0.1:9")}) as (port, pid):
             rss_oauth = idle_rss(port, pid)
         rss_login, login_label = rss_after_logins(env)
@@ -165,6 +263,10 @@ def main() -> int:
     rows = [
         ("/api/status throughput", f"{rps:,.0f} req/s", f">= {TARGET_RPS:,.0f}", rps >= TARGET_RPS),
         ("/api/status p99 latency", p99, "(reported)", True),
+        ("/api/profiles throughput", f"{profiles_rps:,.0f} req/s", "(reported)", True),
+        ("/api/profiles p99 latency", profiles_p99, "(reported)", True),
+        ("/api/profiles, no s6 tree", f"{bare_rps:,.0f} req/s", "(reported)", True),
+        ("/api/profiles p99, no s6", bare_p99, "(reported)", True),
         ("idle RSS, loopback mode", f"{rss_token:.1f} MB", rss_ok, rss_token <= TARGET_RSS_MB),
         ("idle RSS, OAuth mode", f"{rss_oauth:.1f} MB", rss_ok, rss_oauth <= TARGET_RSS_MB),
         (login_label, f"{rss_login:.1f} MB", rss_ok, rss_login <= TARGET_RSS_MB),
@@ -176,6 +278,7 @@ def main() -> int:
         f"-d{DURATION}, {PROFILES} profiles, load average {load} "
         "(other work on the box skews req/s and p99)"
     )
+    print(f"loopback mode ran in: {tree_note}; /api/profiles sends {TOKEN_HEADER}")
     for label, value, target, ok in rows:
         print(f"{label:<28} {value:>14}  target {target:<10} {'met' if ok else 'MISSED'}")
     return 0 if all(ok for *_, ok in rows) else 1
