@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,98 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 def load_config(profile_dir: Path) -> ProfileConfig:
     return ProfileConfig(load_yaml(profile_dir / CONFIG_FILE))
+
+
+def read_port(profile_dir: Path) -> int | None:
+    """The profile's gateway port, as `load_config(...).port` would say.
+
+    `gateway status` needs only this one number, and importing PyYAML costs more than
+    the rest of the command; so config files in the plain block style we write are
+    scanned directly, and anything else is parsed for real.
+    """
+    try:
+        text = (profile_dir / CONFIG_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return load_config(profile_dir).port  # raises the same error a full parse would
+    scanned = scan_port(text)
+    return load_config(profile_dir).port if isinstance(scanned, _Unsure) else scanned
+
+
+class _Unsure:
+    """The scan met YAML it does not model; only a real parse can tell."""
+
+
+UNSURE = _Unsure()
+# YAML features the scan leaves to PyYAML: quoting, flow style, anchors, aliases, merge
+# keys, tags, block scalars, directives, complex keys, tabs, multiple documents.
+_FANCY = frozenset("\"'{}[]&*!|>%?@`\t")
+_ENTRY = re.compile(r"([A-Za-z0-9_-]+):(?: +(.*))?")
+_PORT = re.compile(r"[1-9][0-9]{0,4}")
+
+
+def _strip_comment(line: str) -> str:
+    if line.lstrip().startswith("#"):
+        return ""
+    cut = line.find(" #")
+    return (line if cut < 0 else line[:cut]).rstrip()
+
+
+def _plain_value(value: str) -> bool:
+    """A one-line plain scalar that PyYAML reads as such (no nested mapping or list)."""
+    return ": " not in value and not value.endswith(":") and not value.startswith(("- ", "<<"))
+
+
+def scan_port(text: str) -> int | _Unsure | None:
+    """`gateway.port` from a block-style YAML mapping without PyYAML, or UNSURE.
+
+    Every line must be `key: plain-value` or `key:` opening a deeper block, with
+    consistent indentation and no duplicate keys; anything else is UNSURE.
+    """
+    port: int | None = None
+    indents = [0]  # indentation of each open block, outermost first
+    keys: list[set[str]] = [set()]  # the keys seen in each open block
+    path: list[str] = []  # the key that opened each block below the top
+    opens_block = False  # the previous entry had no value: a deeper block may follow
+    for raw in text.splitlines():
+        line = _strip_comment(raw)
+        if "\t" in raw:
+            return UNSURE  # YAML's tab rules differ in comments, values and indentation
+        if not line:
+            continue
+        if _FANCY.intersection(line) or line.startswith(("---", "...")):
+            return UNSURE
+        indent = len(line) - len(line.lstrip(" "))
+        entry = _ENTRY.fullmatch(line[indent:])
+        if entry is None:
+            return UNSURE
+        key, value = entry.groups()
+        if indent > indents[-1]:
+            if not opens_block:
+                return UNSURE
+            indents.append(indent)
+            keys.append(set())
+        else:
+            while indent < indents[-1]:
+                indents.pop()
+                keys.pop()
+                path.pop()
+            if indent != indents[-1]:
+                return UNSURE
+            if path and len(path) >= len(indents):
+                path.pop()
+        if key in keys[-1] or (value is not None and not _plain_value(value)):
+            return UNSURE
+        keys[-1].add(key)
+        opens_block = value is None
+        if opens_block:
+            path.append(key)
+        elif path == ["gateway"] and key == "port":
+            if not _PORT.fullmatch(value):
+                return UNSURE
+            port = int(value)
+    return port if port is not None and port <= 65535 else None
 
 
 def render_config(
