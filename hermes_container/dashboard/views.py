@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hermes_container.config import load_config
+from hermes_container.config import read_port
 from hermes_container.errors import HermesError
 from hermes_container.home import HermesHome
 from hermes_container.procutil import pid_alive
@@ -42,7 +42,7 @@ class ProfileRow:
 
 def _port(home: HermesHome, name: str) -> int | None:
     try:
-        return load_config(home.profile_dir(name)).port
+        return read_port(home.profile_dir(name))
     except HermesError:
         return None
 

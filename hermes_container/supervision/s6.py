@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
-from hermes_container.config import load_config
+from hermes_container.config import read_port
 from hermes_container.errors import HermesError
 from hermes_container.home import STATE_FILE, HermesHome
 from hermes_container.profiles import require_profile
@@ -284,11 +284,11 @@ def _down_and_finished(service_dir: str) -> bool:
 
 
 def _port(profile_dir: Path, state: GatewayState, *, up: bool) -> int | None:
-    """A live gateway's own record of its port; else the config (costs a YAML parse)."""
+    """A live gateway's own record of its port; else the profile's config."""
     if up and state.port is not None:
         return state.port
     try:
-        port = load_config(profile_dir).port
+        port = read_port(profile_dir)
     except HermesError:
         port = None
     return port if port is not None else state.port
