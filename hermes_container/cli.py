@@ -18,14 +18,36 @@ from hermes_container import __version__
 from hermes_container.errors import HermesError
 
 # Each module defines `register(subparsers)`; handlers are set with set_defaults(handler=...).
-COMMAND_MODULES: tuple[str, ...] = (
-    "hermes_container.commands.profile",
-    "hermes_container.commands.gateway",
-    "hermes_container.commands.chat",
-    "hermes_container.commands.supervision",
-    "hermes_container.commands.dashboard",
-    "hermes_container.commands.healthcheck",
-)
+# The map says which module registers each top-level command, so a run builds only the
+# parser it needs (building all of them costs more than the rest of `gateway status`).
+_SUPERVISION = "hermes_container.commands.supervision"
+COMMANDS: dict[str, str] = {
+    "profile": "hermes_container.commands.profile",
+    "gateway": "hermes_container.commands.gateway",
+    "chat": "hermes_container.commands.chat",
+    "reconcile": _SUPERVISION,
+    "supervise": _SUPERVISION,
+    "logs": _SUPERVISION,
+    "_slot-finish": _SUPERVISION,
+    "dashboard": "hermes_container.commands.dashboard",
+    "healthcheck": "hermes_container.commands.healthcheck",
+}
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
+
+
+def command_name(argv: Sequence[str]) -> str | None:
+    """The command word after the global options, or None (help, errors: build all)."""
+    tokens = iter(argv)
+    for token in tokens:
+        if token in ("-v", "--verbose"):
+            continue
+        if token in ("-p", "--profile"):
+            next(tokens, None)
+            continue
+        if token.startswith("--profile=") or (token.startswith("-p") and token[2:3] != "-"):
+            continue
+        return None if token.startswith("-") else token
+    return None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +56,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"hermes: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser, or with `argv` only the part its command needs."""
     parser = _Parser(
         prog="hermes",
         description="Host many Hermes agent profiles under s6 supervision.",
@@ -48,13 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
-    for module_name in COMMAND_MODULES:
+    name = command_name(argv) if argv is not None else None
+    modules = (COMMANDS[name],) if name in COMMANDS else COMMAND_MODULES
+    for module_name in modules:
         importlib.import_module(module_name).register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -141,3 +141,49 @@ def test_env_file_mode_600(hermes_home: HermesHome) -> None:
     run_hermes("profile", "create", "coder")
     for path in (hermes_home.root / ".env", hermes_home.profile_dir("coder") / ".env"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_command_map_matches_what_modules_register() -> None:
+    """Building one command's parser must never miss a command: the map is complete."""
+    import argparse
+
+    from hermes_container.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)
+    for name, module in COMMANDS.items():
+        one = build_parser([name])
+        one_sub = next(a for a in one._actions if isinstance(a, argparse._SubParsersAction))
+        assert name in one_sub.choices, (name, module)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["gateway", "status"], "gateway"),
+        (["-p", "coder", "gateway", "start"], "gateway"),
+        (["--profile", "coder", "logs"], "logs"),
+        (["--profile=coder", "-v", "profile", "list"], "profile"),
+        (["-pcoder", "chat", "hi"], "chat"),
+        (["--help"], None),
+        (["-p"], None),
+        ([], None),
+        (["-x", "gateway"], None),
+    ],
+)
+def test_command_name(argv: list[str], expected: str | None) -> None:
+    from hermes_container.cli import command_name
+
+    assert command_name(argv) == expected
+
+
+def test_a_command_builds_only_its_own_parser(hermes_home: HermesHome) -> None:
+    probe = (
+        "import sys\n"
+        "from hermes_container.cli import main\n"
+        "main(['gateway', 'status'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('hermes_container.commands.')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.stdout.strip().splitlines()[-1] == "['hermes_container.commands.gateway']"
