@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Iterable
@@ -150,7 +149,7 @@ class S6Manager:
             ms = str(int(timeout * 1000))
             run_tool("s6-svc", "-wD", "-T", ms, "-d", str(service_dir), timeout=timeout + 5)
         # Out of the scanner's sight first, so a crash here leaves only a dot-dir.
-        doomed = self.scandir / f".{service_dir.name}.del-{secrets.token_hex(4)}"
+        doomed = self.scandir / f".{service_dir.name}.del-{os.urandom(4).hex()}"
         os.rename(service_dir, doomed)
         self.rescan(prune=True)
         for path in (doomed, doomed / "log"):

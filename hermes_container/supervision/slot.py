@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shlex
 import shutil
 import sys
@@ -197,7 +196,7 @@ def build_slot(scandir: Path, home: HermesHome, spec: SlotSpec, *, start: bool) 
     owner = home_owner(home)
     chown_to = owner if os.geteuid() == 0 and owner.uid != 0 else None
     ensure_log_dir(spec.log_dir, chown_to)
-    temp = scandir / f".{spec.name}.tmp-{secrets.token_hex(4)}"
+    temp = scandir / f".{spec.name}.tmp-{os.urandom(4).hex()}"
     temp.mkdir(mode=0o755)
     try:
         _chown(temp, chown_to)
