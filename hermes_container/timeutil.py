@@ -15,3 +15,11 @@ def parse_iso(value: str) -> datetime | None:
     except (ValueError, AttributeError):
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def split_duration(seconds: float) -> tuple[int, int, int, int]:
+    """Whole seconds as (days, hours, minutes, seconds)."""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return days, hours, minutes, secs

@@ -15,6 +15,7 @@ from hermes_container.dashboard.logtail import tail_lines
 from hermes_container.dashboard.views import all_rows, profile_row
 from hermes_container.names import is_valid_profile_name
 from hermes_container.profiles import profile_exists
+from hermes_container.timeutil import split_duration
 
 router = APIRouter()
 
@@ -38,10 +39,7 @@ def render(request: Request, template: str, status_code: int = 200, **extra: Any
 def fmt_uptime(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    total = int(seconds)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
+    days, hours, minutes, secs = split_duration(seconds)
     if days:
         return f"{days}d {hours}h"
     if hours:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from hermes_container.errors import EXIT_FAILURE, HermesError, UsageError
 from hermes_container.home import HermesHome
 from hermes_container.supervision.base import ServiceStatus
+from hermes_container.timeutil import split_duration
 
 if TYPE_CHECKING:
     from hermes_container.supervision.s6 import S6Manager
@@ -33,10 +34,7 @@ def _profiles(args: argparse.Namespace, home: HermesHome) -> list[str]:
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    total = int(seconds)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
+    days, hours, minutes, secs = split_duration(seconds)
     parts = [f"{days}d"] if days else []
     if hours or days:
         parts.append(f"{hours}h")
