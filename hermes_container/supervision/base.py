@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from hermes_container.state import GatewayState
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,24 @@ class ServiceStatus:
     # Added later; optional so older callers constructing ServiceStatus keep working.
     exit_code: int | None = None
     wanted_up: bool | None = None  # what the supervisor is trying to do right now
+
+    @classmethod
+    def unregistered(cls, profile: str, state: GatewayState, port: int | None) -> ServiceStatus:
+        """A profile with no slot: nothing runs, all else is what its state file says."""
+        return cls(
+            profile=profile,
+            registered=False,
+            up=False,
+            ready=False,
+            pid=None,
+            uptime_s=None,
+            restarts=None,
+            port=port,
+            desired_state=state.desired_state,
+            gateway_state=state.gateway_state,
+            exit_reason=state.exit_reason,
+            exit_code=state.exit_code,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

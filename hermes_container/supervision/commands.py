@@ -86,20 +86,7 @@ def _offline_status(home: HermesHome, profile: str) -> ServiceStatus:
         port = load_config(home.profile_dir(profile)).port
     except HermesError:
         port = None
-    return ServiceStatus(
-        profile=profile,
-        registered=False,
-        up=False,
-        ready=False,
-        pid=None,
-        uptime_s=None,
-        restarts=None,
-        port=port if port is not None else state.port,
-        desired_state=state.desired_state,
-        gateway_state=state.gateway_state,
-        exit_reason=state.exit_reason,
-        exit_code=state.exit_code,
-    )
+    return ServiceStatus.unregistered(profile, state, port if port is not None else state.port)
 
 
 def _emit(statuses: list[ServiceStatus], manager: str, args: argparse.Namespace) -> None:

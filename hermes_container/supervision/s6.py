@@ -239,20 +239,7 @@ class S6Manager:
         state = read_state(profile_dir, warn=False)
         slot = self.slot_dir(profile)
         if not slot.is_dir():
-            return ServiceStatus(
-                profile=profile,
-                registered=False,
-                up=False,
-                ready=False,
-                pid=None,
-                uptime_s=None,
-                restarts=None,
-                port=_port(profile_dir, state, up=False),
-                desired_state=state.desired_state,
-                gateway_state=state.gateway_state,
-                exit_reason=state.exit_reason,
-                exit_code=state.exit_code,
-            )
+            return ServiceStatus.unregistered(profile, state, _port(profile_dir, state, up=False))
         st: SvStat | None
         try:
             st = svstat(str(slot))
