@@ -24,12 +24,17 @@ def port_base(env: dict[str, str] | None = None) -> int:
     raw = environ.get("HERMES_GATEWAY_PORT_BASE", "").strip()
     if not raw:
         return DEFAULT_PORT_BASE
+    return parse_port("HERMES_GATEWAY_PORT_BASE", raw)
+
+
+def parse_port(name: str, raw: str) -> int:
+    """Environment variable `name`'s value `raw` as a TCP port (1-65535), else ConfigError."""
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"HERMES_GATEWAY_PORT_BASE={raw!r} is not a port number") from None
+        raise ConfigError(f"{name}={raw!r} is not a port number") from None
     if not 1 <= value <= 65535:
-        raise ConfigError(f"HERMES_GATEWAY_PORT_BASE={value} is outside 1-65535")
+        raise ConfigError(f"{name}={value} is outside 1-65535")
     return value
 
 

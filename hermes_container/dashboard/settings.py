@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hermes_container.config import DASHBOARD_DEFAULT_PORT, load_yaml
+from hermes_container.config import DASHBOARD_DEFAULT_PORT, load_yaml, parse_port
 from hermes_container.dashboard.auth.allowlist import Allowlist
 from hermes_container.dashboard.auth.proxy import TrustedProxies, parse_networks
 from hermes_container.errors import ConfigError
@@ -160,16 +160,6 @@ def _yaml_section(home: HermesHome) -> Mapping[str, Any]:
     return section if isinstance(section, dict) else {}
 
 
-def _port(raw: str) -> int:
-    try:
-        port = int(raw)
-    except ValueError:
-        raise ConfigError(f"HERMES_DASHBOARD_PORT={raw!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"HERMES_DASHBOARD_PORT={port} is outside 1-65535")
-    return port
-
-
 def load_secret_key(env: Mapping[str, str], home: HermesHome) -> bytes:
     """The cookie key: env, else a 0600 file in HERMES_HOME (so sessions survive restarts)."""
     value = env.get(PREFIX + "SECRET_KEY", "").strip()
@@ -204,7 +194,11 @@ def load_settings(
     environ = os.environ if env is None else env
     src = _Source(environ, _yaml_section(home))
     host = host or environ.get(PREFIX + "HOST", "").strip() or "127.0.0.1"
-    port = port if port is not None else _port(environ.get(PREFIX + "PORT", "").strip() or "9119")
+    port = (
+        port
+        if port is not None
+        else parse_port(PREFIX + "PORT", environ.get(PREFIX + "PORT", "").strip() or "9119")
+    )
 
     oidc = _oidc(src)
     github = _github(src)
