@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from hermes_container.dashboard.asgi import (
-    ASGIApp,
-    Receive,
-    Scope,
-    Send,
-    reject_websocket,
-    send_json,
-    send_redirect,
-)
+from hermes_container.dashboard.asgi import Receive, Scope, Send, send_json, send_redirect
+from hermes_container.dashboard.auth.base import HttpAuthMiddleware
 from hermes_container.dashboard.auth.public_paths import canonical_path, is_api_path, is_public
 from hermes_container.dashboard.auth.redirects import login_url
 
@@ -23,18 +16,8 @@ def session_user(scope: Scope) -> dict[str, object] | None:
     return user if isinstance(user, dict) else None
 
 
-class OAuthGateMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "websocket":
-            await reject_websocket(send)
-            return
-        if kind != "http":
-            await self.app(scope, receive, send)
-            return
+class OAuthGateMiddleware(HttpAuthMiddleware):
+    async def gate(self, scope: Scope, receive: Receive, send: Send) -> None:
         user = session_user(scope)
         if user is not None:
             scope["hermes.user"] = user

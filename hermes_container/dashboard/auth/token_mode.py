@@ -18,9 +18,9 @@ from hermes_container.dashboard.asgi import (
     Scope,
     Send,
     header,
-    reject_websocket,
     send_json,
 )
+from hermes_container.dashboard.auth.base import HttpAuthMiddleware
 from hermes_container.dashboard.auth.public_paths import is_public, is_token_page
 
 TOKEN_HEADER = b"x-hermes-session-token"
@@ -43,9 +43,9 @@ def presented_token(scope: Scope) -> str | None:
     return None
 
 
-class TokenAuthMiddleware:
+class TokenAuthMiddleware(HttpAuthMiddleware):
     def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
+        super().__init__(app)
         self._token = token.encode("utf-8")
 
     def token_ok(self, scope: Scope) -> bool:
@@ -54,14 +54,7 @@ class TokenAuthMiddleware:
             presented.encode("utf-8", "replace"), self._token
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "websocket":
-            await reject_websocket(send)
-            return
-        if kind != "http":
-            await self.app(scope, receive, send)
-            return
+    async def gate(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not host_allowed(scope):
             await send_json(
                 send,
