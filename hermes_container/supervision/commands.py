@@ -81,9 +81,9 @@ def _offline_status(home: HermesHome, profile: str) -> ServiceStatus:
 
     state = read_state(home.profile_dir(profile), warn=False)
     try:
-        from hermes_container.config import load_config
+        from hermes_container.config import read_port
 
-        port = load_config(home.profile_dir(profile)).port
+        port = read_port(home.profile_dir(profile))
     except HermesError:
         port = None
     return ServiceStatus.unregistered(profile, state, port if port is not None else state.port)
