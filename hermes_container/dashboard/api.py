@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from hermes_container.dashboard.context import client_ip, ctx, current_user, user_label
 from hermes_container.dashboard.logtail import follow
 from hermes_container.dashboard.status import StatusBody
-from hermes_container.dashboard.views import all_rows, profile_row
+from hermes_container.dashboard.views import profile_row
 from hermes_container.errors import HermesError
 from hermes_container.names import is_valid_profile_name
 from hermes_container.profiles import profile_exists
@@ -48,7 +48,7 @@ async def session_info(request: Request) -> JSONResponse:
 async def list_profiles_api(request: Request) -> JSONResponse:
     context = ctx(request)
     manager = context.managers.get()
-    rows = await run_in_threadpool(all_rows, context.home, manager)
+    rows = await run_in_threadpool(context.rows.get, manager)
     return JSONResponse(
         {"supervisor": manager.name if manager else None, "profiles": [r.to_json() for r in rows]}
     )
@@ -97,6 +97,9 @@ async def gateway_action(request: Request, name: str, action: str) -> JSONRespon
         log.exception("gateway %s of %s failed", action, name)
         context.audit.write("gateway_action", action=action, result="error", **audit)
         return _error(500, "action_failed", f"{action} failed: {type(exc).__name__}")
+    finally:
+        # Whatever happened, the next read of the rows asks the supervisor again.
+        await run_in_threadpool(context.rows.invalidate)
     context.audit.write("gateway_action", action=action, result="ok", **audit)
     return JSONResponse({"ok": True, "action": action, "status": status.to_json()})
 

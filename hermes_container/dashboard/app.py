@@ -31,7 +31,7 @@ from hermes_container.dashboard.headers import SecurityHeadersMiddleware
 from hermes_container.dashboard.manager import ManagerSource, supervision_lookup
 from hermes_container.dashboard.settings import DashboardSettings
 from hermes_container.dashboard.status import StatusBody, StatusFastPath
-from hermes_container.dashboard.views import StatusCounts
+from hermes_container.dashboard.views import RowsCache, StatusCounts
 from hermes_container.home import HermesHome
 from hermes_container.supervision.base import ServiceManager
 
@@ -95,6 +95,7 @@ def create_app(
         managers=managers,
         audit=audit,
         counts=StatusCounts(home, ttl=status_ttl),
+        rows=RowsCache(home),
         codec=codec,
         templates=_templates(),
         providers=providers,

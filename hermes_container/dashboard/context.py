@@ -12,7 +12,7 @@ from hermes_container.dashboard.auth.audit import AuditLog
 from hermes_container.dashboard.auth.session import SessionCodec, new_csrf_token
 from hermes_container.dashboard.manager import ManagerSource
 from hermes_container.dashboard.settings import DashboardSettings
-from hermes_container.dashboard.views import StatusCounts
+from hermes_container.dashboard.views import RowsCache, StatusCounts
 from hermes_container.home import HermesHome
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ class DashboardContext:
     managers: ManagerSource
     audit: AuditLog
     counts: StatusCounts
+    rows: RowsCache
     codec: SessionCodec
     templates: Jinja2Templates
     providers: LoginProviders | None

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from hermes_container import __version__
 from hermes_container.dashboard.context import csrf_token, ctx, current_user
 from hermes_container.dashboard.logtail import tail_lines
-from hermes_container.dashboard.views import all_rows, profile_row
+from hermes_container.dashboard.views import profile_row
 from hermes_container.names import is_valid_profile_name
 from hermes_container.profiles import profile_exists
 from hermes_container.timeutil import split_duration
@@ -51,7 +51,7 @@ def fmt_uptime(seconds: float | None) -> str:
 async def overview(request: Request) -> Response:
     context = ctx(request)
     manager = context.managers.get()
-    rows = await run_in_threadpool(all_rows, context.home, manager)
+    rows = await run_in_threadpool(context.rows.get, manager)
     return render(
         request,
         "overview.html",

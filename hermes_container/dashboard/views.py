@@ -105,6 +105,37 @@ def all_rows(home: HermesHome, manager: ServiceManager | None) -> list[ProfileRo
     return [profile_row(home, manager, name) for name in list_profiles(home)]
 
 
+class RowsCache:
+    """Every profile's row, computed once per `ttl` and shared by concurrent requests.
+
+    A row asks the supervisor (an s6-svstat per profile), so pages and API clients
+    polling together would otherwise repeat that work per request. A gateway action
+    invalidates the rows, so its effect shows on the very next read.
+    """
+
+    def __init__(self, home: HermesHome, ttl: float = 0.5) -> None:
+        self.home = home
+        self.ttl = ttl
+        self._lock = threading.Lock()  # also coalesces: one computation at a time
+        self._at = float("-inf")
+        self._manager: ServiceManager | None = None
+        self._rows: list[ProfileRow] = []
+
+    def get(self, manager: ServiceManager | None) -> list[ProfileRow]:
+        with self._lock:
+            fresh = time.monotonic() - self._at < self.ttl
+            if fresh and manager is self._manager:
+                return self._rows
+            rows = all_rows(self.home, manager)
+            self._rows, self._manager, self._at = rows, manager, time.monotonic()
+            return rows
+
+    def invalidate(self) -> None:
+        # Waits for a computation in progress, so rows read before the action are dropped.
+        with self._lock:
+            self._at = float("-inf")
+
+
 class StatusCounts:
     """Per-state gateway counts for the public /api/status, cached briefly.
 
