@@ -188,3 +188,33 @@ def profile(make_profile: Callable[[str], GatewayProfile]) -> GatewayProfile:
 def gateway(profile: GatewayProfile) -> GatewayProc:
     """A running gateway of the default profile."""
     return profile.start()
+
+
+def hang_up_mid_stream(profile: GatewayProfile, fake_upstream: FakeUpstream) -> None:
+    """Start a ~10 s streamed reply, hang up after the first chunk, and check the gateway
+    stopped relaying at once and recorded the exchange as 499 (client disconnected)."""
+    import json
+    import sqlite3
+
+    fake_upstream.set(chunks=[f"w{i} " for i in range(40)], chunk_delay=0.25)  # ~10 s
+    hello = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "stream": True}
+    body = json.dumps(hello).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {profile.api_key}"
+        f"\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", profile.port)) as sock:
+        sock.sendall(head + body)
+        received = b""
+        while b"w0" not in received:
+            received += sock.recv(65536)
+    db = profile.dir / "sessions.db"
+
+    def recorded() -> tuple[int, str] | None:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT status, error FROM exchanges").fetchone()  # type: ignore[no-any-return]
+
+    status, error = wait_until(lambda: db.exists() and recorded(), what="the aborted exchange")
+    assert (status, error) == (499, "client disconnected")
+    assert time.monotonic() - started < 5  # not after the whole 10 s stream

@@ -36,7 +36,7 @@ from hermes_container.gateway.upstream import UpstreamClient
 from hermes_container.gateway.upstream_httpx import HttpxClient
 from tests.conftest import REPO, run_hermes
 from tests.fake_upstream import FakeUpstream
-from tests.unit.conftest import GatewayProfile, free_port, wait_until
+from tests.unit.conftest import GatewayProfile, free_port, hang_up_mid_stream
 
 HELLO = {"messages": [{"role": "user", "content": "hello"}]}
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -315,31 +315,9 @@ def test_forced_httpx_client_without_a_proxy(
 def test_httpx_client_hangs_up_when_the_client_does(
     profile: GatewayProfile, fake_upstream: FakeUpstream
 ) -> None:
-    import sqlite3
-
     profile.configure(model={"client": "httpx"})
     gateway = profile.start()
-    fake_upstream.set(chunks=[f"w{i} " for i in range(40)], chunk_delay=0.25)  # ~10 s
-    body = json.dumps({**HELLO, "stream": True}).encode()
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {profile.api_key}"
-        f"\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
-    ).encode()
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", profile.port)) as sock:
-        sock.sendall(head + body)
-        received = b""
-        while b"w0" not in received:
-            received += sock.recv(65536)
-    db = profile.dir / "sessions.db"
-
-    def recorded() -> tuple[int, str] | None:
-        with sqlite3.connect(db) as conn:
-            return conn.execute("SELECT status, error FROM exchanges").fetchone()  # type: ignore[no-any-return]
-
-    status, error = wait_until(lambda: db.exists() and recorded(), what="the aborted exchange")
-    assert (status, error) == (499, "client disconnected")
-    assert time.monotonic() - started < 5
+    hang_up_mid_stream(profile, fake_upstream)
     assert _chat(profile).status_code == 200  # still serving after the hang-up
     assert "Traceback" not in gateway.stderr()
 

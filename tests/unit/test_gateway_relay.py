@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.fake_upstream import FakeUpstream
-from tests.unit.conftest import GatewayProc, GatewayProfile, free_port
+from tests.unit.conftest import GatewayProc, GatewayProfile, free_port, hang_up_mid_stream
 
 HELLO = {"model": "whatever-the-client-says", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -237,46 +237,5 @@ def test_concurrent_requests_are_all_served(
 def test_client_hanging_up_mid_stream_stops_the_relay(
     gateway: GatewayProc, fake_upstream: FakeUpstream
 ) -> None:
-    import socket
-    import sqlite3
-
-    from tests.unit.conftest import wait_until
-
-    profile = gateway.profile
-    fake_upstream.set(chunks=[f"w{i} " for i in range(40)], chunk_delay=0.25)  # ~10 s
-    body = json.dumps({**HELLO, "stream": True}).encode()
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {profile.api_key}"
-        f"\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
-    ).encode()
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", profile.port)) as sock:
-        sock.sendall(head + body)
-        received = b""
-        while b"w0" not in received:
-            received += sock.recv(65536)
-    db = profile.dir / "sessions.db"
-
-    def recorded() -> tuple[int, str] | None:
-        with sqlite3.connect(db) as conn:
-            return conn.execute("SELECT status, error FROM exchanges").fetchone()  # type: ignore[no-any-return]
-
-    status, error = wait_until(lambda: db.exists() and recorded(), what="the aborted exchange")
-    assert (status, error) == (499, "client disconnected")
-    assert time.monotonic() - started < 5  # not after the whole 10 s stream
-
-
-def test_client_leaving_mid_body_is_not_a_server_error(gateway: GatewayProc) -> None:
-    import socket
-
-    profile = gateway.profile
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {profile.api_key}"
-        '\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n{"messages": ['
-    ).encode()
-    with socket.create_connection(("127.0.0.1", profile.port)) as sock:
-        sock.sendall(head)
-    # Still serving, and nothing alarming was logged for a client that hung up.
-    with profile.client(headers=profile.auth) as c:
-        assert c.post("/v1/chat/completions", json=HELLO).status_code == 200
+    hang_up_mid_stream(gateway.profile, fake_upstream)
     assert "Traceback" not in gateway.stderr() and "ERROR" not in gateway.stderr()
