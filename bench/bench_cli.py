@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _s6tree import running_svscan
+
 from hermes_container.home import HermesHome
 from hermes_container.profiles import ensure_default_profile
 from hermes_container.state import write_desired
@@ -44,30 +46,6 @@ def median_ms(argv: list[str], env: dict[str, str]) -> float:
         subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         samples.append((time.perf_counter() - started) * 1000)
     return statistics.median(samples)
-
-
-def start_svscan(scandir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A real s6-svscan on `scandir`, as tests/s6/conftest.py starts it."""
-    scandir.mkdir(parents=True, exist_ok=True)
-    svscan = subprocess.Popen(
-        ["s6-svscan", str(scandir)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    control = scandir / ".s6-svscan" / "control"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            os.close(os.open(control, os.O_WRONLY | os.O_NONBLOCK))
-            return svscan
-        except OSError:
-            if svscan.poll() is not None or time.monotonic() > deadline:
-                svscan.kill()
-                raise RuntimeError("s6-svscan did not come up") from None
-            time.sleep(0.01)
 
 
 def in_tree(baseline: float, outer: dict[str, str]) -> bool:
@@ -88,53 +66,49 @@ def in_tree(baseline: float, outer: dict[str, str]) -> bool:
     home = HermesHome(base / "home")
     ensure_default_profile(home)
     write_desired(home.root, "stopped")  # registered but down, like tests/s6's boot()
-    svscan = start_svscan(scandir, env)
     try:
-        for i in range(5):
-            subprocess.run(
-                [HERMES, "profile", "create", f"p{i}"],
-                env=env,
-                check=True,
-                stdout=subprocess.DEVNULL,
+        with running_svscan(scandir, env, stop_timeout=30):
+            for i in range(5):
+                subprocess.run(
+                    [HERMES, "profile", "create", f"p{i}"],
+                    env=env,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+            subprocess.run([HERMES, "reconcile"], env=env, check=True, stdout=subprocess.DEVNULL)
+            slots = sorted(p.name for p in scandir.glob("gateway-*"))
+            status = subprocess.run(
+                [HERMES, "-p", "p0", "gateway", "status"], env=env, capture_output=True, text=True
             )
-        subprocess.run([HERMES, "reconcile"], env=env, check=True, stdout=subprocess.DEVNULL)
-        slots = sorted(p.name for p in scandir.glob("gateway-*"))
-        status = subprocess.run(
-            [HERMES, "-p", "p0", "gateway", "status"], env=env, capture_output=True, text=True
-        )
-        if status.returncode != 0 or "gateway-p0" not in slots:
-            raise RuntimeError(f"tree not usable: slots {slots}, status {status.stderr.strip()}")
-        print(f"inside a live s6 tree ({len(slots)} slots registered, all down):")
-        counter = itertools.count()
+            if status.returncode != 0 or "gateway-p0" not in slots:
+                raise RuntimeError(
+                    f"tree not usable: slots {slots}, status {status.stderr.strip()}"
+                )
+            print(f"inside a live s6 tree ({len(slots)} slots registered, all down):")
+            counter = itertools.count()
 
-        def create() -> list[str]:
-            return [HERMES, "profile", "create", f"new{next(counter)}"]
+            def create() -> list[str]:
+                return [HERMES, "profile", "create", f"new{next(counter)}"]
 
-        cases = {
-            "hermes gateway status": lambda: [HERMES, "gateway", "status"],
-            "hermes -p p0 gateway status": lambda: [HERMES, "-p", "p0", "gateway", "status"],
-            "hermes profile create": create,
-        }
-        ok = True
-        for label, argv in cases.items():
-            value = median_ms_of(argv, env)
-            ratio = value / baseline
-            line = f"  {label:<28} {value:7.1f} ms  {ratio:4.1f}x bare python"
-            if "status" in label:
-                met = value <= 80 and ratio <= 4
-                ok = ok and met
-                line += f"  [target <= 80 ms, <= 4x: {'met' if met else 'MISSED'}]"
-            print(line)
-        created = len(list(scandir.glob("gateway-new*")))
-        print(f"  (profile create registered {created} new slots with the running s6-svscan)")
-        return ok
+            cases = {
+                "hermes gateway status": lambda: [HERMES, "gateway", "status"],
+                "hermes -p p0 gateway status": lambda: [HERMES, "-p", "p0", "gateway", "status"],
+                "hermes profile create": create,
+            }
+            ok = True
+            for label, argv in cases.items():
+                value = median_ms_of(argv, env)
+                ratio = value / baseline
+                line = f"  {label:<28} {value:7.1f} ms  {ratio:4.1f}x bare python"
+                if "status" in label:
+                    met = value <= 80 and ratio <= 4
+                    ok = ok and met
+                    line += f"  [target <= 80 ms, <= 4x: {'met' if met else 'MISSED'}]"
+                print(line)
+            created = len(list(scandir.glob("gateway-new*")))
+            print(f"  (profile create registered {created} new slots with the running s6-svscan)")
+            return ok
     finally:
-        subprocess.run(["s6-svscanctl", "-t", str(scandir)], check=False)
-        try:
-            svscan.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            svscan.kill()
-            svscan.wait(5)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _s6tree import running_svscan
+
 from hermes_container.home import HermesHome
 from hermes_container.profiles import create_profile, ensure_default_profile
 from hermes_container.state import write_desired
@@ -101,37 +103,25 @@ def main() -> int:
             + "\n"
         )
         write_desired(profile_dir, "running")
-    svscan = subprocess.Popen(
-        ["s6-svscan", str(scandir)],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,  # s6-log tees every gateway line to it
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        time.sleep(0.2)
-        subprocess.run([HERMES, "reconcile"], env=env, check=True, stdout=subprocess.DEVNULL)
-        slots = {name: scandir / f"gateway-{name}" for name in PROFILES}
-        pids = {name: wait_ready(slot, None)[0] for name, slot in slots.items()}
-        samples = []
-        respawns = []
-        for _ in range(KILLS):
-            while svstat(slots["target"])[3] < 1.0:
-                time.sleep(0.05)
-            started = time.perf_counter()
-            os.kill(pids["target"], signal.SIGKILL)
-            pids["target"], respawned = wait_ready(slots["target"], pids["target"])
-            samples.append((time.perf_counter() - started) * 1000)
-            respawns.append((respawned - started) * 1000)
-        restarts = sum(int(str(status(env, n)["restarts"] or 0)) for n in PROFILES[1:])
-        moved = sum(status(env, n)["pid"] != pids[n] for n in PROFILES[1:])
-        target_restarts = status(env, "target")["restarts"]
+        with running_svscan(scandir, env, stop_timeout=60):
+            subprocess.run([HERMES, "reconcile"], env=env, check=True, stdout=subprocess.DEVNULL)
+            slots = {name: scandir / f"gateway-{name}" for name in PROFILES}
+            pids = {name: wait_ready(slot, None)[0] for name, slot in slots.items()}
+            samples = []
+            respawns = []
+            for _ in range(KILLS):
+                while svstat(slots["target"])[3] < 1.0:
+                    time.sleep(0.05)
+                started = time.perf_counter()
+                os.kill(pids["target"], signal.SIGKILL)
+                pids["target"], respawned = wait_ready(slots["target"], pids["target"])
+                samples.append((time.perf_counter() - started) * 1000)
+                respawns.append((respawned - started) * 1000)
+            restarts = sum(int(str(status(env, n)["restarts"] or 0)) for n in PROFILES[1:])
+            moved = sum(status(env, n)["pid"] != pids[n] for n in PROFILES[1:])
+            target_restarts = status(env, "target")["restarts"]
     finally:
-        subprocess.run(["s6-svscanctl", "-t", str(scandir)], check=False)
-        try:
-            svscan.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            svscan.kill()
         marker = f"HERMES_HOME={base / 'home'}".encode()
         for entry in os.listdir("/proc"):
             with contextlib.suppress(OSError):

@@ -29,6 +29,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from _s6tree import running_svscan
+
 from hermes_container.state import write_desired
 
 DURATION = os.environ.get("BENCH_DURATION", "10s")
@@ -149,39 +151,17 @@ def s6_tree(env: dict[str, str]) -> Iterator[tuple[dict[str, str], str]]:
         "HERMES_ALLOW_ROOT_GATEWAY": "1",
     }
     write_desired(Path(env["HERMES_HOME"]), "stopped")  # the default slot stays down too
-    svscan = subprocess.Popen(
-        ["s6-svscan", str(scandir)],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        control = scandir / ".s6-svscan" / "control"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                os.close(os.open(control, os.O_WRONLY | os.O_NONBLOCK))
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("s6-svscan did not come up") from None
-                time.sleep(0.01)
-        subprocess.run(
-            [sys.executable, "-m", "hermes_container", "reconcile"],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        slots = len(list(scandir.glob("gateway-*")))
-        yield env, f"live s6 tree, {slots} slots registered and down"
+        with running_svscan(scandir, env, stop_timeout=30):
+            subprocess.run(
+                [sys.executable, "-m", "hermes_container", "reconcile"],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            slots = len(list(scandir.glob("gateway-*")))
+            yield env, f"live s6 tree, {slots} slots registered and down"
     finally:
-        subprocess.run(["s6-svscanctl", "-t", str(scandir)], check=False)
-        try:
-            svscan.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            svscan.kill()
-            svscan.wait(5)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _s6tree import running_svscan
+
 from hermes_container.home import HermesHome
 from hermes_container.profiles import create_profile, ensure_default_profile
 from hermes_container.state import write_desired
@@ -78,29 +80,10 @@ def one_run(size: int, desired: str) -> float:
     env = make_home(base, size, desired)
     scandir = base / "service"
     scandir.mkdir()
-    svscan = subprocess.Popen(
-        ["s6-svscan", str(scandir)],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,  # s6-log tees every gateway line to it
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        control = scandir / ".s6-svscan" / "control"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.close(os.open(control, os.O_WRONLY | os.O_NONBLOCK))
-                break
-            except OSError:
-                time.sleep(0.01)
-        return timed([HERMES, "reconcile"], env)
+        with running_svscan(scandir, env, stop_timeout=60):
+            return timed([HERMES, "reconcile"], env)
     finally:
-        subprocess.run(["s6-svscanctl", "-t", str(scandir)], check=False)
-        try:
-            svscan.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            svscan.kill()
         for pid in gateway_processes(env["HERMES_HOME"]):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
