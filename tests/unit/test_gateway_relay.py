@@ -238,4 +238,19 @@ def test_client_hanging_up_mid_stream_stops_the_relay(
     gateway: GatewayProc, fake_upstream: FakeUpstream
 ) -> None:
     hang_up_mid_stream(gateway.profile, fake_upstream)
+
+
+def test_client_leaving_mid_body_is_not_a_server_error(gateway: GatewayProc) -> None:
+    import socket
+
+    profile = gateway.profile
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {profile.api_key}"
+        '\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n{"messages": ['
+    ).encode()
+    with socket.create_connection(("127.0.0.1", profile.port)) as sock:
+        sock.sendall(head)
+    # Still serving, and nothing alarming was logged for a client that hung up.
+    with profile.client(headers=profile.auth) as c:
+        assert c.post("/v1/chat/completions", json=HELLO).status_code == 200
     assert "Traceback" not in gateway.stderr() and "ERROR" not in gateway.stderr()
