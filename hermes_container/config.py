@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from hermes_container.errors import ConfigError
 from hermes_container.fsutil import atomic_write_text
 from hermes_container.home import CONFIG_FILE
+from hermes_container.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 DEFAULT_PORT_BASE = 8642
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -38,9 +41,13 @@ def parse_port(name: str, raw: str) -> int:
     return value
 
 
-@dataclass(frozen=True)
-class ProfileConfig:
-    raw: dict[str, Any]
+class ProfileConfig(Record):
+    """A parsed config.yaml; `raw` is the whole mapping."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.raw = raw
 
     @property
     def port(self) -> int | None:

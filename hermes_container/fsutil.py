@@ -6,10 +6,12 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+    from typing import Any
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -19,7 +21,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     is fsync'd before the rename, and the directory is fsync'd after it.
     """
     directory = path.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    fd, tmp_name = _create_temp(directory, path.name)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -32,6 +34,18 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
             os.unlink(tmp_name)
         raise
     fsync_dir(directory)
+
+
+def _create_temp(directory: Path, name: str) -> tuple[int, str]:
+    """A new private `.<name>.<random>.tmp` beside the target (like tempfile.mkstemp,
+    without importing tempfile and random on every CLI run)."""
+    while True:
+        tmp_name = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.tmp")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+            return os.open(tmp_name, flags, 0o600), tmp_name
+        except FileExistsError:
+            continue
 
 
 def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:

@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
+from hermes_container.record import Record
 
 DEFAULT_PROFILE = "default"
 
@@ -30,9 +31,16 @@ def resolve_home(env: dict[str, str] | None = None) -> Path:
     return Path.home() / ".hermes"
 
 
-@dataclass(frozen=True)
-class HermesHome:
-    root: Path
+class HermesHome(Record):
+    """One HERMES_HOME: the default profile's directory, and where everything else is."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
 
     @classmethod
     def from_env(cls) -> HermesHome:

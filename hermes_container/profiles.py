@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from hermes_container.config import (
     DASHBOARD_DEFAULT_PORT,
-    ProfileConfig,
     load_config,
     load_yaml,
     port_base,
@@ -34,7 +29,15 @@ from hermes_container.home import (
     HermesHome,
 )
 from hermes_container.names import is_valid_profile_name, validate_profile_name
+from hermes_container.record import Record
 from hermes_container.state import read_state, write_desired
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+    from hermes_container.config import ProfileConfig
 
 DEFAULT_SOUL = """\
 # Persona
@@ -57,16 +60,37 @@ def new_api_key() -> str:
     return "hk-" + secrets.token_urlsafe(32)
 
 
-@dataclass(frozen=True)
-class ProfileInfo:
-    name: str
-    path: Path
-    port: int | None
-    model_base_url: str | None
-    model_name: str | None
-    api_key_set: bool
-    desired_state: str | None
-    gateway_state: str | None
+class ProfileInfo(Record):
+    __slots__ = (
+        "api_key_set",
+        "desired_state",
+        "gateway_state",
+        "model_base_url",
+        "model_name",
+        "name",
+        "path",
+        "port",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        port: int | None,
+        model_base_url: str | None,
+        model_name: str | None,
+        api_key_set: bool,
+        desired_state: str | None,
+        gateway_state: str | None,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.port = port
+        self.model_base_url = model_base_url
+        self.model_name = model_name
+        self.api_key_set = api_key_set
+        self.desired_state = desired_state
+        self.gateway_state = gateway_state
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -192,6 +216,8 @@ def create_profile(
             _write_profile_files(temp, config_text=config_text, env=env, soul=soul)
             os.rename(temp, final)
         except BaseException:
+            import shutil
+
             shutil.rmtree(temp, ignore_errors=True)
             raise
         fsync_dir(home.profiles_dir)
@@ -214,6 +240,8 @@ def delete_profile(home: HermesHome, name: str) -> Path:
         # Rename first so a crash mid-delete leaves a temp dir, not a half-profile.
         doomed = home.profiles_dir / f"{TEMP_PREFIX}deleted-{name}-{os.urandom(4).hex()}"
         os.rename(path, doomed)
+        import shutil  # lazy: read-only commands never need it
+
         shutil.rmtree(doomed)  # rmtree never follows symlinks inside the tree
         fsync_dir(home.profiles_dir)
     return path

@@ -10,18 +10,19 @@ reader never sees a half-written file. A missing or corrupt file reads as unknow
 from __future__ import annotations
 
 import json
-import logging
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any, Literal
 
 from hermes_container.fsutil import atomic_write_json, locked
 from hermes_container.home import STATE_FILE
+from hermes_container.record import Record
 from hermes_container.timeutil import utc_now_iso
 
-log = logging.getLogger("hermes.state")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, Literal
 
-DesiredState = Literal["running", "stopped"]
+    DesiredState = Literal["running", "stopped"]
+
 DESIRED_STATES: tuple[str, ...] = ("running", "stopped")
 OBSERVED_STATES: tuple[str, ...] = (
     "starting",
@@ -38,32 +39,58 @@ OBSERVED_FIELDS = frozenset(
 LOCK_NAME = ".gateway_state.lock"
 
 
-@dataclass
-class GatewayState:
-    desired_state: str | None = None
-    desired_updated_at: str | None = None
-    gateway_state: str | None = None
-    pid: int | None = None
-    started_at: str | None = None
-    updated_at: str | None = None
-    exit_code: int | None = None
-    exit_reason: str | None = None
-    port: int | None = None
-    # Keys written by a newer version are kept verbatim on rewrite.
-    extra: dict[str, Any] = field(default_factory=dict)
-    # Why the file could not be read ("missing", "corrupt: ..."), None when it was fine.
-    problem: str | None = None
+# The keys of the file this version knows, in the order they are written.
+FILE_KEYS: tuple[str, ...] = (
+    "desired_state",
+    "desired_updated_at",
+    "gateway_state",
+    "pid",
+    "started_at",
+    "updated_at",
+    "exit_code",
+    "exit_reason",
+    "port",
+)
+_KNOWN_KEYS = frozenset(FILE_KEYS)
+
+
+class GatewayState(Record):
+    __slots__ = (*FILE_KEYS, "extra", "problem")
+
+    def __init__(
+        self,
+        desired_state: str | None = None,
+        desired_updated_at: str | None = None,
+        gateway_state: str | None = None,
+        pid: int | None = None,
+        started_at: str | None = None,
+        updated_at: str | None = None,
+        exit_code: int | None = None,
+        exit_reason: str | None = None,
+        port: int | None = None,
+        extra: dict[str, Any] | None = None,
+        problem: str | None = None,
+    ) -> None:
+        self.desired_state = desired_state
+        self.desired_updated_at = desired_updated_at
+        self.gateway_state = gateway_state
+        self.pid = pid
+        self.started_at = started_at
+        self.updated_at = updated_at
+        self.exit_code = exit_code
+        self.exit_reason = exit_reason
+        self.port = port
+        # Keys written by a newer version are kept verbatim on rewrite.
+        self.extra: dict[str, Any] = {} if extra is None else extra
+        # Why the file could not be read ("missing", "corrupt: ..."), None when it was fine.
+        self.problem = problem
 
     @property
     def known(self) -> bool:
         return self.problem is None
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k not in ("extra", "problem")}
-        return {**self.extra, **data}
-
-
-_KNOWN_KEYS = {f.name for f in fields(GatewayState)} - {"extra", "problem"}
+        return {**self.extra, **{key: getattr(self, key) for key in FILE_KEYS}}
 
 
 def _validate(raw: dict[str, Any]) -> GatewayState:
@@ -107,7 +134,11 @@ def read_state(profile_dir: Path, *, warn: bool = True) -> GatewayState:
 
 def _unknown(path: Path, problem: str, warn: bool) -> GatewayState:
     if warn:
-        log.warning("%s is %s; treating the state as unknown", path, problem)
+        import logging  # lazy: the status path never warns, and logging costs ~15 ms
+
+        logging.getLogger("hermes.state").warning(
+            "%s is %s; treating the state as unknown", path, problem
+        )
     return GatewayState(problem=problem)
 
 

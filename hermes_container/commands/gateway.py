@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +34,8 @@ def register(subparsers: Any) -> None:
         cmd.add_argument("--json", action="store_true")
         if action != "status":
             cmd.add_argument("--timeout", type=float, default=15.0, help="seconds to wait")
-        cmd.set_defaults(handler=_control, action=action)
+        # status only reads and never logs: skip the logging setup (and its import)
+        cmd.set_defaults(handler=_control, action=action, setup_logging=action != "status")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from hermes_container.dashboard.settings import DashboardSettings
 from hermes_container.dashboard.status import StatusBody, StatusFastPath
 from hermes_container.dashboard.views import RowsCache, StatusCounts
 from hermes_container.home import HermesHome
-from hermes_container.supervision.base import ServiceManager
+from hermes_container.supervision.protocol import ServiceManager
 
 log = logging.getLogger("hermes.dashboard")
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from hermes_container.home import HermesHome
-from hermes_container.supervision.base import ServiceManager
+from hermes_container.supervision.protocol import ServiceManager
 
 log = logging.getLogger("hermes.dashboard")
 

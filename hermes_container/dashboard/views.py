@@ -14,7 +14,8 @@ from hermes_container.home import HermesHome
 from hermes_container.procutil import pid_alive
 from hermes_container.profiles import list_profiles
 from hermes_container.state import read_state
-from hermes_container.supervision.base import ServiceManager, ServiceStatus
+from hermes_container.supervision.base import ServiceStatus
+from hermes_container.supervision.protocol import ServiceManager
 from hermes_container.timeutil import parse_iso
 
 log = logging.getLogger("hermes.dashboard")

@@ -11,16 +11,16 @@ Stable API (used by the CLI and the dashboard):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from hermes_container.home import HermesHome
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from hermes_container.home import HermesHome
     from hermes_container.supervision.s6 import S6Manager
 
 
-def get_manager(home: HermesHome) -> S6Manager | None:
-    """The s6 manager when a live s6-svscan runs on the scandir, else None.
+def live_scandir(home: HermesHome) -> Path | None:
+    """The scandir when a live s6-svscan runs on it, else None.
 
     The scandir is HERMES_S6_SCANDIR (the image: /run/hermes/service), else
     $HERMES_HOME/run/service (where `hermes supervise` runs its tree).
@@ -29,6 +29,14 @@ def get_manager(home: HermesHome) -> S6Manager | None:
 
     scandir = resolve_scandir(home)
     if not scandir.is_dir() or not svscan_alive(scandir):
+        return None
+    return scandir
+
+
+def get_manager(home: HermesHome) -> S6Manager | None:
+    """The s6 manager when a live s6-svscan runs on the scandir, else None."""
+    scandir = live_scandir(home)
+    if scandir is None:
         return None
     from hermes_container.supervision.s6 import S6Manager
 

@@ -1,33 +1,67 @@
-"""What every supervision backend offers: the contract the CLI and the dashboard use."""
+"""What a supervisor reports about one gateway slot (the backends' contract is in protocol.py)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from hermes_container.record import Record
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from hermes_container.state import GatewayState
 
 
-@dataclass(frozen=True)
-class ServiceStatus:
+class ServiceStatus(Record):
     """One gateway slot as the supervisor sees it, merged with the state file."""
 
-    profile: str
-    registered: bool  # a slot exists in the scandir
-    up: bool  # the supervised process is running
-    ready: bool  # the gateway signalled readiness (port accepts connections)
-    pid: int | None
-    uptime_s: float | None
-    restarts: int | None
-    port: int | None
-    desired_state: str | None
-    gateway_state: str | None
-    exit_reason: str | None = None
-    parked: bool = False  # finish exited 125: no restart until an explicit start
-    # Added later; optional so older callers constructing ServiceStatus keep working.
-    exit_code: int | None = None
-    wanted_up: bool | None = None  # what the supervisor is trying to do right now
+    __slots__ = (
+        "desired_state",
+        "exit_code",
+        "exit_reason",
+        "gateway_state",
+        "parked",
+        "pid",
+        "port",
+        "profile",
+        "ready",
+        "registered",
+        "restarts",
+        "up",
+        "uptime_s",
+        "wanted_up",
+    )
+
+    def __init__(
+        self,
+        profile: str,
+        registered: bool,  # a slot exists in the scandir
+        up: bool,  # the supervised process is running
+        ready: bool,  # the gateway signalled readiness (port accepts connections)
+        pid: int | None,
+        uptime_s: float | None,
+        restarts: int | None,
+        port: int | None,
+        desired_state: str | None,
+        gateway_state: str | None,
+        exit_reason: str | None = None,
+        parked: bool = False,  # finish exited 125: no restart until an explicit start
+        exit_code: int | None = None,
+        wanted_up: bool | None = None,  # what the supervisor is trying to do right now
+    ) -> None:
+        self.profile = profile
+        self.registered = registered
+        self.up = up
+        self.ready = ready
+        self.pid = pid
+        self.uptime_s = uptime_s
+        self.restarts = restarts
+        self.port = port
+        self.desired_state = desired_state
+        self.gateway_state = gateway_state
+        self.exit_reason = exit_reason
+        self.parked = parked
+        self.exit_code = exit_code
+        self.wanted_up = wanted_up
 
     @classmethod
     def unregistered(cls, profile: str, state: GatewayState, port: int | None) -> ServiceStatus:
@@ -48,28 +82,4 @@ class ServiceStatus:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class ServiceManager(Protocol):
-    """Start/stop/inspect `gateway-<profile>` slots. Start/stop write desired state first.
-
-    Stable API (the CLI and the dashboard call it): `start`, `stop`, `restart` and
-    `status` take a profile name and return a ServiceStatus; `wait` bounds how long to
-    wait for ready (start/restart) or down (stop), None = do not wait. Errors are
-    HermesError with a one-line message.
-    """
-
-    name: str  # shown as `Manager: ...` in status
-
-    def register(self, profile: str, *, start: bool = False) -> None: ...
-
-    def unregister(self, profile: str) -> None: ...
-
-    def start(self, profile: str, *, wait: float | None = None) -> ServiceStatus: ...
-
-    def stop(self, profile: str, *, wait: float | None = None) -> ServiceStatus: ...
-
-    def restart(self, profile: str, *, wait: float | None = None) -> ServiceStatus: ...
-
-    def status(self, profile: str) -> ServiceStatus: ...
+        return self.to_dict()

@@ -7,16 +7,18 @@ tree (`hermes supervise`, or the container) instead of forking a gateway ourselv
 
 from __future__ import annotations
 
-import argparse
 import json
-from typing import TYPE_CHECKING
 
 from hermes_container.errors import EXIT_FAILURE, HermesError, UsageError
 from hermes_container.home import HermesHome
 from hermes_container.supervision.base import ServiceStatus
 from hermes_container.timeutil import split_duration
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+    from pathlib import Path
+
     from hermes_container.supervision.s6 import S6Manager
 
 NO_TREE = "none (no supervised tree is running)"
@@ -78,15 +80,25 @@ def render_status(status: ServiceStatus, manager: str) -> str:
 def _offline_status(home: HermesHome, profile: str) -> ServiceStatus:
     """What the files say when no supervisor can be asked."""
     from hermes_container.state import read_state
+    from hermes_container.supervision.status import gateway_port
 
-    state = read_state(home.profile_dir(profile), warn=False)
-    try:
-        from hermes_container.config import read_port
+    profile_dir = home.profile_dir(profile)
+    state = read_state(profile_dir, warn=False)
+    return ServiceStatus.unregistered(profile, state, gateway_port(profile_dir, state))
 
-        port = read_port(home.profile_dir(profile))
-    except HermesError:
-        port = None
-    return ServiceStatus.unregistered(profile, state, port if port is not None else state.port)
+
+def _status(home: HermesHome, profiles: list[str], args: argparse.Namespace) -> int:
+    """`gateway status`: reads only; never loads the S6Manager (it builds slots)."""
+    from hermes_container.supervision import live_scandir
+
+    scandir = live_scandir(home)
+    if scandir is None:
+        _emit([_offline_status(home, p) for p in profiles], NO_TREE, args)
+        return 0
+    from hermes_container.supervision.status import MANAGER_NAME, slot_status
+
+    _emit([slot_status(home, scandir, p) for p in profiles], MANAGER_NAME, args)
+    return 0
 
 
 def _emit(statuses: list[ServiceStatus], manager: str, args: argparse.Namespace) -> None:
@@ -107,14 +119,12 @@ def control_command(args: argparse.Namespace) -> int:
     if timeout is not None and not 0 < timeout < float("inf"):  # also refuses nan
         raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
     profiles = _profiles(args, home)
-    if action != "status":
-        home.ensure_layout()  # `default` is the home itself: it may not exist yet
+    if action == "status":
+        return _status(home, profiles, args)
+    home.ensure_layout()  # `default` is the home itself: it may not exist yet
     manager = get_manager(home)
     if manager is None:
-        return _without_tree(home, action, profiles, args, str(resolve_scandir(home)))
-    if action == "status":
-        _emit([manager.status(p) for p in profiles], manager.name, args)
-        return 0
+        return _without_tree(home, action, profiles, args, resolve_scandir(home))
     return _act(manager, action, profiles, args, timeout or 15.0)
 
 
@@ -177,13 +187,10 @@ def _outcome(action: str, status: ServiceStatus, timeout: float) -> str:
 
 
 def _without_tree(
-    home: HermesHome, action: str, profiles: list[str], args: argparse.Namespace, scandir: str
+    home: HermesHome, action: str, profiles: list[str], args: argparse.Namespace, scandir: Path
 ) -> int:
     from hermes_container.state import write_desired
 
-    if action == "status":
-        _emit([_offline_status(home, p) for p in profiles], NO_TREE, args)
-        return 0
     desired = "stopped" if action == "stop" else "running"
     for profile in profiles:
         write_desired(home.profile_dir(profile), desired)

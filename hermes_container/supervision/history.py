@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from hermes_container.fsutil import atomic_write_json, atomic_write_text
+from hermes_container.record import Record
 
 HISTORY = "history.json"
 PARKED = "parked"
@@ -21,10 +21,12 @@ RESTART_REQUESTED = "restart-requested"
 RESTART_REQUEST_TTL = 60.0  # a `-t` whose death never came must not excuse a later crash
 
 
-@dataclass
-class History:
-    restarts: int = 0  # unexpected deaths s6 restarted (or parked) since registration
-    deaths: list[float] = field(default_factory=list)  # epoch seconds, newest last
+class History(Record):
+    __slots__ = ("deaths", "restarts")
+
+    def __init__(self, restarts: int = 0, deaths: list[float] | None = None) -> None:
+        self.restarts = restarts  # unexpected deaths s6 restarted (or parked) since registration
+        self.deaths = [] if deaths is None else deaths  # epoch seconds, newest last
 
     def recent(self, window: float, now: float) -> list[float]:
         return [t for t in self.deaths if now - t <= window]

@@ -17,9 +17,13 @@ from pathlib import Path
 
 from hermes_container.errors import HermesError
 from hermes_container.home import HermesHome
-from hermes_container.supervision.scandir import resolve_scandir, svscan_alive, wait_until
-from hermes_container.supervision.slot import (
+from hermes_container.supervision.scandir import (
     GATEWAY_PREFIX,
+    resolve_scandir,
+    svscan_alive,
+    wait_until,
+)
+from hermes_container.supervision.slot import (
     TEMP_PREFIXES,
     SlotSpec,
     hermes_bin,

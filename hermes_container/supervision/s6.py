@@ -1,7 +1,7 @@
 """The s6 backend of ServiceManager: one `gateway-<profile>` slot per profile.
 
 Stable API for the CLI and the dashboard: `S6Manager.start/stop/restart/status(profile)`
-(see ServiceManager in base.py). Obtain one with `hermes_container.supervision.get_manager`.
+(see ServiceManager in protocol.py). Obtain one with `hermes_container.supervision.get_manager`.
 """
 
 from __future__ import annotations
@@ -14,23 +14,16 @@ from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
-from hermes_container.config import read_port
 from hermes_container.errors import HermesError
 from hermes_container.home import STATE_FILE, HermesHome
 from hermes_container.profiles import require_profile
-from hermes_container.state import LOCK_NAME, GatewayState, read_state, write_desired
+from hermes_container.state import LOCK_NAME, write_desired
 from hermes_container.supervision import history
 from hermes_container.supervision.base import ServiceStatus
-from hermes_container.supervision.scandir import wait_until
-from hermes_container.supervision.slot import (
-    GATEWAY_PREFIX,
-    SlotSpec,
-    build_slot,
-    gateway_spec,
-    home_owner,
-    slot_name,
-)
-from hermes_container.supervision.svstat import SvStat, svstat
+from hermes_container.supervision.scandir import GATEWAY_PREFIX, slot_name, wait_until
+from hermes_container.supervision.slot import SlotSpec, build_slot, gateway_spec, home_owner
+from hermes_container.supervision.status import MANAGER_NAME, slot_status
+from hermes_container.supervision.svstat import svstat
 from hermes_container.supervision.tools import run_tool
 
 SVOK_TIMEOUT = 5.0  # s6-svscan spawns s6-supervise within milliseconds of a rescan
@@ -38,7 +31,7 @@ POLL = 0.05
 
 
 class S6Manager:
-    name = "s6 (container supervisor)"
+    name = MANAGER_NAME
 
     def __init__(self, home: HermesHome, scandir: Path) -> None:
         self.home = home
@@ -235,49 +228,11 @@ class S6Manager:
     # -- inspection ------------------------------------------------------------
 
     def status(self, profile: str) -> ServiceStatus:
-        profile_dir = require_profile(self.home, profile)
-        state = read_state(profile_dir, warn=False)
-        slot = self.slot_dir(profile)
-        if not slot.is_dir():
-            return ServiceStatus.unregistered(profile, state, _port(profile_dir, state, up=False))
-        st: SvStat | None
-        try:
-            st = svstat(str(slot))
-        except (HermesError, ValueError):
-            st = None  # slot present but not (yet) supervised
-        up = bool(st and st.up)
-        parked = not up and history.parked_reason(slot) is not None
-        return ServiceStatus(
-            profile=profile,
-            registered=True,
-            up=up,
-            ready=bool(st and st.up and st.ready),
-            pid=st.pid if st and st.up else None,
-            uptime_s=st.updown_for if st and st.up else None,
-            restarts=history.read_history(slot).restarts,
-            port=_port(profile_dir, state, up=up),
-            desired_state=state.desired_state,
-            gateway_state=state.gateway_state,
-            exit_reason=state.exit_reason,
-            parked=parked,
-            exit_code=state.exit_code if not up else None,
-            wanted_up=st.wanted_up if st else None,
-        )
+        return slot_status(self.home, self.scandir, profile)
 
 
 def _down_and_finished(service_dir: str) -> bool:
     return svstat(service_dir).down_and_finished
-
-
-def _port(profile_dir: Path, state: GatewayState, *, up: bool) -> int | None:
-    """A live gateway's own record of its port; else the profile's config."""
-    if up and state.port is not None:
-        return state.port
-    try:
-        port = read_port(profile_dir)
-    except HermesError:
-        port = None
-    return port if port is not None else state.port
 
 
 def give_to_owner(home: HermesHome, paths: Iterable[Path]) -> None:

@@ -6,10 +6,19 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from hermes_container.home import HermesHome
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from hermes_container.home import HermesHome
+
+GATEWAY_PREFIX = "gateway-"
+
+
+def slot_name(profile: str) -> str:
+    return GATEWAY_PREFIX + profile
 
 
 def resolve_scandir(home: HermesHome, env: dict[str, str] | None = None) -> Path:

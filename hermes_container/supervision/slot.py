@@ -19,9 +19,9 @@ from pathlib import Path
 from hermes_container.errors import HermesError
 from hermes_container.fsutil import fsync_dir
 from hermes_container.home import HermesHome
+from hermes_container.supervision.scandir import slot_name
 from hermes_container.supervision.tools import require_tool
 
-GATEWAY_PREFIX = "gateway-"
 TEMP_PREFIXES = (".gateway-", ".dashboard.")  # leftovers of interrupted registrations
 NOTIFICATION_FD = 3
 FINISH_TIMEOUT_MS = 5000
@@ -58,10 +58,6 @@ def hermes_bin() -> str:
 def no_proxy_with_loopback(existing: str | None) -> str:
     """Loopback first, then whatever bypass list the operator already had."""
     return f"{NO_PROXY},{existing}" if existing else NO_PROXY
-
-
-def slot_name(profile: str) -> str:
-    return GATEWAY_PREFIX + profile
 
 
 def _preamble(home: HermesHome, what: str) -> str:

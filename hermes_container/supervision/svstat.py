@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from hermes_container.record import Record
 from hermes_container.supervision.tools import run_tool
 
 FIELDS = (
@@ -21,18 +20,43 @@ FIELDS = (
 )
 
 
-@dataclass(frozen=True)
-class SvStat:
-    up: bool
-    wanted_up: bool
-    normally_up: bool
-    ready: bool  # up and the daemon notified readiness
-    paused: bool
-    pid: int | None
-    exit_code: int | None  # last exit code when down, None if killed by a signal
-    signal: int | None  # last terminating signal when down
-    updown_for: float  # seconds since the last up/down transition
-    finishing: bool  # down, and ./finish is still running
+class SvStat(Record):
+    __slots__ = (
+        "exit_code",
+        "finishing",
+        "normally_up",
+        "paused",
+        "pid",
+        "ready",
+        "signal",
+        "up",
+        "updown_for",
+        "wanted_up",
+    )
+
+    def __init__(
+        self,
+        up: bool,
+        wanted_up: bool,
+        normally_up: bool,
+        ready: bool,  # up and the daemon notified readiness
+        paused: bool,
+        pid: int | None,
+        exit_code: int | None,  # last exit code when down, None if killed by a signal
+        signal: int | None,  # last terminating signal when down
+        updown_for: float,  # seconds since the last up/down transition
+        finishing: bool,  # down, and ./finish is still running
+    ) -> None:
+        self.up = up
+        self.wanted_up = wanted_up
+        self.normally_up = normally_up
+        self.ready = ready
+        self.paused = paused
+        self.pid = pid
+        self.exit_code = exit_code
+        self.signal = signal
+        self.updown_for = updown_for
+        self.finishing = finishing
 
     @property
     def down_and_finished(self) -> bool:

@@ -1,0 +1,31 @@
+"""What every supervision backend offers: the contract the CLI and the dashboard use."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from hermes_container.supervision.base import ServiceStatus
+
+
+class ServiceManager(Protocol):
+    """Start/stop/inspect `gateway-<profile>` slots. Start/stop write desired state first.
+
+    Stable API (the CLI and the dashboard call it): `start`, `stop`, `restart` and
+    `status` take a profile name and return a ServiceStatus; `wait` bounds how long to
+    wait for ready (start/restart) or down (stop), None = do not wait. Errors are
+    HermesError with a one-line message.
+    """
+
+    name: str  # shown as `Manager: ...` in status
+
+    def register(self, profile: str, *, start: bool = False) -> None: ...
+
+    def unregister(self, profile: str) -> None: ...
+
+    def start(self, profile: str, *, wait: float | None = None) -> ServiceStatus: ...
+
+    def stop(self, profile: str, *, wait: float | None = None) -> ServiceStatus: ...
+
+    def restart(self, profile: str, *, wait: float | None = None) -> ServiceStatus: ...
+
+    def status(self, profile: str) -> ServiceStatus: ...
