@@ -131,3 +131,24 @@ def test_reconcile_drops_slots_of_profiles_deleted_behind_its_back(tree: Tree) -
     tree.ok("reconcile", as_root=True)
     assert not tree.slot("ghost").exists()
     wait_for(lambda: not gateway_pids("ghost", tree.base), what="ghost's gateway to stop")
+
+
+def test_status_in_a_live_tree_stays_off_the_slow_imports(tree: Tree) -> None:
+    """Inside a tree `gateway status` asks s6-svstat without loading the S6Manager,
+    subprocess, logging or dataclasses (bench/bench_cli.py times it)."""
+    from tests.unit.test_cli import _IMPORT_PROBE, SLOW_STDLIB
+
+    tree.create("alpha")
+    probe = _IMPORT_PROBE.format(heavy={*SLOW_STDLIB, "hermes_container.supervision.s6"})
+    for argv in (["-p", "alpha", "gateway", "status"], ["gateway", "status", "--all"]):
+        proc = subprocess.run(
+            [sys.executable, "-c", probe, *argv],
+            capture_output=True,
+            text=True,
+            env=tree.env,
+            timeout=60,
+            check=False,
+        )
+        assert "Manager:   s6 (container supervisor)" in proc.stdout, proc.stderr
+        assert "State:     down" in proc.stdout
+        assert proc.stdout.strip().splitlines()[-1] == "HEAVY=", proc.stdout

@@ -13,6 +13,19 @@ from hermes_container.home import HermesHome
 from tests.conftest import run_hermes
 
 HEAVY = ("fastapi", "uvicorn", "authlib", "httpx", "starlette", "pydantic")
+# Standard modules `gateway status` does without: together about 60 ms of imports on a
+# 2-core machine, more than the whole command may take (bench/bench_cli.py: <= 80 ms).
+SLOW_STDLIB = (
+    "dataclasses",
+    "datetime",
+    "inspect",
+    "logging",
+    "shutil",
+    "subprocess",
+    "tempfile",
+    "typing",
+    "yaml",
+)
 
 _IMPORT_PROBE = """
 import sys
@@ -21,7 +34,8 @@ try:
     main(sys.argv[1:])
 except SystemExit:
     pass
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
+names = {heavy!r}
+heavy = sorted(m for m in sys.modules if m in names or m.split(".")[0] in names)
 print("HEAVY=" + ",".join(heavy))
 """
 
@@ -38,6 +52,21 @@ def test_fast_commands_import_no_heavy_modules(hermes_home: HermesHome, argv: li
     assert "invalid choice" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last == "HEAVY=", f"{argv} imported {last} (stderr: {proc.stderr[-500:]})"
+
+
+@pytest.mark.parametrize(
+    "argv", [["gateway", "status"], ["gateway", "status", "--all", "--json"]]
+)
+def test_status_imports_no_slow_stdlib_modules(hermes_home: HermesHome, argv: list[str]) -> None:
+    assert run_hermes("profile", "create", "coder").returncode == 0
+    probe = _IMPORT_PROBE.format(heavy=set(SLOW_STDLIB))
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Profile:" in proc.stdout or '"profile"' in proc.stdout, proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == "HEAVY=", f"{argv} imported {last}"
 
 
 def test_version() -> None:
