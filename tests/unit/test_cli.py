@@ -54,9 +54,7 @@ def test_fast_commands_import_no_heavy_modules(hermes_home: HermesHome, argv: li
     assert last == "HEAVY=", f"{argv} imported {last} (stderr: {proc.stderr[-500:]})"
 
 
-@pytest.mark.parametrize(
-    "argv", [["gateway", "status"], ["gateway", "status", "--all", "--json"]]
-)
+@pytest.mark.parametrize("argv", [["gateway", "status"], ["gateway", "status", "--all", "--json"]])
 def test_status_imports_no_slow_stdlib_modules(hermes_home: HermesHome, argv: list[str]) -> None:
     assert run_hermes("profile", "create", "coder").returncode == 0
     probe = _IMPORT_PROBE.format(heavy=set(SLOW_STDLIB))
