@@ -29,6 +29,10 @@ from hermes_container.profiles import list_profiles
 from hermes_container.state import GatewayState, read_state, write_desired
 from hermes_container.timeutil import utc_now_iso
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hermes_container.supervision.s6 import S6Manager
+
 log = logging.getLogger("hermes.reconcile")
 
 BOOT_LOG_MAX = 256 * 1024
@@ -179,22 +183,18 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
         log.error("registering slots failed: %s", exc)
         errors = {name: exc.message for name in names if not manager.is_registered(name)}
 
+    runnable = [n for n in names if wants[n] == "running" and not errors.get(n)]
+    not_started = _start(manager, runnable, delay)
     records = []
-    started_one = False
     for name in names:
         action = "registered"
         if errors.get(name):
             log.error("profile %s skipped: %s", name, errors[name])
             action = "skipped"
+        elif name in not_started:
+            log.error("profile %s not started: %s", name, not_started[name])
         elif wants[name] == "running":
-            if started_one and delay:
-                time.sleep(delay)
-            try:
-                manager.register(name, start=True)
-                action = "started"
-                started_one = True
-            except (HermesError, OSError) as exc:
-                log.error("profile %s not started: %s", name, exc)
+            action = "started"
         records.append(
             BootRecord(name, states[name].gateway_state, action, prior_exit(states[name]))
         )
@@ -202,6 +202,28 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
     append_boot_log(home, [record.line(stamp) for record in records])
     give_to_owner(home, [home.boot_log])
     return records
+
+
+def _start(manager: S6Manager, profiles: list[str], delay: float) -> dict[str, str]:
+    """Bring registered slots up; returns the reason for each one that could not be.
+
+    With a stagger, one at a time `delay` seconds apart; without, all with one command.
+    """
+    if not delay:
+        try:
+            failed = manager.up_many(profiles)
+        except (HermesError, OSError) as exc:
+            return dict.fromkeys(profiles, str(exc))
+        return {name: reason for name, reason in failed.items() if reason}
+    not_started = {}
+    for index, name in enumerate(profiles):
+        if index:
+            time.sleep(delay)
+        try:
+            manager.register(name, start=True)
+        except (HermesError, OSError) as exc:
+            not_started[name] = str(exc)
+    return not_started
 
 
 def grant_owner_access(home: HermesHome, scandir: Path) -> None:

@@ -7,6 +7,7 @@ Stable API for the CLI and the dashboard: `S6Manager.start/stop/restart/status(p
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import time
@@ -28,6 +29,7 @@ from hermes_container.supervision.tools import run_tool
 
 SVOK_TIMEOUT = 5.0  # s6-svscan spawns s6-supervise within milliseconds of a rescan
 POLL = 0.05
+RESCAN_BATCH = 8  # slots written per `s6-svscanctl -a` when registering many
 
 
 class S6Manager:
@@ -109,7 +111,11 @@ class S6Manager:
         return removed
 
     def register_many(self, profiles: list[str]) -> dict[str, str | None]:
-        """Register every missing slot (down) with a single rescan; per-profile error or None."""
+        """Register every missing slot (down); per-profile error or None.
+
+        A rescan goes out after every RESCAN_BATCH new slots, so s6-svscan starts their
+        supervisors while the next ones are written; then one wait covers them all.
+        """
         errors: dict[str, str | None] = {}
         specs = []
         for profile in profiles:
@@ -121,13 +127,14 @@ class S6Manager:
             except HermesError as exc:
                 errors[profile] = exc.message
         built: list[Path] = []
-        for spec, start in specs:
+        for index, (spec, start) in enumerate(specs, 1):
             try:
                 built.append(build_slot(self.scandir, self.home, spec, start=start))
             except (HermesError, OSError) as exc:
-                errors[spec.name.removeprefix("gateway-")] = str(exc)
+                errors[spec.name.removeprefix(GATEWAY_PREFIX)] = str(exc)
+            if index % RESCAN_BATCH == 0 or index == len(specs):
+                self.rescan()
         if built:
-            self.rescan()
             self._wait_supervised(built)
         return errors
 
@@ -167,11 +174,35 @@ class S6Manager:
             down.touch()
 
     def _up(self, profile: str) -> None:
-        slot = self.slot_dir(profile)
-        history.unpark(slot)
-        history.clear_deaths(slot)
-        self._set_normally_up(profile, True)
-        run_tool("s6-svc", "-u", str(slot))
+        self.up_many([profile], check=True)
+
+    def up_many(self, profiles: list[str], *, check: bool = False) -> dict[str, str | None]:
+        """Bring registered slots up; per-profile error or None (raised when `check`).
+
+        The `u` goes straight to each slot's control FIFO, as s6-svc would send it: at
+        boot, once the first gateways run, every exec competes with them for the CPU
+        (and s6-svc before s6 2.12 takes one service dir per call).
+        """
+        errors: dict[str, str | None] = dict.fromkeys(profiles)
+        slots = [self.slot_dir(profile) for profile in profiles]
+        fresh = [slot for slot in slots if not (slot / "supervise" / "status").exists()]
+        if fresh:  # registered a moment ago, maybe by a concurrent CLI
+            try:
+                self._wait_supervised(fresh)
+            except HermesError:
+                if check:
+                    raise  # else send_control below names each slot nobody supervises
+        for profile, slot in zip(profiles, slots, strict=True):
+            history.unpark(slot)
+            history.clear_deaths(slot)
+            self._set_normally_up(profile, True)
+            try:
+                send_control(slot, "u")
+            except HermesError as exc:
+                if check:
+                    raise
+                errors[profile] = exc.message
+        return errors
 
     def start(self, profile: str, *, wait: float | None = None) -> ServiceStatus:
         self._desire(profile, "running")
@@ -229,6 +260,27 @@ class S6Manager:
 
     def status(self, profile: str) -> ServiceStatus:
         return slot_status(self.home, self.scandir, profile)
+
+
+def send_control(service_dir: Path, command: str) -> None:
+    """Write `command` (s6-svc's one-letter commands: u, d, ...) to supervise/control.
+
+    Opening the FIFO without blocking fails with ENXIO when no s6-supervise reads it,
+    which is how s6-svc itself tells that nobody supervises the directory.
+    """
+    control = service_dir / "supervise" / "control"
+    try:
+        fd = os.open(control, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        missing = exc.errno in (errno.ENXIO, errno.ENOENT)
+        reason = "supervisor not listening" if missing else exc.strerror
+        raise HermesError(f"cannot control {service_dir}: {reason}") from None
+    try:
+        os.write(fd, command.encode("ascii"))
+    except BlockingIOError:
+        raise HermesError(f"cannot control {service_dir}: its supervisor is not reading") from None
+    finally:
+        os.close(fd)
 
 
 def _down_and_finished(service_dir: str) -> bool:

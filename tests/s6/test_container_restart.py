@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
-from tests.s6.conftest import Tree, gateway_pids
+import pytest
+
+from hermes_container.state import write_desired
+from tests.s6.conftest import Tree, chown_home, gateway_pids
 
 LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ profile=(?P<profile>[a-z0-9_-]+) "
@@ -100,3 +103,25 @@ def test_default_runs_on_first_boot_without_state(tree: Tree) -> None:
     st = tree.wait_ready("default")
     assert st["desired_state"] == "running"
     assert _boot_lines(tree)["default"]["action"] == "started"
+
+
+@pytest.mark.parametrize("stagger", ["0", "0.1"])
+def test_boot_starts_every_running_profile(tree: Tree, stagger: str) -> None:
+    """Both ways of starting at boot: all at once (stagger 0: one pass writing `u` to
+    every slot's control FIFO) and one by one with a pause between."""
+    names = ["a1", "a2", "a3"]
+    for name in names:
+        write_desired(tree.create(name), "running")
+    chown_home(tree)
+    tree.kill_everything()
+    tree.start_svscan(tree.base / "service-1")
+    tree.ok("reconcile", as_root=True, env={"HERMES_GATEWAY_STAGGER": stagger})
+
+    pids = {name: tree.wait_ready(name)["pid"] for name in names}
+    assert len(set(pids.values())) == 3
+    for name in names:
+        assert gateway_pids(name, tree.base) == [pids[name]]
+    lines = _boot_lines(tree)
+    assert {lines[name]["action"] for name in names} == {"started"}
+    assert lines["default"]["action"] == "registered"
+    assert not tree.status("default")["up"]
