@@ -196,6 +196,8 @@ class S6Manager:
             history.unpark(slot)
             history.clear_deaths(slot)
             self._set_normally_up(profile, True)
+        # Every file is ready before the first `u`: from then on gateways share the CPU.
+        for profile, slot in zip(profiles, slots, strict=True):
             try:
                 send_control(slot, "u")
             except HermesError as exc:
