@@ -173,36 +173,37 @@ class S6Manager:
         else:
             down.touch()
 
+    def _prepare_up(self, profile: str) -> Path:
+        """An explicit start forgives a park and earlier crashes; `down` goes."""
+        slot = self.slot_dir(profile)
+        history.unpark(slot)
+        history.clear_deaths(slot)
+        self._set_normally_up(profile, True)
+        return slot
+
     def _up(self, profile: str) -> None:
-        self.up_many([profile], check=True)
+        run_tool("s6-svc", "-u", str(self._prepare_up(profile)))
 
-    def up_many(self, profiles: list[str], *, check: bool = False) -> dict[str, str | None]:
-        """Bring registered slots up; per-profile error or None (raised when `check`).
+    def up_many(self, profiles: list[str]) -> dict[str, str | None]:
+        """Bring registered slots up at once (boot); per-profile error or None.
 
-        The `u` goes straight to each slot's control FIFO, as s6-svc would send it: at
-        boot, once the first gateways run, every exec competes with them for the CPU
-        (and s6-svc before s6 2.12 takes one service dir per call).
+        The `u` goes straight to each slot's control FIFO, as s6-svc would send it: once
+        the first gateways run, every exec competes with them for the CPU (and s6-svc
+        before s6 2.12 takes a single service dir per call).
         """
-        errors: dict[str, str | None] = dict.fromkeys(profiles)
         slots = [self.slot_dir(profile) for profile in profiles]
         fresh = [slot for slot in slots if not (slot / "supervise" / "status").exists()]
         if fresh:  # registered a moment ago, maybe by a concurrent CLI
-            try:
+            with contextlib.suppress(HermesError):  # send_control names the unsupervised
                 self._wait_supervised(fresh)
-            except HermesError:
-                if check:
-                    raise  # else send_control below names each slot nobody supervises
-        for profile, slot in zip(profiles, slots, strict=True):
-            history.unpark(slot)
-            history.clear_deaths(slot)
-            self._set_normally_up(profile, True)
+        for profile in profiles:
+            self._prepare_up(profile)
         # Every file is ready before the first `u`: from then on gateways share the CPU.
+        errors: dict[str, str | None] = dict.fromkeys(profiles)
         for profile, slot in zip(profiles, slots, strict=True):
             try:
                 send_control(slot, "u")
             except HermesError as exc:
-                if check:
-                    raise
                 errors[profile] = exc.message
         return errors
 
@@ -224,11 +225,8 @@ class S6Manager:
     def restart(self, profile: str, *, wait: float | None = None) -> ServiceStatus:
         self._desire(profile, "running")
         self.register(profile)
-        slot = self.slot_dir(profile)
-        before = svstat(str(slot))
-        history.unpark(slot)
-        history.clear_deaths(slot)
-        self._set_normally_up(profile, True)
+        before = svstat(str(self.slot_dir(profile)))
+        slot = self._prepare_up(profile)
         if before.up:
             history.request_restart(slot)
             run_tool("s6-svc", "-t", "-u", str(slot))
