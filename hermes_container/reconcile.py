@@ -207,7 +207,7 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
 def _start(manager: S6Manager, profiles: list[str], delay: float) -> dict[str, str]:
     """Bring registered slots up; returns the reason for each one that could not be.
 
-    With a stagger, one at a time `delay` seconds apart; without, all with one command.
+    With a stagger, one at a time `delay` seconds apart; without, all in one pass.
     """
     if not delay:
         try:
