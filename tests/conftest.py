@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,3 +40,30 @@ def run_hermes(
         timeout=timeout,
         check=False,
     )
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",
+    *,
+    interval: float = 0.05,
+    tolerate: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """Poll `predicate` until it returns something truthy and return that; fail the test
+    after `timeout` seconds. Exceptions of the `tolerate` types count as "not yet"."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = predicate()
+        except tolerate as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"
+            )
+        time.sleep(interval)

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import require_s6
+from tests.conftest import wait_for
 from tests.unit.dashboard_support import clean_env, dashboard_process, free_port, oidc_provider
 
 pytestmark = pytest.mark.browser
@@ -46,17 +46,6 @@ def gateway_status(env: dict[str, str], profile: str) -> dict[str, Any]:
     assert proc.returncode == 0, proc.stderr
     data: dict[str, Any] = json.loads(proc.stdout)
     return data
-
-
-def wait_for(predicate: Any, what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _free_port_config(profile_dir: Path) -> None:
@@ -100,7 +89,7 @@ def supervised() -> Iterator[dict[str, str]]:
     )
     try:
         try:
-            wait_for(lambda: gateway_status(env, "alpha")["ready"], "alpha to be ready")
+            wait_for(lambda: gateway_status(env, "alpha")["ready"], WAIT, "alpha to be ready")
         except AssertionError:
             print((base / "supervise.log").read_text(errors="replace")[-4000:])
             raise

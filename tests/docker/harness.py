@@ -38,6 +38,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_for as shared_wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED_OFFLINE = REPO.parent / "shared" / "offline"
 ARTIFACTS = REPO / "test-artifacts"
@@ -95,22 +97,10 @@ def _daemon_ok() -> bool:
 def wait_for(
     predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25
 ) -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except (OSError, AssertionError, ValueError, subprocess.SubprocessError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"
-            )
-        time.sleep(interval)
+    """tests.conftest.wait_for, tolerating the errors a container that is still starting
+    raises (refused connections, half-written output, a failed docker call)."""
+    errors = (OSError, AssertionError, ValueError, subprocess.SubprocessError)
+    return shared_wait_for(predicate, timeout, what, interval=interval, tolerate=errors)
 
 
 # --- the daemon ---------------------------------------------------------------------------

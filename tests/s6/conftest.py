@@ -31,6 +31,7 @@ import pytest
 
 from hermes_container.home import HermesHome
 from hermes_container.supervision.tools import find_tool
+from tests.conftest import wait_for as shared_wait_for
 
 S6_TOOLS = (
     "s6-svscan",
@@ -87,15 +88,8 @@ def free_port() -> int:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
-    """Poll until `predicate()` is truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
+    """tests.conftest.wait_for with this tier's longer default timeout."""
+    return shared_wait_for(predicate, timeout, what)
 
 
 def _proc_environ(pid: int) -> bytes:

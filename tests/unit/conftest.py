@@ -20,6 +20,7 @@ from hermes_container.envfile import read_env
 from hermes_container.home import HermesHome
 from hermes_container.profiles import create_profile, ensure_default_profile
 from hermes_container.state import GatewayState, read_state
+from tests.conftest import wait_for
 from tests.fake_upstream import FakeUpstream
 
 START_TIMEOUT = 20.0
@@ -29,18 +30,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -72,7 +61,7 @@ class GatewayProc:
             except httpx.TransportError:
                 return False
 
-        wait_until(healthy, timeout, "the gateway's /health")
+        wait_for(healthy, timeout, "the gateway's /health")
         return self
 
     def terminate(self, timeout: float = 30.0) -> int:
@@ -215,6 +204,6 @@ def hang_up_mid_stream(profile: GatewayProfile, fake_upstream: FakeUpstream) -> 
         with sqlite3.connect(db) as conn:
             return conn.execute("SELECT status, error FROM exchanges").fetchone()  # type: ignore[no-any-return]
 
-    status, error = wait_until(lambda: db.exists() and recorded(), what="the aborted exchange")
+    status, error = wait_for(lambda: db.exists() and recorded(), what="the aborted exchange")
     assert (status, error) == (499, "client disconnected")
     assert time.monotonic() - started < 5  # not after the whole 10 s stream

@@ -17,9 +17,9 @@ import pytest
 
 from hermes_container.cli import main
 from hermes_container.home import GATEWAY_LOCK, GATEWAY_PID
-from tests.conftest import run_hermes
+from tests.conftest import run_hermes, wait_for
 from tests.fake_upstream import FakeUpstream
-from tests.unit.conftest import GatewayProc, GatewayProfile, wait_until
+from tests.unit.conftest import GatewayProc, GatewayProfile
 
 # Stands in for a gateway that ignores SIGTERM: its cmdline looks like one
 # (`... hermes ... gateway run`) and it holds the profile's flock.
@@ -102,7 +102,7 @@ def test_sigterm_finishes_the_request_in_flight(
     asker.start()
     fake_upstream.wait_for_requests(1)
     gw.popen.send_signal(signal.SIGTERM)
-    wait_until(lambda: profile.state().gateway_state == "stopping", what="state stopping")
+    wait_for(lambda: profile.state().gateway_state == "stopping", what="state stopping")
 
     def refused() -> bool:
         try:
@@ -111,7 +111,7 @@ def test_sigterm_finishes_the_request_in_flight(
             return True
         return False
 
-    wait_until(refused, what="the listener to close")  # stops accepting at once
+    wait_for(refused, what="the listener to close")  # stops accepting at once
     assert "r" not in result  # ... while the request is still being served
     asker.join(30)
     assert result["r"].status_code == 200
@@ -183,7 +183,7 @@ def test_supervised_start_adopts_an_orphaned_gateway(profile: GatewayProfile) ->
     successor.wait_ready()
     assert "adopting orphaned gateway" in successor.stderr()
     assert str(orphan.pid) in successor.stderr()
-    wait_until(lambda: profile.state().pid == successor.pid)
+    wait_for(lambda: profile.state().pid == successor.pid)
 
 
 def test_orphan_that_ignores_sigterm_is_killed(profile: GatewayProfile) -> None:
@@ -279,7 +279,7 @@ def test_sigterm_while_waiting_for_the_lock_is_a_clean_exit(profile: GatewayProf
     stuck = _lock_holder(profile, "hermes", "gateway", "run")  # ignores SIGTERM
     try:
         waiting = profile.spawn("--replace")
-        wait_until(lambda: "replacing gateway" in waiting.stderr(), what="the takeover to begin")
+        wait_for(lambda: "replacing gateway" in waiting.stderr(), what="the takeover to begin")
         waiting.popen.send_signal(signal.SIGTERM)
         assert waiting.popen.wait(10) == 0
         assert "never started" in waiting.stderr()

@@ -12,8 +12,9 @@ import httpx
 
 from hermes_container.gateway.sessions import Exchange, SessionStore, parse_reply, parse_stream
 from hermes_container.home import SESSIONS_DB
+from tests.conftest import wait_for
 from tests.fake_upstream import FakeUpstream
-from tests.unit.conftest import GatewayProc, GatewayProfile, free_port, wait_until
+from tests.unit.conftest import GatewayProc, GatewayProfile, free_port
 
 
 def _rows(db: Path, count: int) -> list[dict[str, Any]]:
@@ -28,7 +29,7 @@ def _rows(db: Path, count: int) -> list[dict[str, Any]]:
                 return None
         return [dict(r) for r in rows] if len(rows) >= count else None
 
-    rows: list[dict[str, Any]] = wait_until(fetch, what=f"{count} sessions.db rows")
+    rows: list[dict[str, Any]] = wait_for(fetch, what=f"{count} sessions.db rows")
     return rows
 
 
