@@ -7,50 +7,66 @@ Healthy when
 A profile the user stopped is not checked, so `gateway stop` keeps the container healthy,
 while a desired-running gateway that is parked (config error, crash loop) makes it unhealthy.
 
-It is what the image's HEALTHCHECK runs every few seconds, so it stays cheap: stdlib
-`http.client` only (no FastAPI, uvicorn, authlib or httpx, and no proxy settings), all
-probes in parallel, each bounded by a short timeout.
+It is what the image's HEALTHCHECK runs every 30 s, so it stays cheap: one plain
+HTTP/1.1 GET per probe over a socket (no http.client, which drags in email and ssl; no
+FastAPI, uvicorn, authlib or httpx; no proxy settings), all probes in parallel, each
+bounded by a short timeout.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+import socket
+import threading
+import time
 
 from hermes_container.config import DASHBOARD_DEFAULT_PORT, load_config
 from hermes_container.errors import HermesError
 from hermes_container.home import DEFAULT_PROFILE, HermesHome
 from hermes_container.profiles import list_profiles
+from hermes_container.record import Record
 from hermes_container.state import read_state
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_TIMEOUT = 3.0
 TRUTHY = frozenset({"1", "true", "yes"})
 WILDCARD_HOSTS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
 
 
-@dataclass(frozen=True)
-class Probe:
+class Probe(Record):
     """One thing to check: an HTTP GET that must answer 2xx."""
 
-    name: str
-    host: str
-    port: int | None
-    path: str
-    problem: str | None = None  # set when the probe cannot even be attempted
+    __slots__ = ("host", "name", "path", "port", "problem")
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int | None,
+        path: str,
+        problem: str | None = None,  # set when the probe cannot even be attempted
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.path = path
+        self.problem = problem
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    ok: bool
-    detail: str
+class CheckResult(Record):
+    __slots__ = ("detail", "name", "ok")
+
+    def __init__(self, name: str, ok: bool, detail: str) -> None:
+        self.name = name
+        self.ok = ok
+        self.detail = detail
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
 def is_truthy(value: str | None) -> bool:
@@ -125,19 +141,40 @@ def run_probe(probe: Probe, timeout: float) -> CheckResult:
     if probe.problem is not None or probe.port is None:
         return CheckResult(probe.name, False, probe.problem or "no port")
     where = f"{probe.host}:{probe.port}{probe.path}"
-    conn = http.client.HTTPConnection(probe.host, probe.port, timeout=timeout)
     try:
-        conn.request("GET", probe.path, headers={"User-Agent": "hermes-healthcheck"})
-        response = conn.getresponse()
-        response.read(65536)
-    except (OSError, http.client.HTTPException) as exc:
+        status = http_get_status(probe.host, probe.port, probe.path, timeout)
+    except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         return CheckResult(probe.name, False, f"{where}: {reason}")
-    finally:
-        conn.close()
-    if 200 <= response.status < 300:
-        return CheckResult(probe.name, True, f"{where}: HTTP {response.status}")
-    return CheckResult(probe.name, False, f"{where}: HTTP {response.status}")
+    return CheckResult(probe.name, 200 <= status < 300, f"{where}: HTTP {status}")
+
+
+def http_get_status(host: str, port: int, path: str, timeout: float) -> int:
+    """The status code of `GET path`; the whole exchange is bounded by `timeout`.
+
+    OSError when the server cannot be reached or stops answering, ValueError when what
+    comes back is not an HTTP response.
+    """
+    deadline = time.monotonic() + timeout
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {authority}\r\n"
+        "User-Agent: hermes-healthcheck\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(request.encode("ascii"))
+        head = b""
+        while b"\r\n" not in head and len(head) < 4096:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP response: {line[:60]!r}" if line else "empty response")
+    return int(parts[1])
 
 
 def check(
@@ -148,8 +185,22 @@ def check(
     probes = collect_probes(home, environ)
     if not probes:
         return []
-    with ThreadPoolExecutor(max_workers=min(16, len(probes))) as pool:
-        return list(pool.map(lambda p: run_probe(p, timeout), probes))
+    # One thread per probe (concurrent.futures would import logging): each is bounded
+    # by `timeout`, so the whole check takes about one timeout at worst.
+    results: list[CheckResult | None] = [None] * len(probes)
+
+    def run(index: int) -> None:
+        results[index] = run_probe(probes[index], timeout)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(probes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [
+        result or CheckResult(probe.name, False, "probe failed")
+        for probe, result in zip(probes, results, strict=True)
+    ]
 
 
 def healthcheck_command(*, as_json: bool = False, timeout: float = DEFAULT_TIMEOUT) -> int:

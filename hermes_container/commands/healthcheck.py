@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def register(subparsers: Any) -> None:
@@ -15,7 +18,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--timeout", type=float, default=3.0, help="seconds per HTTP probe (default: 3)"
     )
-    parser.set_defaults(handler=_run)
+    parser.set_defaults(handler=_run, setup_logging=False)  # it never logs
 
 
 def _run(args: argparse.Namespace) -> int:

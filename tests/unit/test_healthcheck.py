@@ -147,3 +147,95 @@ def test_healthcheck_imports_nothing_heavy(hermes_home: HermesHome, tmp_path: Pa
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert "HEAVY []" in proc.stderr, proc.stderr
+
+
+class _RawServer:
+    """Accepts connections and answers each with fixed bytes (or nothing)."""
+
+    def __init__(self, reply: bytes | None) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.reply = reply
+        self.requests: list[bytes] = []
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.requests.append(conn.recv(4096))
+            if self.reply is None:
+                self.held.append(conn)  # accept, read, never answer
+                continue
+            conn.sendall(self.reply)
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def raw_server(request: pytest.FixtureRequest) -> Iterator[_RawServer]:
+    srv = _RawServer(request.param)
+    yield srv
+    srv.close()
+
+
+@pytest.mark.parametrize(
+    "raw_server", [b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"], indirect=True
+)
+def test_probe_reports_a_non_2xx_status(raw_server: _RawServer) -> None:
+    from hermes_container.healthcheck import Probe, http_get_status, run_probe
+
+    assert http_get_status("127.0.0.1", raw_server.port, "/health", 2) == 503
+    result = run_probe(Probe("gateway x", "127.0.0.1", raw_server.port, "/health"), 2)
+    assert not result.ok and result.detail == f"127.0.0.1:{raw_server.port}/health: HTTP 503"
+    request = raw_server.requests[0].decode()
+    assert request.startswith("GET /health HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{raw_server.port}\r\n" in request
+    assert "Connection: close\r\n" in request
+
+
+@pytest.mark.parametrize("raw_server", [b"SSH-2.0-OpenSSH_9.2\r\n", b""], indirect=True)
+def test_probe_of_something_that_is_not_http_fails(raw_server: _RawServer) -> None:
+    from hermes_container.healthcheck import Probe, run_probe
+
+    result = run_probe(Probe("dashboard", "127.0.0.1", raw_server.port, "/api/status"), 2)
+    assert not result.ok
+    assert "not an HTTP response" in result.detail or "empty response" in result.detail
+
+
+@pytest.mark.parametrize("raw_server", [None], indirect=True)
+def test_probe_of_a_server_that_never_answers_times_out(raw_server: _RawServer) -> None:
+    from hermes_container.healthcheck import Probe, run_probe
+
+    result = run_probe(Probe("gateway x", "127.0.0.1", raw_server.port, "/health"), 0.3)
+    assert not result.ok and result.detail.endswith("timed out"), result.detail
+
+
+def test_probe_of_a_closed_port_names_the_reason() -> None:
+    from hermes_container.healthcheck import Probe, run_probe
+
+    port = _closed_port()
+    result = run_probe(Probe("gateway x", "127.0.0.1", port, "/health"), 2)
+    assert not result.ok and result.detail == f"127.0.0.1:{port}/health: Connection refused"
+
+
+def test_healthcheck_skips_the_slow_stdlib_modules(hermes_home: HermesHome) -> None:
+    """The HEALTHCHECK runs every 30 s: no http.client (email, ssl), logging or dataclasses."""
+    ensure_default_profile(hermes_home)
+    code = (
+        "import sys\n"
+        "from hermes_container.cli import main\n"
+        "main(['healthcheck', '--timeout', '0.2'])\n"
+        "slow = sorted(m for m in sys.modules if m in "
+        "('http.client', 'ssl', 'email', 'logging', 'dataclasses', 'subprocess'))\n"
+        "print('SLOW', slow, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert "SLOW []" in proc.stderr, proc.stderr
