@@ -1,4 +1,4 @@
-"""CLI latency: `hermes --help`, `profile list`, `gateway status` vs bare `python3 -c pass`.
+"""CLI latency: `--help`, `profile list`, `gateway status`, `healthcheck` vs `python3 -c pass`.
 
 Each command runs N times in a fresh process; the median wall time is printed with
 its ratio to the bare interpreter measured in the same run. Target: status <= 80 ms
@@ -149,6 +149,8 @@ def main() -> int:
             "hermes --help": [HERMES, "--help"],
             "hermes profile list": [HERMES, "profile", "list"],
             "hermes gateway status": [HERMES, "gateway", "status"],
+            # What the image's HEALTHCHECK runs every 30 s; here it probes one (closed) port.
+            "hermes healthcheck": [HERMES, "healthcheck", "--timeout", "1"],
         }
         ok = True
         for label, argv in cases.items():
