@@ -16,6 +16,7 @@ from hermes_container.config import (
     load_config,
     load_yaml,
     port_base,
+    read_port,
     render_config,
 )
 from hermes_container.envfile import read_env, write_env
@@ -133,7 +134,7 @@ def _used_ports(home: HermesHome) -> set[int]:
     used = set()
     for name in list_profiles(home):
         try:
-            port = load_config(home.profile_dir(name)).port
+            port = read_port(home.profile_dir(name))  # load_config(...).port, without PyYAML
         except HermesError:
             port = None
         if port is not None:
