@@ -1,4 +1,4 @@
-"""The image, end to end: eleven scenarios against real containers (see the issue).
+"""The image, end to end: the image issue's scenarios, and a few more, against real containers.
 
 Every container runs with --network host, a temp bind-mounted /opt/data and its own
 free port range (HERMES_GATEWAY_PORT_BASE); waits are bounded polls, never fixed sleeps,
@@ -11,12 +11,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
+from hermes_container.envfile import read_env
 from tests.docker.harness import (
     HERMES_UID,
     REPO,
@@ -29,6 +32,7 @@ from tests.docker.harness import (
     volume_files,
     wait_for,
 )
+from tests.fake_upstream import FakeUpstream
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -382,3 +386,47 @@ def test_13_runs_with_docker_run_user(start_container: Start, tmp_path: Path) ->
     port = _start_profile(c, "coder")
     assert port_answers(port)
     assert "not root: no id remap" in c.logs()
+
+
+def test_14_docker_stop_lets_an_inflight_stream_finish(start_container: Start) -> None:
+    """SIGTERM: a gateway finishes the stream it is serving (9 s here, near its 10 s grace)
+    before the tree goes down; s6-overlay's own timers do not cut it. Docker gets 30 s,
+    as compose.yaml's stop_grace_period (20 s) would give it."""
+    with FakeUpstream() as upstream:
+        upstream.set(chunks=[f"w{i} " for i in range(10)], chunk_delay=1.0)  # ~9 s of stream
+        c = start_container()
+        c.wait_healthy_gateway(c.port_base, timeout=90)
+        config = c.volume / "config.yaml"
+        config.write_text(
+            config.read_text().replace("https://api.openai.com/v1", upstream.base_url)
+        )
+        env = c.volume / ".env"
+        env.write_text(env.read_text().replace("HERMES_MODEL_API_KEY=", "HERMES_MODEL_API_KEY=k"))
+        c.hermes("gateway", "restart", "--timeout", "30")
+        key = read_env(env)["API_SERVER_KEY"]
+        received: list[str] = []
+
+        def client() -> None:
+            with httpx.stream(
+                "POST",
+                f"http://127.0.0.1:{c.port_base}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+                timeout=60,
+            ) as response:
+                for text in response.iter_text():
+                    received.append(text)
+
+        thread = threading.Thread(target=client, daemon=True)
+        thread.start()
+        upstream.wait_for_requests(1, timeout=30)
+        started = time.monotonic()
+        docker("stop", "-t", "30", c.name, timeout=90)
+        elapsed = time.monotonic() - started
+        thread.join(timeout=60)
+        body = "".join(received)
+        assert elapsed < 20, f"docker stop took {elapsed:.1f}s"
+        assert all(f"w{i}" in body for i in range(10)), body[-500:]
+        assert "[DONE]" in body
+        assert c.inspect("{{.State.ExitCode}}") == "0"
+        assert c.state_file("default")["desired_state"] == "running"
