@@ -88,10 +88,43 @@ def _fresh_scandir(scandir: Path) -> None:
             shutil.rmtree(entry)
 
 
+def drop_to_home_owner(home: HermesHome) -> tuple[int, int] | None:
+    """Root over a home someone else owns: become that owner, before touching anything.
+
+    The whole tree (s6-svscan, every s6-supervise, gateways, logs, the lock) then runs
+    with the owner's rights, so no slot is ever started by a root supervisor and no
+    root-owned file lands in the home. Returns (uid, gid) when it dropped.
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        st = os.stat(home.root)
+    except FileNotFoundError:
+        return None  # a home root creates is root's: the gateways then refuse root
+    if st.st_uid == 0:
+        return None
+    import pwd
+
+    try:
+        os.initgroups(pwd.getpwuid(st.st_uid).pw_name, st.st_gid)
+    except KeyError:  # an owner without a passwd entry (e.g. a bind-mounted volume)
+        os.setgroups([])
+    os.setgid(st.st_gid)
+    os.setuid(st.st_uid)
+    return st.st_uid, st.st_gid
+
+
 def supervise(home: HermesHome, *, dashboard: bool = False) -> int:
     from hermes_container.profiles import ensure_default_profile
     from hermes_container.reconcile import reconcile
 
+    dropped = drop_to_home_owner(home)
+    if dropped is not None:
+        print(
+            f"hermes: running the tree as uid {dropped[0]}, gid {dropped[1]}: "
+            f"the owner of {home.root}",
+            flush=True,
+        )
     scandir = resolve_scandir(home)
     live = scandir.is_dir() and svscan_alive(scandir)
     already = f"an s6-svscan already runs on {scandir}; this tree is supervised"

@@ -51,6 +51,11 @@ WAIT = 20.0  # upper bound of every wait in this tier
 
 def require_s6() -> None:
     missing = [tool for tool in S6_TOOLS if find_tool(tool) is None]
+    if os.environ.get("HERMES_REQUIRE_DROP") == "1" and not DROP:
+        pytest.fail(
+            "HERMES_REQUIRE_DROP=1, but uid 10000 cannot run this interpreter: build the "
+            "venv from a python3 outside a 0700 home (PYTHON=/usr/bin/python3 make venv)"
+        )
     if not missing:
         return
     reason = f"s6 binaries missing: {', '.join(missing)} (install the s6 and execline packages)"

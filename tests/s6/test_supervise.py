@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,3 +108,50 @@ def test_supervise_with_dashboard(host: Tree) -> None:
         first.communicate(timeout=WAIT + 40)
     assert first.returncode == 0
     wait_for(lambda: not processes_of(host.base), what="every process of the tree to exit")
+
+
+def test_root_supervise_runs_the_whole_tree_as_the_home_owner(host: Tree) -> None:
+    """`sudo hermes supervise` over a home owned by uid 10000: no root s6-svscan, no root
+    slot, no root file; the tree is the owner's, as in the image."""
+    if not host.drop:
+        pytest.skip(
+            "uid 10000 cannot run this interpreter (it lives under a 0700 /root); "
+            ".ci/run uses Debian's python3 and sets HERMES_REQUIRE_DROP=1"
+        )
+    root_run = subprocess.Popen(
+        [sys.executable, "-m", "hermes_container", "supervise"],
+        env=host.env,
+        cwd=host.base,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        st = host.wait_ready("default")
+        pids = processes_of(host.base)
+        assert root_run.pid in pids and st["pid"] in pids
+        kinds = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids}
+        assert {"s6-svscan", "s6-supervise", "s6-log"} <= kinds, kinds
+        assert {pid: proc_uids(pid) for pid in pids} == {pid: {GATEWAY_UID} for pid in pids}, (
+            "every process of the tree (real, effective, saved uid) is the owner"
+        )
+        scandir = host.home.run_dir / "service"
+        assert scandir.stat().st_uid == GATEWAY_UID
+        assert not scandir.stat().st_mode & 0o020, "nothing shared with a group"
+        made_as_root = [
+            str(p) for p in host.home.root.rglob("*") if p.lstat().st_uid != GATEWAY_UID
+        ]
+        assert made_as_root == []
+    finally:
+        root_run.send_signal(signal.SIGTERM)
+        out, _ = root_run.communicate(timeout=WAIT + 40)
+    assert root_run.returncode == 0
+    assert f"running the tree as uid {GATEWAY_UID}" in out
+    wait_for(lambda: not processes_of(host.base), what="every process of the tree to exit")
+
+
+def proc_uids(pid: int) -> set[int]:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return {int(uid) for uid in line.split()[1:]}
+    raise AssertionError(f"no Uid line for pid {pid}")
