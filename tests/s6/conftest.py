@@ -53,8 +53,9 @@ def require_s6() -> None:
     missing = [tool for tool in S6_TOOLS if find_tool(tool) is None]
     if os.environ.get("HERMES_REQUIRE_DROP") == "1" and not DROP:
         pytest.fail(
-            "HERMES_REQUIRE_DROP=1, but uid 10000 cannot run this interpreter: build the "
-            "venv from a python3 outside a 0700 home (PYTHON=/usr/bin/python3 make venv)"
+            "HERMES_REQUIRE_DROP=1, but uid 10000 cannot run this interpreter or read this "
+            "checkout: build the venv from a python3 outside a 0700 home "
+            "(PYTHON=/usr/bin/python3 make venv) in a checkout others can read"
         )
     if not missing:
         return

@@ -115,8 +115,8 @@ def test_root_supervise_runs_the_whole_tree_as_the_home_owner(host: Tree) -> Non
     slot, no root file; the tree is the owner's, as in the image."""
     if not host.drop:
         pytest.skip(
-            "uid 10000 cannot run this interpreter (it lives under a 0700 /root); "
-            ".ci/run uses Debian's python3 and sets HERMES_REQUIRE_DROP=1"
+            "uid 10000 cannot run this interpreter or read this checkout (under a 0700 "
+            "home?); HERMES_REQUIRE_DROP=1 turns this into a failure"
         )
     root_run = subprocess.Popen(
         [sys.executable, "-m", "hermes_container", "supervise"],
