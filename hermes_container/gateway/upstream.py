@@ -35,7 +35,10 @@ class UpstreamError(Exception):
 
 
 class UpstreamResponse(Protocol):
-    """An open response, whichever client made it: what the relay and app.py use."""
+    """An open response, whichever client made it: what the relay and app.py use.
+
+    Both clients' responses subclass it for `read`, written once over `next_chunk`.
+    """
 
     @property
     def status(self) -> int: ...
@@ -45,7 +48,12 @@ class UpstreamResponse(Protocol):
 
     async def next_chunk(self) -> bytes | None: ...
 
-    async def read(self) -> bytes: ...
+    async def read(self) -> bytes:
+        """The rest of the body."""
+        parts = []
+        while (chunk := await self.next_chunk()) is not None:
+            parts.append(chunk)
+        return b"".join(parts)
 
     def abort(self, reason: str) -> None: ...
 
@@ -212,7 +220,7 @@ class _Connection(asyncio.Protocol):
 
 
 @dataclass
-class FastResponse:
+class FastResponse(UpstreamResponse):
     client: UpstreamClient
     conn: _Connection
 
@@ -226,12 +234,6 @@ class FastResponse:
 
     async def next_chunk(self) -> bytes | None:
         return await self.conn.next_chunk(self.client.read_timeout)
-
-    async def read(self) -> bytes:
-        parts = []
-        while (chunk := await self.next_chunk()) is not None:
-            parts.append(chunk)
-        return b"".join(parts)
 
     def abort(self, reason: str) -> None:
         """Hang up now; a pending or later read raises UpstreamError("aborted")."""

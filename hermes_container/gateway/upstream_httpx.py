@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from hermes_container.gateway.settings import redact_url
-from hermes_container.gateway.upstream import MAX_IDLE, Kind, UpstreamError
+from hermes_container.gateway.upstream import MAX_IDLE, Kind, UpstreamError, UpstreamResponse
 
 
 def _kind(exc: httpx.HTTPError) -> Kind:
@@ -31,7 +31,7 @@ def _kind(exc: httpx.HTTPError) -> Kind:
     return "protocol"
 
 
-class HttpxResponse:
+class HttpxResponse(UpstreamResponse):
     """An open streamed response; close() hands the connection back to httpx's pool."""
 
     def __init__(self, client: HttpxClient, response: httpx.Response) -> None:
@@ -70,12 +70,6 @@ class HttpxResponse:
             if not chunk:
                 return None  # aiter_bytes never yields b"": the body is complete
             return chunk
-
-    async def read(self) -> bytes:
-        parts = []
-        while (chunk := await self.next_chunk()) is not None:
-            parts.append(chunk)
-        return b"".join(parts)
 
     def abort(self, reason: str) -> None:
         """Hang up now; a pending or later read raises UpstreamError("aborted")."""
