@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -67,3 +68,23 @@ def wait_for(
                 f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"
             )
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def set_port(profile_dir: Path, port: int | None = None) -> int:
+    """Rewrite the `port:` line of a profile's config.yaml (default: a port free right now,
+    so tests never collide); returns the port."""
+    port = free_port() if port is None else port
+    config = profile_dir / "config.yaml"
+    lines = [
+        f"  port: {port}" if line.startswith("  port:") else line
+        for line in config.read_text().splitlines()
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    return port

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import require_s6
-from tests.conftest import wait_for
-from tests.unit.dashboard_support import clean_env, dashboard_process, free_port, oidc_provider
+from tests.conftest import free_port, set_port, wait_for
+from tests.unit.dashboard_support import clean_env, dashboard_process, oidc_provider
 
 pytestmark = pytest.mark.browser
 WAIT = 30.0
@@ -48,16 +48,6 @@ def gateway_status(env: dict[str, str], profile: str) -> dict[str, Any]:
     return data
 
 
-def _free_port_config(profile_dir: Path) -> None:
-    config = profile_dir / "config.yaml"
-    port = free_port()
-    lines = [
-        f"  port: {port}" if line.startswith("  port:") else line
-        for line in config.read_text().splitlines()
-    ]
-    config.write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture
 def supervised() -> Iterator[dict[str, str]]:
     """A `hermes supervise` tree whose profile `alpha` runs a real gateway."""
@@ -76,7 +66,7 @@ def supervised() -> Iterator[dict[str, str]]:
     if os.geteuid() == 0:
         env["HERMES_ALLOW_ROOT_GATEWAY"] = "1"
     assert hermes(env, "profile", "create", "alpha", "--start").returncode == 0
-    _free_port_config(home / "profiles" / "alpha")
+    set_port(home / "profiles" / "alpha")
     # A file, not a pipe: the tree's output must never block on a reader.
     output = (base / "supervise.log").open("wb")
     supervisor = subprocess.Popen(

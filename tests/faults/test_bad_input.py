@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -28,6 +27,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.conftest import free_port, set_port
 from tests.fake_upstream import FakeUpstream
 from tests.s6.conftest import Tree
 
@@ -99,21 +99,6 @@ def _base_env(home_root: Path, scandir: Path) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _set_port(profile_dir: Path, port: int) -> None:
-    config = profile_dir / "config.yaml"
-    lines = [
-        f"  port: {port}" if line.startswith("  port:") else line
-        for line in config.read_text().splitlines()
-    ]
-    config.write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture(scope="module")
 def home() -> Iterator[Home]:
     base = Path(tempfile.mkdtemp(prefix="hermes-badinput-"))
@@ -124,8 +109,8 @@ def home() -> Iterator[Home]:
     h = Home(base=base, root=root, outside=outside, env=_base_env(root, base / "no-svscan"))
     for name in ("alpha", "broken"):
         _cli(h.env, "profile", "create", name, check=True)
-    _set_port(root, _free_port())
-    _set_port(root / "profiles" / "alpha", _free_port())
+    set_port(root, free_port())
+    set_port(root / "profiles" / "alpha", free_port())
     broken = root / "profiles" / "broken" / "config.yaml"
     broken.write_text(broken.read_text().replace("  port:", "  port: oops\n  old_port:"))
     (root / "profiles" / "link").symlink_to(outside, target_is_directory=True)
@@ -536,8 +521,8 @@ def _session_rows(db: Path) -> int:
 def gateway(home: Home) -> Iterator[tuple[int, str, Path]]:
     """A real `hermes -p alpha gateway run` relaying to a fake upstream."""
     profile_dir = home.root / "profiles" / "alpha"
-    port = _free_port()
-    _set_port(profile_dir, port)
+    port = free_port()
+    set_port(profile_dir, port)
     with FakeUpstream() as upstream:
         config = profile_dir / "config.yaml"
         config.write_text(
@@ -654,7 +639,7 @@ DASHBOARD_CASES = dashboard_cases()
 @pytest.fixture(scope="module")
 def dashboard(home: Home) -> Iterator[tuple[int, dict[str, str]]]:
     """The real `hermes dashboard` on loopback (token mode, a known token)."""
-    port = _free_port()
+    port = free_port()
     env = {**home.env, "HERMES_DASHBOARD_SESSION_TOKEN": TOKEN}
     proc = subprocess.Popen(
         [sys.executable, "-m", "hermes_container", "dashboard", "--port", str(port)],

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import pytest
 
 from hermes_container.home import HermesHome
 from hermes_container.supervision.tools import find_tool
+from tests.conftest import free_port, set_port
 from tests.conftest import wait_for as shared_wait_for
 
 S6_TOOLS = (
@@ -85,12 +85,6 @@ def unprivileged_can_run_hermes() -> bool:
 
 
 DROP = unprivileged_can_run_hermes()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
@@ -206,14 +200,7 @@ class Tree:
 
     def set_port(self, profile_dir: Path) -> int:
         """Give the profile a port that is free right now (tests must not collide)."""
-        config = profile_dir / "config.yaml"
-        port = free_port()
-        lines = [
-            f"  port: {port}" if line.startswith("  port:") else line
-            for line in config.read_text().splitlines()
-        ]
-        config.write_text("\n".join(lines) + "\n")
-        return port
+        return set_port(profile_dir)
 
     def slot(self, profile: str) -> Path:
         return self.scandir / f"gateway-{profile}"

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import free_port
 from tests.s6.conftest import (
     GATEWAY_UID,
     WAIT,
     Tree,
-    free_port,
     make_base,
     make_tree,
     processes_of,

@@ -20,16 +20,10 @@ from hermes_container.envfile import read_env
 from hermes_container.home import HermesHome
 from hermes_container.profiles import create_profile, ensure_default_profile
 from hermes_container.state import GatewayState, read_state
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
 from tests.fake_upstream import FakeUpstream
 
 START_TIMEOUT = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from hermes_container.supervision.base import ServiceStatus
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD_ENV_PREFIX = "HERMES_DASHBOARD_"
@@ -63,13 +64,6 @@ class FakeManager:
             desired_state="running" if up else "stopped",
             gateway_state="running" if up else "stopped",
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -17,7 +17,8 @@ from hermes_container.dashboard.logtail import tail_lines
 from hermes_container.dashboard.settings import is_loopback, load_settings
 from hermes_container.errors import ConfigError
 from hermes_container.home import HermesHome
-from tests.unit.dashboard_support import clean_env, dashboard_process, free_port, raw_request
+from tests.conftest import free_port
+from tests.unit.dashboard_support import clean_env, dashboard_process, raw_request
 
 
 def run_dashboard(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

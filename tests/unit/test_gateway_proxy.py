@@ -34,9 +34,9 @@ from hermes_container.gateway.relay import select_client
 from hermes_container.gateway.settings import Settings, env_proxy, load_settings, redact_url
 from hermes_container.gateway.upstream import UpstreamClient
 from hermes_container.gateway.upstream_httpx import HttpxClient
-from tests.conftest import REPO, run_hermes
+from tests.conftest import REPO, free_port, run_hermes
 from tests.fake_upstream import FakeUpstream
-from tests.unit.conftest import GatewayProfile, free_port, hang_up_mid_stream
+from tests.unit.conftest import GatewayProfile, hang_up_mid_stream
 
 HELLO = {"messages": [{"role": "user", "content": "hello"}]}
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.conftest import free_port
 from tests.fake_upstream import FakeUpstream
-from tests.unit.conftest import GatewayProc, GatewayProfile, free_port, hang_up_mid_stream
+from tests.unit.conftest import GatewayProc, GatewayProfile, hang_up_mid_stream
 
 HELLO = {"model": "whatever-the-client-says", "messages": [{"role": "user", "content": "hello"}]}
 

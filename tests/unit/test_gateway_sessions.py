@@ -12,9 +12,9 @@ import httpx
 
 from hermes_container.gateway.sessions import Exchange, SessionStore, parse_reply, parse_stream
 from hermes_container.home import SESSIONS_DB
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
 from tests.fake_upstream import FakeUpstream
-from tests.unit.conftest import GatewayProc, GatewayProfile, free_port
+from tests.unit.conftest import GatewayProc, GatewayProfile
 
 
 def _rows(db: Path, count: int) -> list[dict[str, Any]]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from hermes_container.gateway.upstream import UpstreamClient, UpstreamError
+from tests.conftest import free_port
 from tests.fake_upstream import FakeUpstream
-from tests.unit.conftest import free_port
 
 BODY = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
 JSON = b"content-type: application/json\r\n"

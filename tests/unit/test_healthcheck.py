@@ -18,6 +18,7 @@ from hermes_container.healthcheck import check, probe_host
 from hermes_container.home import HermesHome
 from hermes_container.profiles import create_profile, ensure_default_profile
 from hermes_container.state import write_desired
+from tests.conftest import free_port
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -43,12 +44,6 @@ def server() -> Iterator[int]:
     httpd.server_close()
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _set_port(home: HermesHome, profile: str, port: int) -> None:
     (home.profile_dir(profile) / "config.yaml").write_text(render_config(port))
 
@@ -71,7 +66,7 @@ def test_default_without_state_counts_as_desired_running(
 
 def test_down_gateway_that_should_run_is_unhealthy(hermes_home: HermesHome) -> None:
     ensure_default_profile(hermes_home)
-    _set_port(hermes_home, "default", _closed_port())
+    _set_port(hermes_home, "default", free_port())
     results = check(hermes_home, env={}, timeout=1)
     assert len(results) == 1 and not results[0].ok
 
@@ -80,7 +75,7 @@ def test_stopped_profiles_are_not_checked(hermes_home: HermesHome) -> None:
     ensure_default_profile(hermes_home)
     create_profile(hermes_home, "coder")
     write_desired(hermes_home.root, "stopped")
-    _set_port(hermes_home, "default", _closed_port())
+    _set_port(hermes_home, "default", free_port())
     assert check(hermes_home, env={}) == []  # coder has no desired state: not checked
 
 
@@ -100,7 +95,7 @@ def test_dashboard_checked_only_when_enabled(hermes_home: HermesHome, server: in
     assert check(hermes_home, env=env) == []
     results = check(hermes_home, env={**env, "HERMES_DASHBOARD": "Yes"})
     assert [(r.name, r.ok) for r in results] == [("dashboard", True)]
-    down = {**env, "HERMES_DASHBOARD": "1", "HERMES_DASHBOARD_PORT": str(_closed_port())}
+    down = {**env, "HERMES_DASHBOARD": "1", "HERMES_DASHBOARD_PORT": str(free_port())}
     assert [r.ok for r in check(hermes_home, env=down, timeout=1)] == [False]
     bad = {**env, "HERMES_DASHBOARD": "1", "HERMES_DASHBOARD_PORT": "nope"}
     assert [r.ok for r in check(hermes_home, env=bad)] == [False]
@@ -124,7 +119,7 @@ def test_cli_exit_codes_and_json(hermes_home: HermesHome, server: int) -> None:
     )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["healthy"] is True
-    _set_port(hermes_home, "default", _closed_port())
+    _set_port(hermes_home, "default", free_port())
     bad = subprocess.run(
         [sys.executable, "-m", "hermes_container", "healthcheck", "--timeout", "1"],
         capture_output=True,
@@ -223,6 +218,6 @@ def test_probe_of_a_server_that_never_answers_times_out(raw_server: _RawServer) 
 def test_probe_of_a_closed_port_names_the_reason() -> None:
     from hermes_container.healthcheck import Probe, run_probe
 
-    port = _closed_port()
+    port = free_port()
     result = run_probe(Probe("gateway x", "127.0.0.1", port, "/health"), 2)
     assert not result.ok and result.detail == f"127.0.0.1:{port}/health: Connection refused"
