@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _ports import free_port
 from _s6tree import running_svscan
 
 from hermes_container.home import HermesHome
@@ -30,12 +30,6 @@ from hermes_container.state import write_desired
 HERMES = str(Path(sys.executable).parent / "hermes")
 KILLS = int(os.environ.get("BENCH_KILLS", "20"))
 PROFILES = ("target", "sibling1", "sibling2")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def svstat(slot: Path) -> tuple[bool, bool, int, float]:

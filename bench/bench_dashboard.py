@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from _ports import free_port
 from _s6tree import running_svscan
 
 from hermes_container.state import write_desired
@@ -41,12 +42,6 @@ TARGET_RPS = 3000.0
 TOKEN = "bench-dashboard-session-token-7d1f"
 TOKEN_HEADER = "X-Hermes-Session-Token"
 TARGET_RSS_MB = 70.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_mb(pid: int) -> float:

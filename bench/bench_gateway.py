@@ -26,6 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _ports import free_port  # noqa: E402
+
 from hermes_container.envfile import read_env  # noqa: E402
 from hermes_container.home import HermesHome  # noqa: E402
 from hermes_container.profiles import ensure_default_profile  # noqa: E402
@@ -33,14 +35,6 @@ from hermes_container.profiles import ensure_default_profile  # noqa: E402
 TARGET_OVERHEAD_MS = 1.5
 TARGET_RSS_MB = 45.0
 BLOCK = 50  # requests per block; blocks alternate direct / gateway
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_upstream() -> tuple[subprocess.Popen[str], int]:

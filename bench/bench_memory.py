@@ -23,7 +23,6 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from _ports import free_port as any_free_port
 
 from hermes_container.home import HermesHome
 from hermes_container.profiles import create_profile, ensure_default_profile, list_profiles
@@ -58,9 +59,7 @@ _HANDED_OUT: set[int] = set()
 def free_port() -> int:
     """A port free right now, never one handed out before in this run."""
     while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
+        port = any_free_port()
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port

@@ -15,7 +15,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _ports import free_port
 from _s6tree import running_svscan
 
 from hermes_container.home import HermesHome
@@ -32,12 +32,6 @@ from hermes_container.state import write_desired
 HERMES = str(Path(sys.executable).parent / "hermes")
 SIZES = (1, 10, 50)
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
