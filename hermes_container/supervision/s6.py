@@ -123,13 +123,13 @@ class S6Manager:
             if self.is_registered(profile):
                 continue
             try:
-                specs.append((gateway_spec(self.home, profile), False))
+                specs.append(gateway_spec(self.home, profile))
             except HermesError as exc:
                 errors[profile] = exc.message
         built: list[Path] = []
-        for index, (spec, start) in enumerate(specs, 1):
+        for index, spec in enumerate(specs, 1):
             try:
-                built.append(build_slot(self.scandir, self.home, spec, start=start))
+                built.append(build_slot(self.scandir, self.home, spec, start=False))
             except (HermesError, OSError) as exc:
                 errors[spec.name.removeprefix(GATEWAY_PREFIX)] = str(exc)
             if index % RESCAN_BATCH == 0 or index == len(specs):
