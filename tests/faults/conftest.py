@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.s6.conftest import Tree, boot, make_base, make_tree, require_s6, tree
+from tests.s6.conftest import Tree, booted_tree, tree
 
 __all__ = [
     "GatewayProc",
@@ -122,14 +122,5 @@ def supervisor_dirs(base: Path) -> dict[int, str]:
 @pytest.fixture
 def fault_tree() -> Iterator[Tree]:
     """A booted tree whose crash-loop parking never triggers (faults are not a crash loop)."""
-    require_s6()
-    base = make_base()
-    tree = make_tree(base, extra_env={"HERMES_CRASH_LOOP_MAX": "100000"})
-    try:
-        boot(tree)
-        yield tree
-    finally:
-        tree.kill_everything()
-        import shutil
-
-        shutil.rmtree(base, ignore_errors=True)
+    with booted_tree(extra_env={"HERMES_CRASH_LOOP_MAX": "100000"}) as booted:
+        yield booted

@@ -325,14 +325,21 @@ def boot(tree: Tree, *, default_running: bool = False) -> None:
     tree.ok("reconcile", as_root=True)
 
 
-@pytest.fixture
-def tree() -> Iterator[Tree]:
+@contextlib.contextmanager
+def booted_tree(**options: Any) -> Iterator[Tree]:
+    """A booted tree (make_tree's `options`); killed and removed afterwards."""
     require_s6()
     base = make_base()
-    t = make_tree(base)
+    t = make_tree(base, **options)
     try:
         boot(t)
         yield t
     finally:
         t.kill_everything()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def tree() -> Iterator[Tree]:
+    with booted_tree() as t:
+        yield t

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -11,10 +10,8 @@ import pytest
 from tests.s6.conftest import (
     GATEWAY_UID,
     Tree,
-    boot,
+    booted_tree,
     chown_home,
-    make_base,
-    make_tree,
     require_s6,
     wait_for,
 )
@@ -34,14 +31,8 @@ def owned_tree() -> Iterator[Tree]:
     require_s6()
     if os.geteuid() != 0:
         pytest.skip("the privilege drop needs a root supervisor")
-    base = make_base()
-    tree = make_tree(base, drop=True)
-    try:
-        boot(tree)
+    with booted_tree(drop=True) as tree:
         yield tree
-    finally:
-        tree.kill_everything()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_run_drops_to_the_home_owner(owned_tree: Tree) -> None:
@@ -68,15 +59,8 @@ def root_tree(request: pytest.FixtureRequest) -> Iterator[Tree]:
     require_s6()
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    base = make_base()
-    allow = {"HERMES_ALLOW_ROOT_GATEWAY": request.param}
-    tree = make_tree(base, drop=False, extra_env=allow)
-    try:
-        boot(tree)
+    with booted_tree(drop=False, extra_env={"HERMES_ALLOW_ROOT_GATEWAY": request.param}) as tree:
         yield tree
-    finally:
-        tree.kill_everything()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.parametrize("root_tree", ["1"], indirect=True)
