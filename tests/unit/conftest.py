@@ -201,3 +201,15 @@ def hang_up_mid_stream(profile: GatewayProfile, fake_upstream: FakeUpstream) -> 
     status, error = wait_for(lambda: db.exists() and recorded(), what="the aborted exchange")
     assert (status, error) == (499, "client disconnected")
     assert time.monotonic() - started < 5  # not after the whole 10 s stream
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A one-day certificate and key for 127.0.0.1 (openssl), as (cert.pem, key.pem)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key

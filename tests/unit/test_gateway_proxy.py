@@ -36,7 +36,7 @@ from hermes_container.gateway.upstream import UpstreamClient
 from hermes_container.gateway.upstream_httpx import HttpxClient
 from tests.conftest import REPO, free_port, run_hermes
 from tests.fake_upstream import FakeUpstream
-from tests.unit.conftest import GatewayProfile, hang_up_mid_stream
+from tests.unit.conftest import GatewayProfile, hang_up_mid_stream, self_signed_cert
 
 HELLO = {"messages": [{"role": "user", "content": "hello"}]}
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -278,8 +278,8 @@ def test_https_provider_through_a_connect_tunnel(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cert = _self_signed(tmp_path)
-    with _TlsFront(cert, tmp_path / "key.pem", fake_upstream.port) as front:
+    cert, key = self_signed_cert(tmp_path)
+    with _TlsFront(cert, key, fake_upstream.port) as front:
         profile.configure(model={"base_url": f"https://127.0.0.1:{front.port}/v1"})
         monkeypatch.setenv("HTTPS_PROXY", proxy.url)
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # not for https
@@ -486,17 +486,6 @@ def test_default_gateway_never_imports_httpx_or_urllib_request() -> None:
 
 
 # TLS in front of the fake upstream, for the CONNECT test
-
-
-def _self_signed(tmp: Path) -> Path:
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert
 
 
 class _TlsFront:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from hermes_container.gateway.upstream import UpstreamClient, UpstreamError
 from tests.conftest import free_port
 from tests.fake_upstream import FakeUpstream
+from tests.unit.conftest import self_signed_cert
 
 BODY = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
 JSON = b"content-type: application/json\r\n"
@@ -182,13 +182,7 @@ def test_connection_refused_is_a_connect_error() -> None:
 
 
 def test_https_with_a_trusted_certificate(tmp_path: Path, fake_upstream: FakeUpstream) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_cert(tmp_path)
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
 
