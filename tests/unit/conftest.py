@@ -213,3 +213,12 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
         check=True, capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> HermesHome:
+    """A home with the default profile and `alpha` (the dashboard tests')."""
+    home = HermesHome(tmp_path / "home")
+    ensure_default_profile(home)
+    create_profile(home, "alpha")
+    return home

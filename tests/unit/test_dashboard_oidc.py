@@ -11,7 +11,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,7 +23,6 @@ from hermes_container.dashboard.auth.allowlist import Allowlist
 from hermes_container.dashboard.auth.session import COOKIE_NAME
 from hermes_container.dashboard.settings import DashboardSettings, OidcConfig
 from hermes_container.home import HermesHome
-from hermes_container.profiles import create_profile, ensure_default_profile
 from tests.unit.dashboard_support import FakeManager, oidc_provider
 
 CLIENT_SECRET = "client-secret-DO-NOT-LOG-42"
@@ -40,14 +38,6 @@ USERS = [
 def issuer() -> Iterator[str]:
     with oidc_provider(USERS) as url:
         yield url
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> HermesHome:
-    home = HermesHome(tmp_path / "home")
-    ensure_default_profile(home)
-    create_profile(home, "alpha")
-    return home
 
 
 def make_settings(issuer: str, **overrides: Any) -> DashboardSettings:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,6 @@ from hermes_container.dashboard.auth.public_paths import PUBLIC_API_PATHS, PUBLI
 from hermes_container.dashboard.auth.token_mode import TokenAuthMiddleware
 from hermes_container.dashboard.settings import DashboardSettings, OidcConfig
 from hermes_container.home import HermesHome
-from hermes_container.profiles import create_profile, ensure_default_profile
 from tests.unit.dashboard_support import (
     FakeManager,
     Sentinel,
@@ -244,14 +242,6 @@ def test_token_unlocks_everything_and_wrong_token_nothing(target: str) -> None:
     assert not sentinel.reached
     ok = _run(middleware, target, headers=[host, (b"x-hermes-session-token", b"s3cret-token")])
     assert ok == 200 and sentinel.reached
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> HermesHome:
-    home = HermesHome(tmp_path / "home")
-    ensure_default_profile(home)
-    create_profile(home, "alpha")
-    return home
 
 
 def _oauth_settings() -> DashboardSettings:

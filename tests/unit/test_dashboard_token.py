@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -14,20 +13,12 @@ from starlette.testclient import TestClient
 from hermes_container.dashboard.app import create_app
 from hermes_container.dashboard.settings import DashboardSettings
 from hermes_container.home import HermesHome
-from hermes_container.profiles import create_profile, ensure_default_profile
+from hermes_container.profiles import create_profile
 from hermes_container.state import write_desired, write_observed
 from tests.unit.dashboard_support import FakeManager
 
 TOKEN = "loopback-token-123"
 LOCAL = "http://127.0.0.1:9119"
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> HermesHome:
-    home = HermesHome(tmp_path / "home")
-    ensure_default_profile(home)
-    create_profile(home, "alpha")
-    return home
 
 
 @pytest.fixture
