@@ -77,27 +77,14 @@ def render_status(status: ServiceStatus, manager: str) -> str:
     return "\n".join(f"{key + ':':<10} {value}" for key, value in rows)
 
 
-def _offline_status(home: HermesHome, profile: str) -> ServiceStatus:
-    """What the files say when no supervisor can be asked."""
-    from hermes_container.state import read_state
-    from hermes_container.supervision.status import gateway_port
-
-    profile_dir = home.profile_dir(profile)
-    state = read_state(profile_dir, warn=False)
-    return ServiceStatus.unregistered(profile, state, gateway_port(profile_dir, state))
-
-
 def _status(home: HermesHome, profiles: list[str], args: argparse.Namespace) -> int:
     """`gateway status`: reads only; never loads the S6Manager (it builds slots)."""
     from hermes_container.supervision import live_scandir
-
-    scandir = live_scandir(home)
-    if scandir is None:
-        _emit([_offline_status(home, p) for p in profiles], NO_TREE, args)
-        return 0
     from hermes_container.supervision.status import MANAGER_NAME, slot_status
 
-    _emit([slot_status(home, scandir, p) for p in profiles], MANAGER_NAME, args)
+    scandir = live_scandir(home)
+    statuses = [slot_status(home, scandir, p) for p in profiles]
+    _emit(statuses, NO_TREE if scandir is None else MANAGER_NAME, args)
     return 0
 
 

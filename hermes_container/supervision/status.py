@@ -25,12 +25,13 @@ if TYPE_CHECKING:
     from hermes_container.supervision.svstat import SvStat
 
 
-def slot_status(home: HermesHome, scandir: Path, profile: str) -> ServiceStatus:
-    """What the supervisor says of `gateway-<profile>`, merged with its state file."""
+def slot_status(home: HermesHome, scandir: Path | None, profile: str) -> ServiceStatus:
+    """What the supervisor says of `gateway-<profile>`, merged with its state file; with
+    no live tree (`scandir` None), what the files say."""
     profile_dir = require_profile(home, profile)
     state = read_state(profile_dir, warn=False)
-    slot = scandir / slot_name(profile)
-    if not slot.is_dir():
+    slot = None if scandir is None else scandir / slot_name(profile)
+    if slot is None or not slot.is_dir():
         return ServiceStatus.unregistered(profile, state, gateway_port(profile_dir, state))
     st: SvStat | None
     try:
