@@ -123,6 +123,18 @@ def setup_logging(*, verbose: bool) -> None:
     )
 
 
+def _drop_root() -> None:
+    """Root (e.g. HERMES_DOCKER_EXEC_AS_ROOT=1) becomes the home's owner before a command
+    that writes under it: root must not follow paths that user can change. Commands that
+    only read keep root (set_defaults(as_root="keep")); `supervise` drops by itself."""
+    if os.geteuid() != 0:
+        return
+    from hermes_container.home import resolve_home
+    from hermes_container.privileges import drop_to_home_owner
+
+    drop_to_home_owner(resolve_home())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
@@ -133,7 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
+    # Files, logs and transcripts are the owner's alone: nothing we create is readable
+    # by other users, whatever umask the caller had.
+    os.umask(0o077)
     try:
+        if getattr(args, "as_root", "drop") == "drop":
+            _drop_root()
         return int(handler(args) or 0)
     except HermesError as exc:
         print(f"hermes: error: {exc.message}", file=sys.stderr)

@@ -1,4 +1,8 @@
-"""Small filesystem primitives: atomic writes and advisory locks."""
+"""Small filesystem primitives: atomic writes and advisory locks.
+
+Files are private to their owner by default (0600): what lives under $HERMES_HOME holds
+keys, transcripts and logs, and an explicit fchmod would otherwise ignore the umask.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write `data` to `path` so readers see either the old or the new file, never a mix.
 
     The temp file lives in the same directory (same filesystem, so rename is atomic),
@@ -48,11 +52,11 @@ def _create_temp(directory: Path, name: str) -> tuple[int, str]:
             continue
 
 
-def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
+def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
-def atomic_write_json(path: Path, obj: Any, mode: int = 0o644) -> None:
+def atomic_write_json(path: Path, obj: Any, mode: int = 0o600) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", mode)
 
 
@@ -70,7 +74,7 @@ def locked(lock_path: Path, *, blocking: bool = True) -> Iterator[int]:
 
     Raises BlockingIOError when `blocking` is False and someone else holds it.
     """
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         yield fd

@@ -21,7 +21,6 @@ from hermes_container.home import (
     DEFAULT_PROFILE,
     GATEWAY_LOCK,
     GATEWAY_PID,
-    STATE_FILE,
     HermesHome,
 )
 from hermes_container.procutil import signal_zero
@@ -144,7 +143,6 @@ def _desired(home: HermesHome, name: str, state: GatewayState) -> str | None:
 def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRecord]:
     """Bring the live tree in line with every profile's desired state."""
     from hermes_container.supervision import get_manager
-    from hermes_container.supervision.s6 import give_to_owner
     from hermes_container.supervision.scandir import resolve_scandir
     from hermes_container.supervision.slot import remove_temp_slots
 
@@ -157,7 +155,6 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
     delay = stagger_seconds() if stagger is None else stagger
     for name in remove_temp_slots(manager.scandir):
         log.warning("removed leftover temp slot %s", name)
-    grant_owner_access(home, manager.scandir)
 
     names = list_profiles(home)
     states: dict[str, GatewayState] = {}
@@ -166,7 +163,6 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
         profile_dir = home.profile_dir(name)
         states[name] = read_state(profile_dir)  # logs a warning when corrupt
         wants[name] = _desired(home, name, states[name])
-        give_to_owner(home, [profile_dir / STATE_FILE])
         try:
             remove_stale_runtime_files(profile_dir)
         except OSError as exc:
@@ -200,7 +196,6 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
         )
     stamp = utc_now_iso()
     append_boot_log(home, [record.line(stamp) for record in records])
-    give_to_owner(home, [home.boot_log])
     return records
 
 
@@ -224,32 +219,3 @@ def _start(manager: S6Manager, profiles: list[str], delay: float) -> dict[str, s
         except (HermesError, OSError) as exc:
             not_started[name] = str(exc)
     return not_started
-
-
-def grant_owner_access(home: HermesHome, scandir: Path) -> None:
-    """Let a non-root home owner register and control slots under a root s6-svscan.
-
-    Boot runs as root; the CLI (docker exec through the shim) runs as the owner. It
-    needs to create slot dirs in the scandir and to send `s6-svscanctl -a`, so the
-    scandir gets the owner's group with write access (sticky, like /tmp) and the
-    svscan control FIFO becomes group-writable. Note the trade-off: whoever may add a
-    slot may have a root s6-supervise run it; our `run` always drops to the owner.
-    """
-    from hermes_container.supervision.slot import home_owner
-
-    if os.geteuid() != 0:
-        return
-    owner = home_owner(home)
-    if owner.uid == 0:
-        return
-    control_dir = scandir / ".s6-svscan"
-    try:
-        os.chown(scandir, -1, owner.gid)
-        os.chmod(scandir, 0o1775)  # noqa: S103 - sticky: owners may only remove their own
-        os.chown(control_dir, -1, owner.gid)
-        os.chmod(control_dir, os.stat(control_dir).st_mode & 0o7777 | 0o010)  # noqa: S103
-        control = control_dir / "control"
-        os.chown(control, -1, owner.gid)
-        os.chmod(control, 0o620)
-    except OSError as exc:
-        log.warning("could not share %s with uid %d: %s", scandir, owner.uid, exc)

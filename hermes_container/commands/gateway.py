@@ -34,8 +34,15 @@ def register(subparsers: Any) -> None:
         cmd.add_argument("--json", action="store_true")
         if action != "status":
             cmd.add_argument("--timeout", type=float, default=15.0, help="seconds to wait")
-        # status only reads and never logs: skip the logging setup (and its import)
-        cmd.set_defaults(handler=_control, action=action, setup_logging=action != "status")
+        # status only reads and never logs: skip the logging setup (and its import), and
+        # a root caller may keep root for it
+        reads = action == "status"
+        cmd.set_defaults(
+            handler=_control,
+            action=action,
+            setup_logging=not reads,
+            as_root="keep" if reads else "drop",
+        )
 
 
 def _run(args: argparse.Namespace) -> int:

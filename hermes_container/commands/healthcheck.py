@@ -18,7 +18,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--timeout", type=float, default=3.0, help="seconds per HTTP probe (default: 3)"
     )
-    parser.set_defaults(handler=_run, setup_logging=False)  # it never logs
+    # It never logs and only reads.
+    parser.set_defaults(handler=_run, setup_logging=False, as_root="keep")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -25,12 +25,12 @@ def register(subparsers: Any) -> None:
 
     listing = sub.add_parser("list", help="list profiles")
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(handler=_list)
+    listing.set_defaults(handler=_list, as_root="keep")  # it only reads
 
     show = sub.add_parser("show", help="show one profile (default: the -p profile)")
     show.add_argument("name", nargs="?")
     show.add_argument("--json", action="store_true")
-    show.set_defaults(handler=_show)
+    show.set_defaults(handler=_show, as_root="keep")  # it only reads
 
 
 def _home() -> Any:

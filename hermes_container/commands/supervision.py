@@ -16,14 +16,15 @@ def register(subparsers: Any) -> None:
         "supervise", help="run the supervision tree on this host (no container needed)"
     )
     supervise.add_argument("--dashboard", action="store_true", help="also run the dashboard")
-    supervise.set_defaults(handler=_supervise)
+    # It drops to the home owner itself, and says so.
+    supervise.set_defaults(handler=_supervise, as_root="self")
 
     logs = subparsers.add_parser("logs", help="show a gateway's logs")
     # Own dest: a subparser default would overwrite the global -p.
     logs.add_argument("-p", "--profile", dest="logs_profile", default=None, help="profile")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-n", "--lines", type=int, default=50, help="lines to show (default 50)")
-    logs.set_defaults(handler=_logs)
+    logs.set_defaults(handler=_logs, as_root="keep")  # it only reads
 
     # Hidden (no help): what a slot's finish script runs.
     finish = subparsers.add_parser("_slot-finish")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hermes_container.errors import HermesError
 from hermes_container.home import HermesHome
+from hermes_container.privileges import drop_to_home_owner
 from hermes_container.supervision.scandir import (
     GATEWAY_PREFIX,
     resolve_scandir,
@@ -88,37 +89,11 @@ def _fresh_scandir(scandir: Path) -> None:
             shutil.rmtree(entry)
 
 
-def drop_to_home_owner(home: HermesHome) -> tuple[int, int] | None:
-    """Root over a home someone else owns: become that owner, before touching anything.
-
-    The whole tree (s6-svscan, every s6-supervise, gateways, logs, the lock) then runs
-    with the owner's rights, so no slot is ever started by a root supervisor and no
-    root-owned file lands in the home. Returns (uid, gid) when it dropped.
-    """
-    if os.geteuid() != 0:
-        return None
-    try:
-        st = os.stat(home.root)
-    except FileNotFoundError:
-        return None  # a home root creates is root's: the gateways then refuse root
-    if st.st_uid == 0:
-        return None
-    import pwd
-
-    try:
-        os.initgroups(pwd.getpwuid(st.st_uid).pw_name, st.st_gid)
-    except KeyError:  # an owner without a passwd entry (e.g. a bind-mounted volume)
-        os.setgroups([])
-    os.setgid(st.st_gid)
-    os.setuid(st.st_uid)
-    return st.st_uid, st.st_gid
-
-
 def supervise(home: HermesHome, *, dashboard: bool = False) -> int:
     from hermes_container.profiles import ensure_default_profile
     from hermes_container.reconcile import reconcile
 
-    dropped = drop_to_home_owner(home)
+    dropped = drop_to_home_owner(home.root)
     if dropped is not None:
         print(
             f"hermes: running the tree as uid {dropped[0]}, gid {dropped[1]}: "

@@ -11,18 +11,17 @@ import errno
 import os
 import shutil
 import time
-from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
 from hermes_container.errors import HermesError
-from hermes_container.home import STATE_FILE, HermesHome
+from hermes_container.home import HermesHome
 from hermes_container.profiles import require_profile
-from hermes_container.state import LOCK_NAME, write_desired
+from hermes_container.state import write_desired
 from hermes_container.supervision import history
 from hermes_container.supervision.base import ServiceStatus
 from hermes_container.supervision.scandir import GATEWAY_PREFIX, slot_name, wait_until
-from hermes_container.supervision.slot import SlotSpec, build_slot, gateway_spec, home_owner
+from hermes_container.supervision.slot import SlotSpec, build_slot, gateway_spec
 from hermes_container.supervision.status import MANAGER_NAME, slot_status
 from hermes_container.supervision.svstat import svstat
 from hermes_container.supervision.tools import run_tool
@@ -161,7 +160,6 @@ class S6Manager:
     def _desire(self, profile: str, desired: str) -> None:
         profile_dir = require_profile(self.home, profile)
         write_desired(profile_dir, desired)
-        give_to_owner(self.home, [profile_dir / STATE_FILE, profile_dir / LOCK_NAME])
 
     def _set_normally_up(self, profile: str, up: bool) -> None:
         # The `down` file decides what a respawned s6-supervise does; keep it in step
@@ -285,15 +283,3 @@ def send_control(service_dir: Path, command: str) -> None:
 
 def _down_and_finished(service_dir: str) -> bool:
     return svstat(service_dir).down_and_finished
-
-
-def give_to_owner(home: HermesHome, paths: Iterable[Path]) -> None:
-    """Files a root CLI wrote in the home must stay usable by the (non-root) gateway."""
-    if os.geteuid() != 0:
-        return
-    owner = home_owner(home)
-    if owner.uid == 0:
-        return
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.chown(path, owner.uid, owner.gid, follow_symlinks=False)

@@ -259,11 +259,13 @@ def test_08_shim_drops_root_unless_asked(start_container: Start) -> None:
         return (c.volume / "profiles" / name / "config.yaml").stat().st_uid
 
     assert owner_after_create("dropped", None) == HERMES_UID
-    assert owner_after_create("asroot", {"HERMES_DOCKER_EXEC_AS_ROOT": "1"}) == 0
-    assert owner_after_create("asrootyes", {"HERMES_DOCKER_EXEC_AS_ROOT": "YES"}) == 0
+    # Kept root still writes nothing as root: the CLI becomes the volume's owner first.
+    assert owner_after_create("asroot", {"HERMES_DOCKER_EXEC_AS_ROOT": "1"}) == HERMES_UID
+    assert owner_after_create("asrootyes", {"HERMES_DOCKER_EXEC_AS_ROOT": "YES"}) == HERMES_UID
     assert owner_after_create("zero", {"HERMES_DOCKER_EXEC_AS_ROOT": "0"}) == HERMES_UID
-    # The uid the CLI process really has, read from /proc once the shim has exec'd into
-    # Python (bounded wait; "timeout" instead of a misleading uid under heavy load).
+    # The uid the CLI process really has (`logs` only reads, so kept root stays root),
+    # read from /proc once the shim has exec'd into Python (bounded wait; "timeout"
+    # instead of a misleading uid under heavy load).
     probe = (
         "hermes logs -p default -f >/dev/null 2>&1 & pid=$!; i=0; "
         "while ! grep -q python /proc/$pid/cmdline 2>/dev/null; do "

@@ -226,6 +226,12 @@ class Tree:
             self.env["HERMES_S6_SCANDIR"] = str(scandir)
         self.scandir.mkdir(parents=True, exist_ok=True)
         self.scandirs.append(self.scandir)
+        # As in both supported deployments (the image's svscan-gateways, `hermes
+        # supervise`): the scandir and its s6-svscan are the home owner's, never root's.
+        as_owner: dict[str, Any] = {}
+        if self.drop:
+            os.chown(self.scandir, GATEWAY_UID, GATEWAY_UID)
+            as_owner = {"user": GATEWAY_UID, "group": GATEWAY_UID, "extra_groups": []}
         self.svscan = subprocess.Popen(
             ["s6-svscan", str(self.scandir)],
             env=self.env,
@@ -233,6 +239,7 @@ class Tree:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            **as_owner,
         )
         control = self.scandir / ".s6-svscan" / "control"
 

@@ -80,3 +80,32 @@ def test_root_gateway_without_opt_in_is_parked(root_tree: Tree) -> None:
     st = root_tree.status("rooted")
     assert st["parked"] and st["gateway_state"] == "startup_failed"
     assert "root" in st["exit_reason"]
+
+
+def test_root_cli_becomes_the_home_owner_before_writing(owned_tree: Tree) -> None:
+    """`HERMES_DOCKER_EXEC_AS_ROOT=1 hermes ...` must not let root follow a path the owner
+    planted: here `logs/gateways` points at a root-owned directory outside the home."""
+    tree = owned_tree
+    victim = tree.base / "root-only"
+    victim.mkdir(mode=0o755)
+    gateways = tree.home.logs_dir / "gateways"
+    gateways.rename(tree.home.logs_dir / "gateways.real")
+    os.symlink(victim, gateways)
+    os.chown(gateways, GATEWAY_UID, GATEWAY_UID, follow_symlinks=False)
+
+    created = tree.hermes("profile", "create", "planted", as_root=True)
+    made = tree.home.profile_dir("planted") / "config.yaml"
+    if created.returncode == 0:
+        assert made.stat().st_uid == GATEWAY_UID, "a root CLI wrote as root"
+    assert list(victim.iterdir()) == [], "root followed the planted symlink"
+    assert victim.stat().st_uid == 0
+
+    # Without the plant, a root `profile create` makes owner files, private ones.
+    gateways.unlink()
+    (tree.home.logs_dir / "gateways.real").rename(gateways)
+    tree.ok("profile", "create", "byroot", as_root=True)
+    for path in tree.home.profile_dir("byroot").iterdir():
+        assert path.lstat().st_uid == GATEWAY_UID, path
+        assert path.lstat().st_mode & 0o077 == 0, f"{path} is readable by other users"
+    # A reading command keeps root when asked to (nothing it does writes).
+    assert tree.status("byroot")["profile"] == "byroot"

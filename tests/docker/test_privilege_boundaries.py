@@ -1,0 +1,117 @@
+"""The image's root/hermes boundary, attacked from inside as uid 10000.
+
+The `svscan-gateways` run script runs as root, and again every time the hermes
+s6-svscan exits, which hermes can cause. It must never let hermes point root at a
+directory of its choice: these scenarios try exactly that in a running container.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.docker.harness import HERMES_UID, Container, port_answers, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+
+Start = Callable[..., Container]
+AS_HERMES = f"{HERMES_UID}:{HERMES_UID}"
+ROOT_OWNED = ("/opt/hermes/bin", "/opt/hermes/bin/hermes", "/opt/hermes/.venv/bin", "/run/hermes")
+SCANDIR = "/run/hermes/service"
+
+# The pid of the hermes s6-svscan (procps is not in the image: read /proc).
+SVSCAN_PID = (
+    "for p in /proc/[0-9]*; do "
+    '[ "$(cat "$p/comm" 2>/dev/null)" = s6-svscan ] || continue; '
+    f'grep -q "^Uid:[[:space:]]*{HERMES_UID}[[:space:]]" "$p/status" 2>/dev/null || continue; '
+    'echo "${p#/proc/}"; done'
+)
+
+
+def owners(c: Container, *paths: str) -> dict[str, str]:
+    out = c.exec("stat", "-c", "%n %u:%g %a %F", *paths).stdout
+    return {line.split()[0]: " ".join(line.split()[1:]) for line in out.splitlines()}
+
+
+def hermes_svscan(c: Container) -> int | None:
+    pids = c.exec("sh", "-c", SVSCAN_PID).stdout.split()
+    return int(pids[0]) if len(pids) == 1 else None
+
+
+def kill_svscan_as_hermes(c: Container) -> int:
+    old = hermes_svscan(c)
+    assert old is not None, "no hermes s6-svscan"
+    c.exec("sh", "-c", f"kill -9 {old}", user=AS_HERMES)
+    new = wait_for(
+        lambda: (pid := hermes_svscan(c)) not in (None, old) and pid,
+        60,
+        "root's supervisor to start a new hermes s6-svscan",
+    )
+    assert isinstance(new, int)
+    return new
+
+
+def assert_root_owned(c: Container) -> None:
+    found = owners(c, *ROOT_OWNED)
+    for path in ROOT_OWNED:
+        assert found[path].startswith("0:0 "), f"{path}: {found[path]}"
+    assert found["/run/hermes"] == "0:0 755 directory"
+
+
+def test_hermes_cannot_swap_the_scandir_and_gateways_survive(start_container: Start) -> None:
+    """The attack of the security issue: swap the scandir for a symlink to a root-owned
+    directory, then kill the hermes s6-svscan so root's supervisor re-runs the script."""
+    c = start_container()
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+    assert_root_owned(c)
+    assert owners(c, SCANDIR)[SCANDIR] == f"{HERMES_UID}:{HERMES_UID} 755 directory"
+    gateway_pid = c.status("default")["pid"]
+
+    swap = c.exec(
+        "sh",
+        "-c",
+        f"mv {SCANDIR} {SCANDIR}.old && ln -s /opt/hermes/bin {SCANDIR}",
+        user=AS_HERMES,
+        check=False,
+    )
+    assert swap.returncode != 0, "uid 10000 could rename the scandir"
+    assert "Permission denied" in swap.stderr
+
+    kill_svscan_as_hermes(c)
+    assert_root_owned(c)
+    assert owners(c, SCANDIR)[SCANDIR] == f"{HERMES_UID}:{HERMES_UID} 755 directory"
+    # The gateways never went away (their s6-supervise outlive s6-svscan) and are still
+    # supervised by the new scanner: a restart through s6 brings a new one up.
+    assert port_answers(c.port_base)
+    assert c.status("default")["pid"] == gateway_pid
+    c.hermes("gateway", "restart", "--timeout", "60")
+    st = wait_for(
+        lambda: (s := c.status("default"))["ready"] and s["pid"] != gateway_pid and s,
+        60,
+        "default to come back with a new pid",
+    )
+    assert st["up"]
+    c.wait_healthy_gateway(c.port_base, timeout=30)
+    coder = c.exec("hermes", "profile", "create", "coder", "--start").returncode
+    assert coder == 0
+
+
+def test_a_symlink_left_at_the_scandir_is_removed_never_followed(start_container: Start) -> None:
+    """Defence in depth: even with /run/hermes handed to hermes (the old layout), the run
+    script takes its parent back and replaces a planted symlink instead of following it."""
+    c = start_container()
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+    c.exec("chown", AS_HERMES, "/run/hermes")  # root recreates the pre-fix state
+    c.exec(
+        "sh",
+        "-c",
+        f"mv {SCANDIR} {SCANDIR}.old && ln -s /opt/hermes/bin {SCANDIR}",
+        user=AS_HERMES,
+    )
+    kill_svscan_as_hermes(c)
+    assert_root_owned(c)
+    assert owners(c, SCANDIR)[SCANDIR] == f"{HERMES_UID}:{HERMES_UID} 755 directory"
+    shim = c.exec("sh", "-c", "echo pwned > /opt/hermes/bin/hermes", user=AS_HERMES, check=False)
+    assert shim.returncode != 0, "uid 10000 could replace the shim root runs"
+    assert "s6-svscan" in c.exec("ls", "-a", SCANDIR).stdout.replace(".s6-svscan", "s6-svscan")
