@@ -155,6 +155,7 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
     delay = stagger_seconds() if stagger is None else stagger
     for name in remove_temp_slots(manager.scandir):
         log.warning("removed leftover temp slot %s", name)
+    make_home_private(home)
 
     names = list_profiles(home)
     states: dict[str, GatewayState] = {}
@@ -197,6 +198,17 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
     stamp = utc_now_iso()
     append_boot_log(home, [record.line(stamp) for record in records])
     return records
+
+
+def make_home_private(home: HermesHome) -> None:
+    """The boot-time mode repair where no root init-volume ran before us (`hermes
+    supervise`, `docker run --user`); in the image it finds nothing left to do."""
+    from hermes_container.volume import make_private
+
+    # resolve(): a host's ~/.hermes may itself be a symlink, which the walk never follows;
+    # we run as the home's owner here, so resolving it is safe.
+    for warning, text in make_private(home.root.resolve()).messages(str(home.root)):
+        (log.warning if warning else log.info)(text)
 
 
 def _start(manager: S6Manager, profiles: list[str], delay: float) -> dict[str, str]:

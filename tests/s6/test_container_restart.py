@@ -125,3 +125,24 @@ def test_boot_starts_every_running_profile(tree: Tree, stagger: str) -> None:
     assert {lines[name]["action"] for name in names} == {"started"}
     assert lines["default"]["action"] == "registered"
     assert not tree.status("default")["up"]
+
+
+def test_boot_makes_keys_transcripts_and_logs_private(tree: Tree) -> None:
+    """Files an older version (or another tool) left readable by others are repaired at
+    boot by the reconciler, as the home's owner: here there is no root init-volume."""
+    tree.create("reader")
+    profile = tree.home.profile_dir("reader")
+    readable = [
+        profile / "config.yaml",
+        profile / ".env",
+        profile / "sessions.db",
+        tree.home.logs_dir / "dashboard-auth.log",
+    ]
+    for path in readable:
+        path.touch()
+        path.chmod(0o644)
+    profile.chmod(0o755)
+    chown_home(tree)
+    _restart_container(tree, crash=False)
+    for path in [*readable, profile, tree.home.root]:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is still open to other users"
