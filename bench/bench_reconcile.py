@@ -2,9 +2,9 @@
 
 Each size gets a fresh home and scandir. Two figures per size:
 - register: every profile desired `stopped` (slots registered, nothing started);
-- start: every profile desired `running`, HERMES_GATEWAY_STAGGER=0 (reconcile issues the
-  starts and returns; gateways become ready afterwards). With the default 0.25 s stagger
-  the start case takes (N-1) x 0.25 s more by design.
+- start: every profile desired `running`, with the default HERMES_GATEWAY_STAGGER=0
+  (reconcile issues the starts and returns; gateways become ready afterwards). A
+  stagger of S seconds adds (N-1) x S by design.
 Ratios are against `python3 -c pass` measured in the same run. Target: 50 profiles
 <= 1.5 s in both cases; a least-squares line over the sizes shows the per-profile slope.
 """

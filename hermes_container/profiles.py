@@ -31,7 +31,7 @@ from hermes_container.home import (
 )
 from hermes_container.names import is_valid_profile_name, validate_profile_name
 from hermes_container.record import Record
-from hermes_container.state import read_state, write_desired
+from hermes_container.state import read_state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -190,9 +190,7 @@ def _clone_sources(home: HermesHome, source: str, port: int) -> tuple[str, dict[
     return config_text, env, soul
 
 
-def create_profile(
-    home: HermesHome, name: str, *, clone_from: str | None = None, start: bool = False
-) -> Path:
+def create_profile(home: HermesHome, name: str, *, clone_from: str | None = None) -> Path:
     """Create profile `name`; raise without touching anything if it exists or is invalid."""
     validate_profile_name(name)
     if clone_from is not None:
@@ -222,8 +220,6 @@ def create_profile(
             shutil.rmtree(temp, ignore_errors=True)
             raise
         fsync_dir(home.profiles_dir)
-    if start:
-        write_desired(final, "running")
     return final
 
 

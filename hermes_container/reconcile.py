@@ -1,9 +1,9 @@
 """The boot reconciler (`hermes reconcile`, s6-rc oneshot `init-reconcile-profiles`).
 
-One process for all profiles: clean leftovers, register every profile's slot with a
-single rescan, start those whose desired state is `running` (the `default` profile is
-`running` when it has no state yet) with a small stagger, and append one line per
-profile to `container-boot.log`. A corrupt state file is logged and never stops boot.
+One process for all profiles: clean leftovers, register every profile's slot, start
+those whose desired state is `running` (the `default` profile is `running` when it has
+no state yet) in one pass (HERMES_GATEWAY_STAGGER spaces the starts), and append one
+line per profile to `container-boot.log`. A corrupt state file is logged and never stops boot.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hermes.reconcile")
 
 BOOT_LOG_MAX = 256 * 1024
-DEFAULT_STAGGER = 0.25
+DEFAULT_STAGGER = 0.0
 CLEAN_EXIT_STATES = frozenset({"stopped"})
 UNCLEAN_EXIT_STATES = frozenset({"starting", "running", "stopping", "crashed", "startup_failed"})
 
@@ -175,7 +174,7 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
     except (HermesError, OSError) as exc:
         log.warning("could not remove slots of deleted profiles: %s", exc)
     try:
-        errors = manager.register_many(names)
+        errors = manager.register(names)
     except HermesError as exc:
         log.error("registering slots failed: %s", exc)
         errors = {name: exc.message for name in names if not manager.is_registered(name)}
@@ -212,22 +211,10 @@ def make_home_private(home: HermesHome) -> None:
 
 
 def _start(manager: S6Manager, profiles: list[str], delay: float) -> dict[str, str]:
-    """Bring registered slots up; returns the reason for each one that could not be.
-
-    With a stagger, one at a time `delay` seconds apart; without, all in one pass.
-    """
-    if not delay:
-        try:
-            failed = manager.up_many(profiles)
-        except (HermesError, OSError) as exc:
-            return dict.fromkeys(profiles, str(exc))
-        return {name: reason for name, reason in failed.items() if reason}
-    not_started = {}
-    for index, name in enumerate(profiles):
-        if index:
-            time.sleep(delay)
-        try:
-            manager.register(name, start=True)
-        except (HermesError, OSError) as exc:
-            not_started[name] = str(exc)
-    return not_started
+    """Bring registered slots up (`delay` seconds apart); the reason for each that
+    could not be."""
+    try:
+        failed = manager.up(profiles, stagger=delay)
+    except (HermesError, OSError) as exc:
+        return dict.fromkeys(profiles, str(exc))
+    return {name: reason for name, reason in failed.items() if reason}

@@ -40,20 +40,26 @@ def _home() -> Any:
 
 
 def _create(args: argparse.Namespace) -> int:
+    from hermes_container.errors import HermesError
     from hermes_container.profiles import create_profile
     from hermes_container.supervision import get_manager
 
     home = _home()
-    path = create_profile(home, args.name, clone_from=args.clone, start=args.start)
+    path = create_profile(home, args.name, clone_from=args.clone)
     print(f"Created profile {args.name!r} at {path}")
     manager = get_manager(home)
     if manager is None:
         if args.start:
+            from hermes_container.state import write_desired
+
+            write_desired(path, "running")  # the next `hermes supervise` starts it
             print("No supervised tree is running: start one with `hermes supervise`")
         return 0
-    # Inside a live tree the slot exists from now on; --start also brings it up.
-    manager.register(args.name)
     if not args.start:
+        # Inside a live tree the slot exists from now on, down.
+        error = manager.register([args.name])[args.name]
+        if error is not None:
+            raise HermesError(error)
         return 0
     status = manager.start(args.name, wait=15.0)
     if status.up and status.ready:

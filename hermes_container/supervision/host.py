@@ -134,7 +134,7 @@ def supervise(home: HermesHome, *, dashboard: bool = False) -> int:
         if dashboard:
             from hermes_container.supervision.s6 import S6Manager
 
-            S6Manager(home, scandir).register_specs([(dashboard_spec(home), True)])
+            S6Manager(home, scandir).register_slots([dashboard_spec(home)], up=True)
         started = sum(r.action == "started" for r in records)
         print(
             f"hermes: supervising {len(records)} profile(s) ({started} started) on {scandir}; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from hermes_container.supervision.base import ServiceStatus
@@ -18,7 +19,7 @@ class ServiceManager(Protocol):
 
     name: str  # shown as `Manager: ...` in status
 
-    def register(self, profile: str, *, start: bool = False) -> None: ...
+    def register(self, profiles: Iterable[str]) -> dict[str, str | None]: ...
 
     def unregister(self, profile: str) -> None: ...
 

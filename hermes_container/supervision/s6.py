@@ -26,6 +26,10 @@ from hermes_container.supervision.status import MANAGER_NAME, slot_status
 from hermes_container.supervision.svstat import svstat
 from hermes_container.supervision.tools import run_tool
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 SVOK_TIMEOUT = 5.0  # s6-svscan spawns s6-supervise within milliseconds of a rescan
 POLL = 0.05
 RESCAN_BATCH = 8  # slots written per `s6-svscanctl -a` when registering many
@@ -74,30 +78,56 @@ class S6Manager:
             if not wait_until(partial(self._supervised, path), SVOK_TIMEOUT):
                 raise HermesError(f"s6-supervise is not running on {path}")
 
-    def register_specs(self, specs: list[tuple[SlotSpec, bool]]) -> list[Path]:
-        """Render several slots, then one rescan, then wait until each is supervised."""
-        built = [build_slot(self.scandir, self.home, spec, start=start) for spec, start in specs]
-        if built:
-            self.rescan()
-            self._wait_supervised(built)
-        return built
-
-    def register(self, profile: str, *, start: bool = False) -> None:
-        """Give `profile` its slot (idempotent); with `start` it comes up at once."""
-        require_profile(self.home, profile)
-        if not self.is_registered(profile):
+    def register(self, profiles: Iterable[str]) -> dict[str, str | None]:
+        """Give every profile its slot, down (idempotent); per-profile error or None."""
+        errors: dict[str, str | None] = {}
+        specs = []
+        for profile in profiles:
+            errors[profile] = None
             try:
-                self.register_specs([(gateway_spec(self.home, profile), start)])
-                return
-            except HermesError:
                 if not self.is_registered(profile):
-                    raise
-        slot = self.slot_dir(profile)
-        if not (slot / "supervise" / "status").exists():
-            # Registered a moment ago, maybe by a concurrent CLI: let s6-svscan catch up.
-            self._wait_supervised([slot])
-        if start:
-            self._up(profile)
+                    specs.append(gateway_spec(self.home, profile))
+            except HermesError as exc:
+                errors[profile] = exc.message
+        for name, error in self.register_slots(specs).items():
+            errors[name.removeprefix(GATEWAY_PREFIX)] = error
+        # Registered a moment ago, maybe by a concurrent CLI: let s6-svscan catch up.
+        fresh = [
+            self.slot_dir(p)
+            for p, error in errors.items()
+            if error is None and not (self.slot_dir(p) / "supervise" / "status").exists()
+        ]
+        if fresh:
+            self._wait_supervised(fresh)
+        return errors
+
+    def register_slots(self, specs: list[SlotSpec], *, up: bool = False) -> dict[str, str | None]:
+        """Render each slot (normally up with `up`), then wait until all are supervised;
+        per-slot error or None, by slot name. A slot someone else registered meanwhile
+        counts as registered.
+
+        A rescan goes out after every RESCAN_BATCH new slots, so s6-svscan starts their
+        supervisors while the next ones are written; then one wait covers them all.
+        """
+        errors: dict[str, str | None] = {}
+        built: list[Path] = []
+        for index, spec in enumerate(specs, 1):
+            errors[spec.name] = None
+            try:
+                built.append(build_slot(self.scandir, self.home, spec, start=up))
+            except (HermesError, OSError) as exc:
+                if not (self.scandir / spec.name).is_dir():
+                    errors[spec.name] = str(exc)
+            if index % RESCAN_BATCH == 0 or index == len(specs):
+                self.rescan()
+        if built:
+            self._wait_supervised(built)
+        return errors
+
+    def _register_one(self, profile: str) -> None:
+        error = self.register([profile])[profile]
+        if error is not None:
+            raise HermesError(error)
 
     def remove_orphan_slots(self, profiles: list[str]) -> list[str]:
         """Take down slots whose profile no longer exists (deleted behind our back)."""
@@ -108,34 +138,6 @@ class S6Manager:
                 self.remove_slot(entry)
                 removed.append(entry.name)
         return removed
-
-    def register_many(self, profiles: list[str]) -> dict[str, str | None]:
-        """Register every missing slot (down); per-profile error or None.
-
-        A rescan goes out after every RESCAN_BATCH new slots, so s6-svscan starts their
-        supervisors while the next ones are written; then one wait covers them all.
-        """
-        errors: dict[str, str | None] = {}
-        specs = []
-        for profile in profiles:
-            errors[profile] = None
-            if self.is_registered(profile):
-                continue
-            try:
-                specs.append(gateway_spec(self.home, profile))
-            except HermesError as exc:
-                errors[profile] = exc.message
-        built: list[Path] = []
-        for index, spec in enumerate(specs, 1):
-            try:
-                built.append(build_slot(self.scandir, self.home, spec, start=False))
-            except (HermesError, OSError) as exc:
-                errors[spec.name.removeprefix(GATEWAY_PREFIX)] = str(exc)
-            if index % RESCAN_BATCH == 0 or index == len(specs):
-                self.rescan()
-        if built:
-            self._wait_supervised(built)
-        return errors
 
     def unregister(self, profile: str, *, timeout: float = 15.0) -> None:
         """Take the slot down (`s6-svc -wD -d`), remove it, `s6-svscanctl -an`."""
@@ -179,57 +181,54 @@ class S6Manager:
         self._set_normally_up(profile, True)
         return slot
 
-    def _up(self, profile: str) -> None:
-        run_tool("s6-svc", "-u", str(self._prepare_up(profile)))
+    def up(self, profiles: list[str], *, stagger: float = 0.0) -> dict[str, str | None]:
+        """Bring registered slots up; per-profile error or None. The one start path, for
+        the CLI, the dashboard and boot alike.
 
-    def up_many(self, profiles: list[str]) -> dict[str, str | None]:
-        """Bring registered slots up at once (boot); per-profile error or None.
-
-        The `u` goes straight to each slot's control FIFO, as s6-svc would send it: once
-        the first gateways run, every exec competes with them for the CPU (and s6-svc
-        before s6 2.12 takes a single service dir per call).
+        Every slot is prepared before the first `u`: from then on gateways share the CPU.
+        The `u` goes straight to each slot's control FIFO, as s6-svc would send it, with
+        no exec per slot (and s6-svc before s6 2.12 takes a single service dir per call).
+        `stagger` seconds pass between two starts.
         """
-        slots = [self.slot_dir(profile) for profile in profiles]
-        fresh = [slot for slot in slots if not (slot / "supervise" / "status").exists()]
-        if fresh:  # registered a moment ago, maybe by a concurrent CLI
-            with contextlib.suppress(HermesError):  # send_control names the unsupervised
-                self._wait_supervised(fresh)
-        for profile in profiles:
-            self._prepare_up(profile)
-        # Every file is ready before the first `u`: from then on gateways share the CPU.
+        slots = [self._prepare_up(profile) for profile in profiles]
         errors: dict[str, str | None] = dict.fromkeys(profiles)
-        for profile, slot in zip(profiles, slots, strict=True):
+        for index, (profile, slot) in enumerate(zip(profiles, slots, strict=True)):
+            if index and stagger:
+                time.sleep(stagger)
             try:
                 send_control(slot, "u")
             except HermesError as exc:
                 errors[profile] = exc.message
         return errors
 
+    def _up_one(self, profile: str) -> None:
+        error = self.up([profile])[profile]
+        if error is not None:
+            raise HermesError(error)
+
     def start(self, profile: str, *, wait: float | None = None) -> ServiceStatus:
         self._desire(profile, "running")
-        self.register(profile)  # idempotent; e.g. a profile created on the host, files only
-        self._up(profile)
+        self._register_one(profile)  # e.g. a profile created on the host, files only
+        self._up_one(profile)
         return self.wait_ready(profile, wait) if wait else self.status(profile)
 
     def stop(self, profile: str, *, wait: float | None = None) -> ServiceStatus:
         self._desire(profile, "stopped")
         if self.is_registered(profile):
             self._set_normally_up(profile, False)
-            run_tool("s6-svc", "-d", str(self.slot_dir(profile)))
+            send_control(self.slot_dir(profile), "d")
             if wait:
                 return self.wait_down(profile, wait)
         return self.status(profile)
 
     def restart(self, profile: str, *, wait: float | None = None) -> ServiceStatus:
         self._desire(profile, "running")
-        self.register(profile)
+        self._register_one(profile)
         before = svstat(str(self.slot_dir(profile)))
         slot = self._prepare_up(profile)
         if before.up:
             history.request_restart(slot)
-            run_tool("s6-svc", "-t", "-u", str(slot))
-        else:
-            run_tool("s6-svc", "-u", str(slot))
+        send_control(slot, "tu" if before.up else "u")  # what `s6-svc -t -u` writes
         old_pid = before.pid if before.up else None
         return self.wait_ready(profile, wait, old_pid=old_pid) if wait else self.status(profile)
 

@@ -10,6 +10,7 @@ import pytest
 
 from hermes_container import __version__
 from hermes_container.home import HermesHome
+from hermes_container.state import read_state
 from tests.conftest import run_hermes
 
 HEAVY = ("fastapi", "uvicorn", "authlib", "httpx", "starlette", "pydantic")
@@ -132,6 +133,15 @@ def test_duplicate_create_fails_cleanly(hermes_home: HermesHome) -> None:
     proc = run_hermes("profile", "create", "coder")
     assert proc.returncode == 1
     assert "already exists" in proc.stderr
+
+
+def test_create_start_without_a_tree_records_desired_running(hermes_home: HermesHome) -> None:
+    proc = run_hermes("profile", "create", "coder", "--start")
+    assert proc.returncode == 0, proc.stderr
+    assert "hermes supervise" in proc.stdout
+    assert read_state(hermes_home.profile_dir("coder")).desired_state == "running"
+    run_hermes("profile", "create", "idle")
+    assert read_state(hermes_home.profile_dir("idle")).problem == "missing"
 
 
 def test_delete_needs_confirmation_without_tty(hermes_home: HermesHome) -> None:

@@ -82,7 +82,7 @@ def test_stopped_profiles_are_not_checked(hermes_home: HermesHome) -> None:
 def test_named_profile_desired_running_is_checked(hermes_home: HermesHome, server: int) -> None:
     ensure_default_profile(hermes_home)
     write_desired(hermes_home.root, "stopped")
-    create_profile(hermes_home, "coder", start=True)
+    write_desired(create_profile(hermes_home, "coder"), "running")
     _set_port(hermes_home, "coder", server)
     results = check(hermes_home, env={})
     assert [(r.name, r.ok) for r in results] == [("gateway coder", True)]

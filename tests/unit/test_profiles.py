@@ -111,9 +111,8 @@ def test_clone_from_missing_profile_creates_nothing(hermes_home: HermesHome) -> 
     assert not [p for p in hermes_home.profiles_dir.iterdir() if p.name.startswith(".tmp")]
 
 
-def test_start_records_desired_running(hermes_home: HermesHome) -> None:
-    path = create_profile(hermes_home, "coder", start=True)
-    assert read_state(path).desired_state == "running"
+def test_create_records_no_desired_state(hermes_home: HermesHome) -> None:
+    # Starting is the supervisor's business (`profile create --start` = create, then start).
     assert read_state(create_profile(hermes_home, "idle")).problem == "missing"
 
 

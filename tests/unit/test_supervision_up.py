@@ -1,4 +1,4 @@
-"""S6Manager.up_many: `u` written to each slot's control FIFO, failures named per slot.
+"""S6Manager.up: `u` written to each slot's control FIFO, failures named per slot.
 
 A reader held open on a slot's supervise/control stands in for its s6-supervise (the
 real-s6 tier boots real trees through the same code: tests/s6/test_container_restart.py).
@@ -47,7 +47,7 @@ def test_each_slot_gets_u_and_is_reset(tmp_path: Path, readers: list[int]) -> No
     slots = {p: _slot(scandir, p) for p in "abc"}
     readers.extend(_listen(slots[p]) for p in "abc")
     manager = S6Manager(HermesHome(tmp_path / "home"), scandir)
-    assert manager.up_many(["a", "b", "c"]) == {"a": None, "b": None, "c": None}
+    assert manager.up(["a", "b", "c"]) == {"a": None, "b": None, "c": None}
     assert [os.read(fd, 16) for fd in readers] == [b"u", b"u", b"u"]
     for slot in slots.values():
         assert not (slot / "down").exists(), "a restarted supervisor must bring it up too"
@@ -62,7 +62,7 @@ def test_an_unsupervised_slot_is_named_and_the_others_still_start(
     slots = {p: _slot(scandir, p) for p in "abc"}
     readers.extend(_listen(slots[p]) for p in "ac")  # nobody supervises b
     manager = S6Manager(HermesHome(tmp_path / "home"), scandir)
-    errors = manager.up_many(["a", "b", "c"])
+    errors = manager.up(["a", "b", "c"])
     assert errors == {
         "a": None,
         "b": f"cannot control {slots['b']}: supervisor not listening",
@@ -77,4 +77,4 @@ def test_send_control_without_a_supervise_dir(tmp_path: Path) -> None:
 
 
 def test_nothing_to_start(tmp_path: Path) -> None:
-    assert S6Manager(HermesHome(tmp_path), tmp_path).up_many([]) == {}
+    assert S6Manager(HermesHome(tmp_path), tmp_path).up([]) == {}
