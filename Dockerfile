@@ -87,16 +87,15 @@ RUN apt-get update \
 
 COPY --from=builder /s6root/ /
 COPY --from=builder /opt/hermes/.venv /opt/hermes/.venv
-COPY docker/hermes-shim /opt/hermes/bin/hermes
-COPY docker/entrypoint docker/main docker/init-volume docker/init-default-profile \
-     docker/init-reconcile-profiles \
-     /opt/hermes/libexec/
-COPY s6-rc.d/init-volume /etc/s6-overlay/s6-rc.d/init-volume
-COPY s6-rc.d/init-reconcile-profiles /etc/s6-overlay/s6-rc.d/init-reconcile-profiles
-COPY s6-rc.d/svscan-gateways /etc/s6-overlay/s6-rc.d/svscan-gateways
-COPY s6-rc.d/dashboard /etc/s6-overlay/s6-rc.d/dashboard
-# The `user` bundle goes where s6-overlay >= 3.2.3 reads it (no deprecation warning).
-COPY s6-rc.d/user/contents.d /etc/s6-overlay/user-bundles.d/user/contents.d
+# The image's own files, laid out in root/ as the filesystem they become: the exec shim,
+# the entrypoint and main wrapper, the shared shell helpers, and the s6-rc services with
+# their scripts beside them. The `user` bundle is in user-bundles.d, where s6-overlay
+# >= 3.2.3 reads it (no deprecation warning).
+COPY root/ /
+# COPY keeps the directory modes of the checkout, which follow the cloner's umask: only
+# root may write where the scripts root runs live, whatever that umask was.
+RUN chmod go-w /etc /opt /opt/hermes \
+ && chmod -R go-w /etc/s6-overlay /opt/hermes/bin /opt/hermes/libexec
 
 ENV HERMES_HOME=/opt/data \
     PATH=/opt/hermes/bin:/command:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

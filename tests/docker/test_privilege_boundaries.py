@@ -17,7 +17,17 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
 Start = Callable[..., Container]
 AS_HERMES = f"{HERMES_UID}:{HERMES_UID}"
-ROOT_OWNED = ("/opt/hermes/bin", "/opt/hermes/bin/hermes", "/opt/hermes/.venv/bin", "/run/hermes")
+ROOT_OWNED = (
+    "/opt",
+    "/opt/hermes",
+    "/opt/hermes/bin",
+    "/opt/hermes/bin/hermes",
+    "/opt/hermes/libexec",
+    "/opt/hermes/libexec/lib.sh",
+    "/opt/hermes/.venv/bin",
+    "/etc/s6-overlay/s6-rc.d/svscan-gateways/run",
+    "/run/hermes",
+)
 SCANDIR = "/run/hermes/service"
 
 # The pid of the hermes s6-svscan (procps is not in the image: read /proc).
@@ -55,7 +65,9 @@ def kill_svscan_as_hermes(c: Container) -> int:
 def assert_root_owned(c: Container) -> None:
     found = owners(c, *ROOT_OWNED)
     for path in ROOT_OWNED:
-        assert found[path].startswith("0:0 "), f"{path}: {found[path]}"
+        owner, mode = found[path].split()[:2]
+        assert owner == "0:0", f"{path}: {found[path]}"
+        assert int(mode, 8) & 0o022 == 0, f"{path} is writable by others: {found[path]}"
     assert found["/run/hermes"] == "0:0 755 directory"
 
 

@@ -1,16 +1,23 @@
-"""The s6-rc source tree in `s6-rc.d/` is well-formed and wired into the image.
+"""The image's s6-rc source tree in `root/` is well-formed and wired into the image.
+
+`root/` is the image's own files laid out as the filesystem they become; the Dockerfile
+copies it with one `COPY root/ /`. The services are in root/etc/s6-overlay/s6-rc.d/ and
+the `user` bundle in root/etc/s6-overlay/user-bundles.d/, the two source directories
+s6-overlay compiles.
 
 Checked without s6: every definition has a valid type; oneshots have an `up` command
-line whose script exists in docker/ and is executable; longruns have type, run, finish
+line whose script sits beside it and is executable; longruns have type, run, finish
 and dependencies.d/ with executable scripts; every dependency and bundle member exists
 (or is s6-overlay's `base`); there is no dependency cycle; the `user` bundle starts
-everything; and the Dockerfile copies each definition to where s6-overlay reads it.
-The tree is also compiled for real with s6-rc-compile (the host's, or the release's).
+everything; and the Dockerfile installs root/ as a whole, so that every file lands where
+s6-overlay and the scripts look for it. The tree is also compiled for real with
+s6-rc-compile (the host's, or the release's).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -19,23 +26,41 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TREE = REPO / "s6-rc.d"
-DOCKER_DIR = REPO / "docker"
+ROOT = REPO / "root"  # copied to / in the image
+S6_DIR = "/etc/s6-overlay/s6-rc.d"
+BUNDLES_DIR = "/etc/s6-overlay/user-bundles.d"
+TREE = ROOT / S6_DIR.lstrip("/")
+BUNDLES = ROOT / BUNDLES_DIR.lstrip("/")
 DOCKERFILE = REPO / "Dockerfile"
-LIBEXEC = "/opt/hermes/libexec/"
 # Services that s6-overlay itself defines and ours may depend on.
 OVERLAY_PROVIDED = frozenset({"base"})
 TYPES = frozenset({"oneshot", "longrun", "bundle"})
 
 
+def _definitions() -> dict[str, Path]:
+    """Every definition of both source directories, as s6-rc-compile reads them."""
+    out: dict[str, Path] = {}
+    for source in (TREE, BUNDLES):
+        for entry in sorted(source.iterdir()):
+            assert entry.is_dir(), f"{entry} is not a service definition directory"
+            assert entry.name not in out, f"{entry.name} is defined twice"
+            out[entry.name] = entry
+    return out
+
+
 def _services() -> dict[str, str]:
     out = {}
-    for entry in sorted(TREE.iterdir()):
-        assert entry.is_dir(), f"{entry} is not a service definition directory"
+    for name, entry in _definitions().items():
         type_file = entry / "type"
-        assert type_file.is_file(), f"{entry.name}: missing type file"
-        out[entry.name] = type_file.read_text().strip()
+        assert type_file.is_file(), f"{name}: missing type file"
+        out[name] = type_file.read_text().strip()
     return out
+
+
+def _in_image(path: str) -> Path:
+    """Where an absolute path of the image comes from in the checkout."""
+    assert path.startswith("/"), path
+    return ROOT / path.lstrip("/")
 
 
 def _names(directory: Path) -> list[str]:
@@ -54,6 +79,9 @@ def test_every_definition_has_a_known_type() -> None:
     assert services, "s6-rc.d is empty"
     for name, kind in services.items():
         assert kind in TYPES, f"{name}: type {kind!r} is not one of {sorted(TYPES)}"
+    # user-bundles.d holds bundles only; services are defined in s6-rc.d.
+    for entry in BUNDLES.iterdir():
+        assert services[entry.name] == "bundle", f"{entry.name} in user-bundles.d is no bundle"
 
 
 def test_the_expected_services_exist() -> None:
@@ -65,7 +93,7 @@ def test_the_expected_services_exist() -> None:
     assert services.get("user") == "bundle"
 
 
-def test_oneshots_run_an_executable_script_from_docker_dir() -> None:
+def test_oneshots_run_an_executable_script_beside_their_up() -> None:
     for name, kind in _services().items():
         if kind != "oneshot":
             continue
@@ -73,10 +101,11 @@ def test_oneshots_run_an_executable_script_from_docker_dir() -> None:
         assert up.is_file(), f"{name}: oneshot without an up file"
         words = _execline_words(up)
         assert words, f"{name}: up is empty"
-        scripts = [w for w in words if w.startswith(LIBEXEC)]
-        assert scripts, f"{name}: up runs nothing from {LIBEXEC}: {words}"
+        beside = f"{S6_DIR}/{name}/"
+        scripts = [w for w in words if w.startswith(beside)]
+        assert scripts, f"{name}: up runs nothing from {beside}: {words}"
         for script in scripts:
-            source = DOCKER_DIR / script.removeprefix(LIBEXEC)
+            source = _in_image(script)
             assert source.is_file(), f"{name}: {script} has no source {source}"
             assert os.access(source, os.X_OK), f"{source} is not executable"
         for word in words:
@@ -99,16 +128,17 @@ def test_longruns_have_type_run_finish_and_dependencies() -> None:
 
 def test_dependencies_exist_and_are_acyclic() -> None:
     services = _services()
+    definitions = _definitions()
     graph: dict[str, list[str]] = {}
     for name, kind in services.items():
-        deps = _names(TREE / name / "dependencies.d")
+        deps = _names(definitions[name] / "dependencies.d")
         if kind == "bundle":
             assert not deps, f"{name}: a bundle has no dependencies.d"
             continue
         assert "base" in deps, f"{name}: must depend on s6-overlay's base bundle"
         for dep in deps:
             assert dep in services or dep in OVERLAY_PROVIDED, f"{name}: unknown dependency {dep}"
-            assert (TREE / name / "dependencies.d" / dep).stat().st_size == 0
+            assert (definitions[name] / "dependencies.d" / dep).stat().st_size == 0
         graph[name] = [d for d in deps if d in services]
 
     state: dict[str, str] = {}
@@ -135,27 +165,65 @@ def test_order_is_volume_then_reconcile_then_dashboard() -> None:
 
 def test_user_bundle_contains_every_service_and_only_existing_ones() -> None:
     services = _services()
-    contents = _names(TREE / "user" / "contents.d")
+    contents = _names(BUNDLES / "user" / "contents.d")
     for member in contents:
         assert member in services, f"user bundle: {member} does not exist"
-        assert (TREE / "user" / "contents.d" / member).stat().st_size == 0
+        assert (BUNDLES / "user" / "contents.d" / member).stat().st_size == 0
     expected = sorted(n for n, k in services.items() if k != "bundle")
     assert contents == expected
 
 
-def test_dockerfile_installs_the_tree_where_s6_overlay_reads_it() -> None:
-    text = DOCKERFILE.read_text()
-    for name, kind in _services().items():
-        if kind == "bundle":
-            continue
-        assert f"COPY s6-rc.d/{name} /etc/s6-overlay/s6-rc.d/{name}" in text, name
-    # s6-overlay >= 3.2.3 reads user bundles from user-bundles.d (no deprecation warning).
-    assert "COPY s6-rc.d/user/contents.d /etc/s6-overlay/user-bundles.d/user/contents.d" in text
-    assert "/etc/s6-overlay/s6-rc.d/user" not in text.replace("s6-rc.d/user/contents.d /etc", "")
-    for script in sorted(p.name for p in DOCKER_DIR.iterdir() if p.is_file()):
-        if script in ("hermes-shim", "fetch-s6-overlay"):
-            continue
-        assert f"docker/{script}" in text, f"Dockerfile does not install docker/{script}"
+def _final_stage(text: str) -> list[str]:
+    """The final stage's instructions, one string each (continuation lines joined)."""
+    joined = text.replace("\\\n", " ")
+    lines = [ln.strip() for ln in joined.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    last_from = max(i for i, ln in enumerate(lines) if ln.upper().startswith("FROM "))
+    return lines[last_from:]
+
+
+def test_dockerfile_installs_root_as_one_tree() -> None:
+    stage = _final_stage(DOCKERFILE.read_text())
+    copies = [ln.split() for ln in stage if ln.upper().startswith(("COPY ", "ADD "))]
+    from_context = [c for c in copies if not any(w.startswith("--from=") for w in c)]
+    # The image's own files come in one piece; everything else is the builder's output.
+    assert from_context == [["COPY", "root/", "/"]], from_context
+    # The build context holds root/ (.dockerignore starts by excluding everything).
+    ignore = (REPO / ".dockerignore").read_text().split()
+    assert "!root/" in ignore
+
+
+def test_every_file_of_root_lands_where_the_image_expects_it() -> None:
+    files = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file())
+    # Only these directories of the image are ours to add to.
+    places = (
+        "opt/hermes/bin/",  # first on PATH: the exec shim
+        "opt/hermes/libexec/",  # entrypoint, main wrapper, shared shell helpers
+        "etc/s6-overlay/s6-rc.d/",  # service definitions, scripts beside them
+        "etc/s6-overlay/user-bundles.d/user/",  # the `user` bundle
+    )
+    for name in files:
+        assert name.startswith(places), f"root/{name} is outside {places}"
+    # s6-overlay >= 3.2.3 reads user bundles from user-bundles.d; a `user` bundle in
+    # s6-rc.d is the deprecated place (a warning at every boot).
+    assert not (TREE / "user").exists()
+    assert (BUNDLES / "user" / "type").read_text().strip() == "bundle"
+    # The shim is the `hermes` first on PATH; the entrypoint is the image's ENTRYPOINT.
+    dockerfile = DOCKERFILE.read_text()
+    assert "PATH=/opt/hermes/bin:" in dockerfile
+    assert "opt/hermes/bin/hermes" in files
+    entrypoint = re.search(r'^ENTRYPOINT \["([^"]+)"\]', dockerfile, re.MULTILINE)
+    assert entrypoint is not None
+    assert _in_image(entrypoint.group(1)).is_file(), entrypoint.group(1)
+    # Every path of the image's own that a file of root/ names (scripts, helpers, up
+    # lines) exists in root/ and, when it is run, is executable.
+    named = re.compile(r"(/(?:opt/hermes/(?:bin|libexec)|etc/s6-overlay/s6-rc\.d)/[\w./-]*\w)")
+    for name in files:
+        for path in named.findall((ROOT / name).read_text()):
+            source = _in_image(path)
+            assert source.exists(), f"root/{name} names {path}, which root/ does not have"
+            if source.is_file() and source.read_text().startswith("#!"):
+                assert os.access(source, os.X_OK), f"{source} is not executable"
 
 
 OFFLINE_ARCH_TARBALL = (
@@ -185,8 +253,10 @@ def test_tree_compiles_with_s6_rc(tmp_path: Path) -> None:
     overlay = tmp_path / "overlay"
     (overlay / "base" / "contents.d").mkdir(parents=True)
     (overlay / "base" / "type").write_text("bundle\n")
+    # The source directories in s6-overlay's order (its rc.init): s6-rc.d, user-bundles.d.
+    sources = [str(TREE), str(BUNDLES), str(overlay)]
     proc = subprocess.run(
-        [_s6_rc_compile(tmp_path), "-v2", str(tmp_path / "db"), str(TREE), str(overlay)],
+        [_s6_rc_compile(tmp_path), "-v2", str(tmp_path / "db"), *sources],
         capture_output=True,
         text=True,
         timeout=60,
@@ -207,5 +277,5 @@ def test_gateway_svscan_runs_as_hermes_and_signals_readiness() -> None:
     dockerfile = DOCKERFILE.read_text()
     assert "HERMES_S6_SCANDIR=/run/hermes/service" in dockerfile
     # The reconcile oneshot no longer opens s6-overlay's root scandir to hermes.
-    reconcile = (DOCKER_DIR / "init-reconcile-profiles").read_text()
+    reconcile = (TREE / "init-reconcile-profiles" / "run").read_text()
     assert "chgrp" not in reconcile and "chmod" not in reconcile

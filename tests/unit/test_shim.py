@@ -1,10 +1,11 @@
-"""The exec shim (`docker/hermes-shim` -> /opt/hermes/bin/hermes), every branch, outside Docker.
+"""The exec shim (`root/opt/hermes/bin/hermes`), every branch, outside Docker.
 
 The shim runs with a PATH holding only a fake `id` (reports FAKE_UID), the real `tr`,
 and -- when a test wants it -- a fake `s6-setuidgid` that records the user it was asked
 for. The venv's `hermes` is a fake that records its argv, uid "view" and HOME. The only
-change to the real script is its one `HERMES_VENV_BIN=` line, pointed at the fake.
-The main wrapper (`docker/main`) is covered the same way.
+change to the real script is its one `HERMES_VENV_BIN=` line, pointed at the fake, and
+its `. /opt/hermes/libexec/lib.sh` line, pointed at the helpers in the checkout.
+The main wrapper (`root/opt/hermes/libexec/main`) is covered the same way.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SHIM = REPO / "docker" / "hermes-shim"
-MAIN = REPO / "docker" / "main"
+ROOT = REPO / "root"  # the image's files, laid out as in the image
+SHIM = ROOT / "opt" / "hermes" / "bin" / "hermes"
+MAIN = ROOT / "opt" / "hermes" / "libexec" / "main"
+LIB = ROOT / "opt" / "hermes" / "libexec" / "lib.sh"
 VENV_LINE = "HERMES_VENV_BIN=/opt/hermes/.venv/bin/hermes"
 SHIM_LINE = "shim=/opt/hermes/bin/hermes"
+LIB_LINE = ". /opt/hermes/libexec/lib.sh"
 
 FAKE_HERMES = """#!/bin/sh
 # records how it was started, then exits with $FAKE_EXIT
@@ -121,12 +125,16 @@ def rig(tmp_path: Path) -> Rig:
 
     text = SHIM.read_text()
     assert text.count(VENV_LINE) == 1, "the shim's venv path line changed; update this test"
+    assert text.count(LIB_LINE) == 1, "the shim's helpers line changed; update this test"
+    text = text.replace(LIB_LINE, f". {LIB}")
     shim = _write_exec(
         tmp_path / "hermes-shim", text.replace(VENV_LINE, f"HERMES_VENV_BIN={fake_hermes}")
     )
     # The main wrapper calls the shim by absolute path: point it at the rig's shim.
     main_text = MAIN.read_text()
     assert main_text.count(SHIM_LINE) == 1, "the main wrapper's shim line changed; update this test"
+    assert main_text.count(LIB_LINE) == 1, "main's helpers line changed; update this test"
+    main_text = main_text.replace(LIB_LINE, f". {LIB}")
     main = _write_exec(tmp_path / "main", main_text.replace(SHIM_LINE, f"shim={shim}"))
     return Rig(tmp_path, bindir, shim, main, tmp_path / "record.json")
 

@@ -1,4 +1,4 @@
-"""The ownership and mode repair of $HERMES_HOME (hermes_container.volume, docker/init-volume).
+"""The ownership and mode repair of $HERMES_HOME (hermes_container.volume, init-volume).
 
 Real files, real chown/chmod, real mounts: most tests need root (files owned by other
 uids, tmpfs and bind mounts). Without root they skip, unless HERMES_REQUIRE_ROOT=1 (CI,
@@ -8,8 +8,10 @@ The racing-writer test swaps a directory for a symlink to a directory outside th
 the moment the repair opens it (inotify IN_OPEN), as a host user writing the bind mount
 could, and checks that nothing outside the volume changed hands.
 
-Script tests run the real docker/init-volume with HERMES_USER set to a system account
-whose primary group has its name (`daemon` on Debian), as a CI machine has no `hermes`.
+Script tests run the real init-volume script (root/etc/s6-overlay/s6-rc.d/init-volume/run,
+its `. /opt/hermes/libexec/lib.sh` line pointed at the helpers in the checkout) with
+HERMES_USER set to a system account whose primary group has its name (`daemon` on Debian),
+as a CI machine has no `hermes`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ import pytest
 from hermes_container.volume import MAX_DEPTH, Summary, make_private, repair
 
 REPO = Path(__file__).resolve().parents[2]
-INIT_VOLUME = REPO / "docker" / "init-volume"
+INIT_VOLUME = REPO / "root" / "etc" / "s6-overlay" / "s6-rc.d" / "init-volume" / "run"
+LIB = REPO / "root" / "opt" / "hermes" / "libexec" / "lib.sh"
+LIB_LINE = ". /opt/hermes/libexec/lib.sh"
 VENV_HERMES = Path(sys.executable).parent / "hermes"  # the script runs python beside it
 OTHER = 4242  # an owner that needs repair
 TARGET = (4343, 4343)  # what the Python entry is asked to give things to
@@ -62,12 +66,22 @@ def system_user() -> tuple[str, int, int]:
     pytest.fail("no system account with a same-named primary group (Debian has daemon:daemon)")
 
 
+def init_volume_script(directory: Path) -> Path:
+    """The real init-volume script, copied into directory with its helpers line pointed at
+    the checkout's lib.sh (the image's path, /opt/hermes/libexec, is not on this machine)."""
+    text = INIT_VOLUME.read_text()
+    assert text.count(LIB_LINE) == 1, "init-volume's helpers line changed; update this test"
+    script = directory / "init-volume"
+    script.write_text(text.replace(LIB_LINE, f". {LIB}"))
+    script.chmod(0o755)
+    return script
+
+
 def run_init_volume(home: Path, user: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k not in ("PUID", "PGID")}
     environ.update(HERMES_HOME=str(home), HERMES_USER=user, HERMES_BIN=str(VENV_HERMES), **env)
-    return subprocess.run(
-        [str(INIT_VOLUME)], capture_output=True, text=True, env=environ, timeout=120
-    )
+    script = init_volume_script(home.parent)
+    return subprocess.run([str(script)], capture_output=True, text=True, env=environ, timeout=120)
 
 
 def run_entry(*args: str) -> subprocess.CompletedProcess[str]:
@@ -347,7 +361,7 @@ def test_make_private_reports_a_bad_home_instead_of_raising(tmp_path: Path) -> N
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o755
 
 
-# -- docker/init-volume end to end -----------------------------------------------------
+# -- init-volume end to end ------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
