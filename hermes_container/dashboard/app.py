@@ -1,14 +1,16 @@
 """The app factory: routes, templates and the middleware stack for one auth mode.
 
-Middleware order, outermost first: the /api/status fast path, security headers, the
-session cookie, the auth gate for the mode (loopback token, OAuth gate, or none when
-explicitly insecure), CSRF.
+Middleware order, outermost first: the Host check (OAuth mode; auth/hosts.py), the
+/api/status fast path, security headers, the session cookie, the auth gate for the
+mode (loopback token, OAuth gate, or none when explicitly insecure), CSRF.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,7 +25,9 @@ from hermes_container.dashboard.asgi import Scope
 from hermes_container.dashboard.auth import routes as auth_routes
 from hermes_container.dashboard.auth.audit import AuditLog
 from hermes_container.dashboard.auth.csrf import CsrfMiddleware
-from hermes_container.dashboard.auth.gate import OAuthGateMiddleware
+from hermes_container.dashboard.auth.gate import OAuthGateMiddleware, SessionAccess
+from hermes_container.dashboard.auth.hosts import HostCheckMiddleware
+from hermes_container.dashboard.auth.revocations import REVOCATIONS_FILE, RevocationStore
 from hermes_container.dashboard.auth.session import SessionCodec, SessionMiddleware
 from hermes_container.dashboard.auth.token_mode import TokenAuthMiddleware
 from hermes_container.dashboard.context import PACKAGE_DIR, DashboardContext
@@ -68,6 +72,17 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
+def _revocations(settings: DashboardSettings, home: HermesHome, audit: AuditLog) -> RevocationStore:
+    """Persistent in OAuth mode (the only one with login sessions), else in memory."""
+    if settings.mode != "oauth":
+        return RevocationStore()
+    store = RevocationStore.load(home.root / REVOCATIONS_FILE)
+    if store.reset_reason not in (None, "missing"):  # a first start has nothing to report
+        audit.write("revocations_reset", reason=store.reset_reason)
+    store.on_reset = lambda reason: audit.write("revocations_reset", reason=reason)
+    return store
+
+
 def create_app(
     settings: DashboardSettings,
     *,
@@ -77,7 +92,10 @@ def create_app(
 ) -> FastAPI:
     audit = AuditLog(home.auth_log)
     codec = SessionCodec(
-        settings.secret_key, idle_ttl=settings.session_idle_ttl, max_age=settings.session_max_age
+        settings.secret_key,
+        idle_ttl=settings.session_idle_ttl,
+        max_age=settings.session_max_age,
+        revocations=_revocations(settings, home, audit),
     )
     providers = None
     if settings.mode == "oauth":
@@ -101,11 +119,17 @@ def create_app(
         providers=providers,
     )
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        audit.close()  # also writes the pending `suppressed` aggregates
+
     app = FastAPI(
         title="Hermes dashboard",
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        lifespan=lifespan,
         **_no_telemetry(),
     )
     app.state.hermes = context
@@ -130,10 +154,18 @@ def create_app(
     if settings.mode == "token":
         app.add_middleware(TokenAuthMiddleware, token=settings.session_token)
     elif settings.mode == "oauth":
-        app.add_middleware(OAuthGateMiddleware)
+        app.add_middleware(
+            OAuthGateMiddleware,
+            access=SessionAccess(settings.allowlist, settings.providers),
+            codec=codec,
+            audit=audit,
+            proxies=settings.proxies,
+        )
     app.add_middleware(
         SessionMiddleware, codec=codec, proxies=settings.proxies, on_refresh=on_refresh
     )
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(StatusFastPath, body=status_body, check_host=settings.mode == "token")
+    if settings.host_check is not None:  # outermost: unknown Hosts never reach auth logic
+        app.add_middleware(HostCheckMiddleware, hosts=settings.host_check)
     return app

@@ -85,5 +85,9 @@ async def boot_log(request: Request) -> Response:
 
 @router.get("/logs/audit")
 async def audit_log(request: Request) -> Response:
-    records = await run_in_threadpool(ctx(request).audit.tail, 300)
-    return render(request, "audit_log.html", records=records)
+    # Security events and pre-auth noise come from separate logs and are shown
+    # separately, so no amount of unauthenticated traffic hides a real event.
+    audit = ctx(request).audit
+    records = await run_in_threadpool(audit.tail, 300)
+    noise = await run_in_threadpool(audit.noise_tail, 100)
+    return render(request, "audit_log.html", records=records, noise=noise)

@@ -1,7 +1,10 @@
-"""Dashboard settings from the environment and the `dashboard:` section of config.yaml.
+"""Dashboard settings, from HERMES_DASHBOARD_* environment variables only.
 
-Environment variables (they win over config.yaml; secrets are read from the
-environment only):
+Who may log in, and how, is the operator's decision, so none of it is read from
+config.yaml (the `hermes` user writes that file; a `dashboard:` section there is
+ignored with one warning naming its keys). Every variable below except HOST and PORT
+may instead be given as HERMES_DASHBOARD_<NAME>_FILE=/path (e.g. a Docker secret): the
+value is the file's content minus one trailing newline; setting both is an error.
 
   HERMES_DASHBOARD_HOST / _PORT          bind address (default 127.0.0.1) and port (9119)
   HERMES_DASHBOARD_SESSION_TOKEN         loopback mode: fixed token instead of a random one
@@ -9,6 +12,8 @@ environment only):
   HERMES_DASHBOARD_OIDC_ISSUER           OIDC issuer URL (discovery: <issuer>/.well-known/...)
   HERMES_DASHBOARD_OIDC_CLIENT_ID / _OIDC_CLIENT_SECRET
   HERMES_DASHBOARD_OIDC_SCOPES           default "openid email profile"
+  HERMES_DASHBOARD_OIDC_ALLOW_MISSING_EMAIL_VERIFIED=1
+                                         an ID token WITHOUT email_verified counts as verified
   HERMES_DASHBOARD_GITHUB_CLIENT_ID / _GITHUB_CLIENT_SECRET
   HERMES_DASHBOARD_ALLOWED_EMAILS        comma-separated verified emails
   HERMES_DASHBOARD_ALLOWED_DOMAINS       comma-separated email domains
@@ -16,41 +21,76 @@ environment only):
   HERMES_DASHBOARD_ALLOWED_GITHUB_ORGS   comma-separated GitHub orgs (asks for read:org)
   HERMES_DASHBOARD_ALLOW_ANY_USER=1      every user the provider accepts may log in
   HERMES_DASHBOARD_PUBLIC_URL            external base URL (OAuth redirect URI base)
+  HERMES_DASHBOARD_ALLOWED_HOSTS         other Host names the dashboard answers to
   HERMES_DASHBOARD_TRUSTED_PROXIES       proxy IPs/CIDRs whose X-Forwarded-* are believed
   HERMES_DASHBOARD_SECRET_KEY            cookie signing key (else $HERMES_HOME/.dashboard_secret)
   HERMES_DASHBOARD_SESSION_TTL           idle timeout in seconds (default 28800)
   HERMES_DASHBOARD_SESSION_MAX_AGE       absolute session lifetime in seconds (default 604800)
 
 Auth mode: a configured provider always means the OAuth gate (also on loopback, e.g.
-behind a reverse proxy); otherwise a loopback bind uses the ephemeral token; any other
-bind refuses to start (exit 78) unless HERMES_DASHBOARD_INSECURE is set.
+behind a reverse proxy), which also needs PUBLIC_URL or ALLOWED_HOSTS (see auth/hosts.py);
+otherwise a loopback bind uses the ephemeral token; any other bind refuses to start
+(exit 78) unless HERMES_DASHBOARD_INSECURE is set.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+from urllib.parse import urlsplit
 
 from hermes_container.config import DASHBOARD_DEFAULT_PORT, load_yaml, parse_port
 from hermes_container.dashboard.auth.allowlist import Allowlist
+from hermes_container.dashboard.auth.hosts import (
+    AllowedHosts,
+    bind_host_names,
+    is_loopback,
+    parse_host,
+)
 from hermes_container.dashboard.auth.proxy import TrustedProxies, parse_networks
 from hermes_container.errors import ConfigError
 from hermes_container.home import CONFIG_FILE, HermesHome
 
 log = logging.getLogger("hermes.dashboard")
 
+__all__ = ["DashboardSettings", "GithubConfig", "OidcConfig", "is_loopback", "load_settings"]
+
 AuthMode = Literal["token", "oauth", "insecure"]
 PREFIX = "HERMES_DASHBOARD_"
+FILE_SUFFIX = "_FILE"
+MAX_VALUE_FILE = 64 * 1024
 SECRET_FILE = ".dashboard_secret"  # noqa: S105 (a file name)
 _TRUE = ("1", "true", "yes")
-_SECRET_KEYS = ("OIDC_CLIENT_SECRET", "GITHUB_CLIENT_SECRET", "SECRET_KEY", "SESSION_TOKEN")
+# Every setting load_settings reads (besides HOST/PORT): what a config.yaml `dashboard:`
+# section may try to set, and is told is ignored.
+SETTING_KEYS = (
+    "OIDC_ISSUER",
+    "OIDC_CLIENT_ID",
+    "OIDC_CLIENT_SECRET",
+    "OIDC_SCOPES",
+    "OIDC_ALLOW_MISSING_EMAIL_VERIFIED",
+    "GITHUB_CLIENT_ID",
+    "GITHUB_CLIENT_SECRET",
+    "ALLOWED_EMAILS",
+    "ALLOWED_DOMAINS",
+    "ALLOWED_GITHUB_USERS",
+    "ALLOWED_GITHUB_ORGS",
+    "ALLOW_ANY_USER",
+    "PUBLIC_URL",
+    "ALLOWED_HOSTS",
+    "TRUSTED_PROXIES",
+    "SECRET_KEY",
+    "SESSION_TTL",
+    "SESSION_MAX_AGE",
+    "SESSION_TOKEN",
+    "INSECURE",
+)
 
 NO_PROVIDER_MESSAGE = (
     "refusing to serve the dashboard on {host} without authentication: configure a login "
@@ -61,6 +101,11 @@ NO_PROVIDER_MESSAGE = (
     "(HERMES_DASHBOARD_HOST), or set HERMES_DASHBOARD_INSECURE=1 to run without "
     "authentication (dangerous)"
 )
+NO_PUBLIC_URL_MESSAGE = (
+    "the dashboard's OAuth login needs HERMES_DASHBOARD_PUBLIC_URL (the URL users open, "
+    "e.g. https://hermes.example.com; the redirect URI is derived from it) or "
+    "HERMES_DASHBOARD_ALLOWED_HOSTS (the host names it is reached by)"
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +114,8 @@ class OidcConfig:
     client_id: str
     client_secret: str
     scopes: str = "openid email profile"
+    # For IdPs that release only verified addresses but never send `email_verified`.
+    allow_missing_email_verified: bool = False
 
     @property
     def metadata_url(self) -> str:
@@ -92,9 +139,15 @@ class DashboardSettings:
     allowlist: Allowlist = field(default_factory=Allowlist)
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     public_url: str | None = None
+    allowed_hosts: frozenset[str] = frozenset()  # HERMES_DASHBOARD_ALLOWED_HOSTS, parsed
     secret_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     session_idle_ttl: int = 8 * 3600
     session_max_age: int = 7 * 24 * 3600
+
+    def __post_init__(self) -> None:
+        # Fail closed however the settings were built: OAuth never trusts the Host header.
+        if self.mode == "oauth" and not (self.public_url or self.allowed_hosts):
+            raise ConfigError(NO_PUBLIC_URL_MESSAGE)
 
     @property
     def providers(self) -> list[str]:
@@ -104,42 +157,59 @@ class DashboardSettings:
     def auth_required(self) -> bool:
         return self.mode != "insecure"
 
+    @property
+    def host_check(self) -> AllowedHosts | None:
+        """The Host names to enforce; None in loopback mode (its gate checks loopback)."""
+        if self.mode == "token" or not (self.public_url or self.allowed_hosts):
+            return None
+        names = set(self.allowed_hosts) | bind_host_names(self.host)
+        public = parse_host(urlsplit(self.public_url).netloc) if self.public_url else None
+        if public:
+            names.add(public)
+        return AllowedHosts(names)
+
 
 def is_truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in _TRUE
 
 
-def is_loopback(host: str) -> bool:
-    host = host.strip().strip("[]").lower()
-    if host == "localhost":
-        return True
+def _read_value_file(name: str, path: str) -> str:
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_VALUE_FILE + 1)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path!r}: {exc.strerror or exc}") from None
+    if len(data) > MAX_VALUE_FILE:
+        raise ConfigError(f"{name}: {path!r} is larger than {MAX_VALUE_FILE} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: {path!r} is not UTF-8 text") from None
+    # Exactly one trailing newline (what `echo x > file` adds); the rest is the value.
+    return text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
 
 
-class _Source:
-    """Env first, then config.yaml's `dashboard:` mapping (never for secrets)."""
+class _Env:
+    """HERMES_DASHBOARD_<KEY>, or the content of the file HERMES_DASHBOARD_<KEY>_FILE."""
 
-    def __init__(self, env: Mapping[str, str], yaml_section: Mapping[str, Any]) -> None:
+    def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
-        self.yaml = yaml_section
 
     def get(self, key: str) -> str:
-        value = self.env.get(PREFIX + key, "").strip()
-        if value or key in _SECRET_KEYS:
+        name = PREFIX + key
+        value = self.env.get(name, "").strip()
+        path = self.env.get(name + FILE_SUFFIX, "")
+        if not path:
             return value
-        raw = self.yaml.get(key.lower())
-        if isinstance(raw, list):
-            return ",".join(str(v) for v in raw)
-        return "" if raw is None else str(raw).strip()
+        if value:
+            raise ConfigError(f"set {name} or {name}{FILE_SUFFIX}, not both")
+        return _read_value_file(name + FILE_SUFFIX, path)
 
     def items(self, key: str) -> list[str]:
         return [v for v in re.split(r"[,\s]+", self.get(key)) if v]
 
     def seconds(self, key: str, default: int) -> int:
-        raw = self.get(key)
+        raw = self.get(key).strip()
         if not raw:
             return default
         try:
@@ -151,20 +221,29 @@ class _Source:
         return value
 
 
-def _yaml_section(home: HermesHome) -> Mapping[str, Any]:
+def warn_ignored_yaml(home: HermesHome) -> None:
+    """One warning when config.yaml still carries a `dashboard:` section (keys, no values)."""
     try:
         section = load_yaml(home.root / CONFIG_FILE).get("dashboard")
-    except ConfigError as exc:
-        log.warning("ignoring config.yaml for the dashboard: %s", exc.message)
-        return {}
-    return section if isinstance(section, dict) else {}
+    except ConfigError:
+        return  # nothing is read from it anyway; the gateway reports a broken file
+    if not isinstance(section, dict) or not section:
+        return
+    known = {key.lower() for key in SETTING_KEYS}
+    named = sorted(str(k) for k in section if str(k).lower() in known)
+    others = len(section) - len(named)
+    listed = ", ".join(named) + (f" and {others} other key(s)" if named and others else "")
+    log.warning(
+        "config.yaml: the dashboard: section is ignored (%s); dashboard settings come from "
+        "HERMES_DASHBOARD_* environment variables only",
+        listed or f"{others} key(s)",
+    )
 
 
-def load_secret_key(env: Mapping[str, str], home: HermesHome) -> bytes:
-    """The cookie key: env, else a 0600 file in HERMES_HOME (so sessions survive restarts)."""
-    value = env.get(PREFIX + "SECRET_KEY", "").strip()
-    if value:
-        return value.encode("utf-8")
+def load_secret_key(configured: str, home: HermesHome) -> bytes:
+    """The cookie key: configured, else a 0600 file in HERMES_HOME (sessions survive restarts)."""
+    if configured:
+        return configured.encode("utf-8")
     path = home.root / SECRET_FILE
     with contextlib.suppress(FileNotFoundError):
         data = path.read_bytes().strip()
@@ -192,7 +271,8 @@ def load_settings(
     env: Mapping[str, str] | None = None,
 ) -> DashboardSettings:
     environ = os.environ if env is None else env
-    src = _Source(environ, _yaml_section(home))
+    src = _Env(environ)
+    warn_ignored_yaml(home)
     host = host or environ.get(PREFIX + "HOST", "").strip() or "127.0.0.1"
     port = (
         port
@@ -221,7 +301,7 @@ def load_settings(
         mode = "oauth"
     elif is_loopback(host):
         mode = "token"
-    elif is_truthy(environ.get(PREFIX + "INSECURE")):
+    elif is_truthy(src.get("INSECURE")):
         mode = "insecure"
     else:
         raise ConfigError(NO_PROVIDER_MESSAGE.format(host=host))
@@ -230,13 +310,15 @@ def load_settings(
         proxies = TrustedProxies(parse_networks(src.items("TRUSTED_PROXIES")))
     except ValueError as exc:
         raise ConfigError(f"HERMES_DASHBOARD_TRUSTED_PROXIES: {exc}") from None
-    public_url = src.get("PUBLIC_URL").rstrip("/") or None
-    if public_url and not re.fullmatch(r"https?://[^/\s?#]+(?:/[^\s?#]*)?", public_url):
-        raise ConfigError(f"HERMES_DASHBOARD_PUBLIC_URL={public_url!r} is not an http(s) URL")
-    token = environ.get(PREFIX + "SESSION_TOKEN", "").strip() or secrets.token_urlsafe(32)
+    public_url = _public_url(src.get("PUBLIC_URL").strip())
+    allowed_hosts = _allowed_hosts(src.items("ALLOWED_HOSTS"))
+    if mode == "oauth" and not (public_url or allowed_hosts):
+        raise ConfigError(NO_PUBLIC_URL_MESSAGE)
+    token = src.get("SESSION_TOKEN") or secrets.token_urlsafe(32)
     # Validate everything before load_secret_key may create the home and its secret file.
     idle_ttl = src.seconds("SESSION_TTL", 8 * 3600)
     max_age = src.seconds("SESSION_MAX_AGE", 7 * 24 * 3600)
+    secret_key = src.get("SECRET_KEY")
     return DashboardSettings(
         host=host,
         port=port,
@@ -247,16 +329,43 @@ def load_settings(
         allowlist=allowlist,
         proxies=proxies,
         public_url=public_url,
-        secret_key=load_secret_key(environ, home),
+        allowed_hosts=allowed_hosts,
+        secret_key=load_secret_key(secret_key, home),
         session_idle_ttl=idle_ttl,
         session_max_age=max_age,
     )
 
 
-def _oidc(src: _Source) -> OidcConfig | None:
+def _public_url(raw: str) -> str | None:
+    url = raw.rstrip("/")
+    if not url:
+        return None
+    # scheme://host[:port][/path], no userinfo, query or fragment: it becomes the
+    # redirect URI's base and the one Host name OAuth mode trusts.
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or parse_host(parts.netloc) is None
+        or not re.fullmatch(r"https?://[^/\s?#@]+(?:/[^\s?#]*)?", url)
+    ):
+        raise ConfigError(f"HERMES_DASHBOARD_PUBLIC_URL={url!r} is not an http(s) URL")
+    return url
+
+
+def _allowed_hosts(values: list[str]) -> frozenset[str]:
+    names: set[str] = set()
+    for value in values:
+        name = parse_host(value)
+        if name is None:
+            raise ConfigError(f"HERMES_DASHBOARD_ALLOWED_HOSTS: {value!r} is not a host name")
+        names.add(name)
+    return frozenset(names)
+
+
+def _oidc(src: _Env) -> OidcConfig | None:
     issuer, cid, secret = (
-        src.get("OIDC_ISSUER"),
-        src.get("OIDC_CLIENT_ID"),
+        src.get("OIDC_ISSUER").strip(),
+        src.get("OIDC_CLIENT_ID").strip(),
         src.get("OIDC_CLIENT_SECRET"),
     )
     if not (issuer or cid or secret):
@@ -268,11 +377,17 @@ def _oidc(src: _Source) -> OidcConfig | None:
         )
     if not re.fullmatch(r"https?://\S+", issuer):
         raise ConfigError(f"HERMES_DASHBOARD_OIDC_ISSUER={issuer!r} is not a URL")
-    return OidcConfig(issuer, cid, secret, src.get("OIDC_SCOPES") or "openid email profile")
+    return OidcConfig(
+        issuer,
+        cid,
+        secret,
+        src.get("OIDC_SCOPES").strip() or "openid email profile",
+        allow_missing_email_verified=is_truthy(src.get("OIDC_ALLOW_MISSING_EMAIL_VERIFIED")),
+    )
 
 
-def _github(src: _Source) -> GithubConfig | None:
-    cid, secret = src.get("GITHUB_CLIENT_ID"), src.get("GITHUB_CLIENT_SECRET")
+def _github(src: _Env) -> GithubConfig | None:
+    cid, secret = src.get("GITHUB_CLIENT_ID").strip(), src.get("GITHUB_CLIENT_SECRET")
     if not (cid or secret):
         return None
     if not (cid and secret):

@@ -218,8 +218,10 @@ def test_denied_user_then_allowed_user_and_logout(
                 page.click("#login-oidc")
                 page.get_by_role("button", name="alice").click()
                 page.wait_for_url(base_url + "/logs/audit")
-                expect(page.locator("table")).to_contain_text("login_denied")
-                expect(page.locator("table")).to_contain_text("mallory@evil.example")
+                expect(page.locator("#security-events table")).to_contain_text("login_denied")
+                expect(page.locator("#security-events table")).to_contain_text(
+                    "mallory@evil.example"
+                )
 
                 page.goto(base_url + "/profiles/alpha")
                 expect(page.locator("#log")).to_contain_text("hello from alpha")

@@ -106,12 +106,25 @@ def wait_port(port: int, proc: subprocess.Popen[str] | None = None, timeout: flo
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
 
 
+def _any_set(env: dict[str, str], *keys: str) -> bool:
+    names = [DASHBOARD_ENV_PREFIX + key + suffix for key in keys for suffix in ("", "_FILE")]
+    return any(env.get(name) for name in names)
+
+
 @contextlib.contextmanager
 def dashboard_process(
     env: dict[str, str], host: str = "127.0.0.1", port: int | None = None
 ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    """The real `hermes dashboard` as a subprocess; yields (port, process)."""
+    """The real `hermes dashboard` as a subprocess; yields (port, process).
+
+    With a login provider configured and no PUBLIC_URL / ALLOWED_HOSTS, the public URL
+    is set to where the tests reach it (OAuth mode requires one), as a deployment would.
+    """
     port = port or free_port()
+    if _any_set(env, "OIDC_ISSUER", "GITHUB_CLIENT_ID") and not _any_set(
+        env, "PUBLIC_URL", "ALLOWED_HOSTS"
+    ):
+        env = {**env, DASHBOARD_ENV_PREFIX + "PUBLIC_URL": f"http://127.0.0.1:{port}"}
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -20,17 +20,23 @@ from starlette.testclient import TestClient
 
 from hermes_container.dashboard.app import create_app
 from hermes_container.dashboard.auth.allowlist import Allowlist
+from hermes_container.dashboard.auth.audit import PREAUTH_FILE
 from hermes_container.dashboard.auth.session import COOKIE_NAME
 from hermes_container.dashboard.settings import DashboardSettings, OidcConfig
 from hermes_container.home import HermesHome
 from tests.unit.dashboard_support import FakeManager, oidc_provider
 
 CLIENT_SECRET = "client-secret-DO-NOT-LOG-42"
-USERS = [
+USERS: list[tuple[str, dict[str, Any]]] = [
     ("alice", {"email": "alice@example.com", "email_verified": True, "name": "Alice"}),
     ("bob", {"email": "bob@corp.example", "email_verified": True}),
     ("mallory", {"email": "mallory@evil.example", "email_verified": True}),
     ("eve", {"email": "eve@corp.example", "email_verified": False}),
+    # Addresses the IdP does not vouch for, each inside the domain allowlist:
+    ("nora", {"email": "nora@corp.example"}),  # no email_verified claim at all
+    ("sam", {"email": "sam@corp.example", "email_verified": "false"}),  # a string
+    ("tia", {"email": "tia@corp.example", "email_verified": "true"}),  # a string, too
+    ("nils", {"email": "nils@corp.example", "email_verified": None}),
 ]
 
 
@@ -46,6 +52,7 @@ def make_settings(issuer: str, **overrides: Any) -> DashboardSettings:
         "mode": "oauth",
         "oidc": OidcConfig(issuer, "hermes-dashboard", CLIENT_SECRET),
         "allowlist": Allowlist.build(emails=["alice@example.com"], domains=["corp.example"]),
+        "public_url": "http://testserver",  # where TestClient's requests go
         **overrides,
     }
     return DashboardSettings(**values)
@@ -93,9 +100,18 @@ def csrf_of(client: TestClient, path: str = "/") -> str:
 
 
 def audit_records(home: HermesHome) -> list[dict[str, Any]]:
+    """The security log (logins, logouts, denials, gateway actions), oldest first."""
     if not home.auth_log.exists():
         return []
     return [json.loads(line) for line in home.auth_log.read_text().splitlines()]
+
+
+def preauth_records(home: HermesHome) -> list[dict[str, Any]]:
+    """The pre-auth log (login_start, login_failure, suppressed), oldest first."""
+    path = home.logs_dir / PREAUTH_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_authorize_request_uses_pkce_state_and_nonce(client: TestClient) -> None:
@@ -153,8 +169,9 @@ def test_full_flow_login_api_action_logout(
     assert client.get("/api/profiles").status_code == 401
 
     events = [r["event"] for r in audit_records(home)]
-    assert events == ["login_start", "login_success", "gateway_action", "logout"]
-    action = audit_records(home)[2]
+    assert events == ["login_success", "gateway_action", "logout"]
+    assert [r["event"] for r in preauth_records(home)] == ["login_start"]
+    action = audit_records(home)[1]
     assert action["user"] == "alice@example.com" and action["action"] == "stop"
 
 
@@ -164,7 +181,7 @@ def test_wrong_state_is_refused_and_audited(client: TestClient, home: HermesHome
     response = client.get(tampered)
     assert response.status_code == 400
     assert client.get("/api/profiles").status_code == 401
-    failure = audit_records(home)[-1]
+    failure = preauth_records(home)[-1]
     assert failure["event"] == "login_failure" and failure["reason"] == "mismatching_state"
 
 
@@ -181,7 +198,7 @@ def test_replayed_code_is_refused(issuer: str, home: HermesHome, manager: FakeMa
         attacker.cookies.set(COOKIE_NAME, pre_login_cookie)
         assert attacker.get(callback).status_code == 400
         assert attacker.get("/api/profiles").status_code == 401
-    reasons = [r.get("reason") for r in audit_records(home) if r["event"] == "login_failure"]
+    reasons = [r.get("reason") for r in preauth_records(home) if r["event"] == "login_failure"]
     assert reasons == ["mismatching_state", "invalid_grant"]
 
 
@@ -199,6 +216,51 @@ def test_domain_allowlist_and_unverified_email(client: TestClient) -> None:
     assert login(client, "eve").status_code == 403  # email_verified: false never matches
     assert login(client, "bob").status_code == 303
     assert client.get("/api/profiles").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("sub", "status"),
+    [("nora", 403), ("sam", 403), ("eve", 403), ("tia", 403), ("nils", 403), ("bob", 303)],
+)
+def test_email_counts_only_when_email_verified_is_true(
+    client: TestClient, home: HermesHome, sub: str, status: int
+) -> None:
+    """Missing, "false", false (and "true", null) never pass the domain allowlist."""
+    assert login(client, sub).status_code == status
+    if status == 403:
+        assert client.get("/api/profiles").status_code == 401
+        denied = audit_records(home)[-1]
+        assert denied["event"] == "login_denied"
+        assert denied["user"] == sub  # shown by subject: the address was not taken
+    else:
+        assert client.get("/api/profiles").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("sub", "status"), [("nora", 303), ("eve", 403), ("sam", 403), ("nils", 403), ("bob", 303)]
+)
+def test_missing_claim_opt_out_covers_only_a_missing_claim(
+    issuer: str, home: HermesHome, sub: str, status: int
+) -> None:
+    oidc = OidcConfig(issuer, "hermes-dashboard", CLIENT_SECRET, allow_missing_email_verified=True)
+    app = create_app(make_settings(issuer, oidc=oidc), home=home, manager=None)
+    with TestClient(app, follow_redirects=False) as tc:
+        assert login(tc, sub).status_code == status
+        assert tc.get("/api/profiles").status_code == (200 if status == 303 else 401)
+
+
+def test_rebinding_host_cannot_act_with_a_valid_session(
+    client: TestClient, manager: FakeManager
+) -> None:
+    """A DNS-rebinding page (Host and Origin both evil.example) is refused before CSRF."""
+    assert login(client, "alice").status_code == 303
+    token = csrf_of(client)
+    evil = client.post(
+        "/api/profiles/alpha/gateway/stop",
+        headers={"Host": "evil.example", "Origin": "http://evil.example", "X-CSRF-Token": token},
+    )
+    assert evil.status_code == 400
+    assert manager.calls == []
 
 
 def test_expired_session_says_session_expired(issuer: str, home: HermesHome) -> None:
@@ -288,11 +350,11 @@ def test_audit_log_never_holds_secrets(issuer: str, home: HermesHome, manager: F
         tc.get(re.sub(r"state=[^&]+", "state=x", callback))
         login(tc, "mallory")
         tc.post("/auth/logout", data={"csrf_token": token})
-    text = home.auth_log.read_text()
+    text = home.auth_log.read_text() + (home.logs_dir / PREAUTH_FILE).read_text()
     assert text.count("\n") >= 6
     for secret in secrets_seen:
         assert secret and secret not in text
-    for record in audit_records(home):
+    for record in audit_records(home) + preauth_records(home):
         assert not {"code", "state", "token", "cookie", "id_token", "access_token"} & set(record)
 
 
@@ -325,6 +387,6 @@ def test_id_token_nonce_is_checked(issuer: str, home: HermesHome) -> None:
         tc.cookies.set(COOKIE_NAME, codec.dumps(data))
         assert tc.get(callback).status_code == 400
         assert tc.get("/api/profiles").status_code == 401
-    failure = audit_records(home)[-1]
+    failure = preauth_records(home)[-1]
     assert failure["event"] == "login_failure"
     assert failure["reason"] == "invalid_response:InvalidClaimError", failure

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from pathlib import Path
 
 import pytest
 
 from hermes_container.dashboard.app import create_app
 from hermes_container.dashboard.auth.allowlist import Allowlist
-from hermes_container.dashboard.auth.gate import OAuthGateMiddleware
+from hermes_container.dashboard.auth.audit import AuditLog
+from hermes_container.dashboard.auth.gate import OAuthGateMiddleware, SessionAccess
+from hermes_container.dashboard.auth.proxy import TrustedProxies
 from hermes_container.dashboard.auth.public_paths import PUBLIC_API_PATHS, PUBLIC_PAGE_PATHS
+from hermes_container.dashboard.auth.session import SessionCodec
 from hermes_container.dashboard.auth.token_mode import TokenAuthMiddleware
 from hermes_container.dashboard.settings import DashboardSettings, OidcConfig
 from hermes_container.home import HermesHome
@@ -202,10 +206,20 @@ def _run(app: object, target: str, **kw: object) -> int:
     return status
 
 
+def _oauth_gate(app: Sentinel, tmp_path: Path) -> OAuthGateMiddleware:
+    return OAuthGateMiddleware(
+        app,
+        access=SessionAccess(Allowlist.build(emails=["alice@example.com"]), ["oidc"]),
+        codec=SessionCodec(b"k" * 32),
+        audit=AuditLog(tmp_path / "dashboard-auth.log"),
+        proxies=TrustedProxies(),
+    )
+
+
 @pytest.mark.parametrize("target", CORPUS)
-def test_oauth_gate(target: str) -> None:
+def test_oauth_gate(target: str, tmp_path: Path) -> None:
     sentinel = Sentinel()
-    status = _run(OAuthGateMiddleware(sentinel), target)
+    status = _run(_oauth_gate(sentinel, tmp_path), target)
     expected = expected_public(target)
     assert bool(sentinel.reached) == expected, (target, status)
     if not expected:
@@ -250,6 +264,7 @@ def _oauth_settings() -> DashboardSettings:
         mode="oauth",
         oidc=OidcConfig("http://127.0.0.1:9", "client", "secret"),
         allowlist=Allowlist.build(emails=["alice@example.com"]),
+        public_url="http://127.0.0.1:9119",
     )
 
 

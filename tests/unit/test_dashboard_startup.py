@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -108,6 +109,7 @@ def test_settings_modes(tmp_path: Path) -> None:
         "HERMES_DASHBOARD_OIDC_CLIENT_ID": "c",
         "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "s",
         "HERMES_DASHBOARD_ALLOWED_DOMAINS": "example.com, @corp.example",
+        "HERMES_DASHBOARD_PUBLIC_URL": "https://hermes.example.com",
     }
     settings = load_settings(home, host="127.0.0.1", env=oidc)
     assert settings.mode == "oauth"  # a provider always wins, even on loopback
@@ -123,21 +125,116 @@ def test_settings_modes(tmp_path: Path) -> None:
     assert (tmp_path / ".dashboard_secret").stat().st_mode & 0o077 == 0
 
 
-def test_settings_from_config_yaml_but_secrets_from_env_only(tmp_path: Path) -> None:
+def test_config_yaml_dashboard_section_is_ignored_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hermes user writes config.yaml: it must not widen who may log in."""
     (tmp_path / "config.yaml").write_text(
         "dashboard:\n"
         "  github_client_id: from-yaml\n"
-        "  github_client_secret: never-read\n"
+        "  github_client_secret: never-read-yaml-secret\n"
         "  allowed_github_orgs: [acme, Widgets]\n"
+        "  allow_any_user: true\n"
+        "  trusted_proxies: 0.0.0.0/0\n"
+        "  public_url: https://evil.example\n"
+        "  session_ttl: 99999999\n"
+        "  some_unknown_key: value-of-unknown-key\n"
     )
     home = HermesHome(tmp_path)
-    env = {"HERMES_DASHBOARD_GITHUB_CLIENT_SECRET": "from-env"}
-    settings = load_settings(home, host="0.0.0.0", env=env)
-    assert settings.github is not None and settings.github.client_id == "from-yaml"
-    assert settings.github.client_secret == "from-env"
-    assert settings.allowlist.github_orgs == {"acme", "widgets"}
-    with pytest.raises(ConfigError, match="GITHUB_CLIENT_SECRET"):
+    env = {
+        "HERMES_DASHBOARD_GITHUB_CLIENT_ID": "from-env",
+        "HERMES_DASHBOARD_GITHUB_CLIENT_SECRET": "from-env-secret",
+        "HERMES_DASHBOARD_ALLOWED_GITHUB_USERS": "octocat",
+        "HERMES_DASHBOARD_PUBLIC_URL": "https://hermes.example.com",
+    }
+    with caplog.at_level(logging.WARNING, logger="hermes.dashboard"):
+        settings = load_settings(home, host="0.0.0.0", env=env)
+    assert settings.github is not None and settings.github.client_id == "from-env"
+    assert settings.allowlist.github_orgs == frozenset()
+    assert not settings.allowlist.allow_any
+    assert settings.proxies.networks == ()
+    assert settings.public_url == "https://hermes.example.com"
+    assert settings.session_idle_ttl == 8 * 3600
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    for key in ("github_client_id", "allowed_github_orgs", "allow_any_user", "public_url"):
+        assert key in warnings[0]
+    assert "HERMES_DASHBOARD_" in warnings[0] and "1 other key" in warnings[0]
+    for value in ("from-yaml", "never-read", "acme", "evil.example", "some_unknown", "value-of"):
+        assert value not in warnings[0]
+    # Without the env, nothing configures a provider: the YAML client id is not used.
+    with pytest.raises(ConfigError, match="HERMES_DASHBOARD_INSECURE"):
         load_settings(home, host="0.0.0.0", env={})
+
+
+def test_settings_from_files(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret value\n\n")  # only ONE trailing newline is dropped
+    emails = tmp_path / "emails"
+    emails.write_text("alice@example.com,\nbob@example.com\n")
+    env = {
+        "HERMES_DASHBOARD_OIDC_ISSUER_FILE": str(_file(tmp_path, "issuer", "http://id.example\n")),
+        "HERMES_DASHBOARD_OIDC_CLIENT_ID": "cid",
+        "HERMES_DASHBOARD_OIDC_CLIENT_SECRET_FILE": str(secret),
+        "HERMES_DASHBOARD_ALLOWED_EMAILS_FILE": str(emails),
+        "HERMES_DASHBOARD_PUBLIC_URL_FILE": str(_file(tmp_path, "url", "https://h.example\r\n")),
+        "HERMES_DASHBOARD_SECRET_KEY_FILE": str(_file(tmp_path, "key", "k" * 40 + "\n")),
+    }
+    settings = load_settings(HermesHome(tmp_path / "home"), host="0.0.0.0", env=env)
+    assert settings.oidc is not None
+    assert settings.oidc.issuer == "http://id.example"
+    assert settings.oidc.client_secret == "s3cret value\n"
+    assert settings.allowlist.emails == {"alice@example.com", "bob@example.com"}
+    assert settings.public_url == "https://h.example"
+    assert settings.secret_key == b"k" * 40
+    assert not (tmp_path / "home" / ".dashboard_secret").exists()
+
+    both = {**env, "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "inline"}
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings(HermesHome(tmp_path), host="0.0.0.0", env=both)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_unreadable_value_file_is_a_one_line_config_error(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "nope" if kind == "missing" else tmp_path
+    proc = run_dashboard(
+        tmp_path / "home",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(free_port()),
+        HERMES_DASHBOARD_GITHUB_CLIENT_ID="id",
+        HERMES_DASHBOARD_GITHUB_CLIENT_SECRET_FILE=str(path),
+        HERMES_DASHBOARD_ALLOW_ANY_USER="1",
+        HERMES_DASHBOARD_PUBLIC_URL="https://h.example",
+    )
+    assert proc.returncode == 78
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "HERMES_DASHBOARD_GITHUB_CLIENT_SECRET_FILE" in lines[0] and str(path) in lines[0]
+
+
+def test_oidc_missing_email_verified_opt_out_setting(tmp_path: Path) -> None:
+    env = {
+        "HERMES_DASHBOARD_OIDC_ISSUER": "http://127.0.0.1:1",
+        "HERMES_DASHBOARD_OIDC_CLIENT_ID": "c",
+        "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "s",
+        "HERMES_DASHBOARD_ALLOWED_DOMAINS": "example.com",
+        "HERMES_DASHBOARD_PUBLIC_URL": "https://hermes.example.com",
+    }
+    home = HermesHome(tmp_path)
+    default = load_settings(home, env=env).oidc
+    assert default is not None and not default.allow_missing_email_verified
+    opted = load_settings(
+        home, env={**env, "HERMES_DASHBOARD_OIDC_ALLOW_MISSING_EMAIL_VERIFIED": "1"}
+    ).oidc
+    assert opted is not None and opted.allow_missing_email_verified
+
+
+def _file(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_bytes(text.encode())
+    return path
 
 
 @pytest.mark.parametrize(
@@ -209,12 +306,15 @@ def test_github_identity_uses_only_verified_primary_email() -> None:
 
 def test_session_codec_expiry_and_revocation() -> None:
     codec = SessionCodec(b"k" * 32, idle_ttl=100, max_age=1000)
-    raw = codec.dumps({"user": {"sub": "a"}, "iat": int(time.time()), "sid": "s1"})
+    gen = codec.revocations.generation
+    raw = codec.dumps({"user": {"sub": "a"}, "iat": int(time.time()), "sid": "s1", "gen": gen})
     assert codec.loads(raw)[1] == "ok"
     assert codec.loads(raw + "x")[1] == "invalid"
     assert SessionCodec(b"other" * 8).loads(raw)[1] == "invalid"
     old = codec.dumps({"user": {"sub": "a"}, "iat": int(time.time()) - 5000, "sid": "s2"})
     assert codec.loads(old)[1] == "expired"
+    stale = codec.dumps({"user": {"sub": "a"}, "iat": int(time.time()), "sid": "s3", "gen": "x"})
+    assert codec.loads(stale)[1] == "expired"  # an older generation of the revocation list
     codec.revoke("s1")
     assert codec.loads(raw)[1] == "invalid"
     assert codec.loads(None)[1] == "none"
@@ -269,6 +369,7 @@ def test_github_login_start_uses_state_and_pkce(tmp_path: Path) -> None:
         mode="oauth",
         github=GithubConfig("gh-client", "gh-secret"),
         allowlist=Allowlist.build(github_orgs=["acme"]),
+        public_url="http://testserver",
     )
     app = create_app(settings, home=HermesHome(tmp_path), manager=None)
     with TestClient(app, follow_redirects=False) as client:

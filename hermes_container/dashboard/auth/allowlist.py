@@ -4,11 +4,16 @@ A login passes when ANY configured rule matches: the verified email is listed, i
 domain is listed, the GitHub login is listed, or the user belongs to a listed GitHub
 org. Everything is compared case-insensitively. With no rule configured nobody
 passes, unless HERMES_DASHBOARD_ALLOW_ANY_USER=1 says every provider user may.
+
+The rule is checked at login AND on every request (auth/gate.py): the session keeps
+the identity facts the rules look at, as of login (provider, subject, verified email,
+GitHub login, and the allowlisted GitHub orgs the user was in), so a dashboard
+restarted with a shorter allowlist ends the sessions it no longer allows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -25,13 +30,21 @@ class Identity:
     def display(self) -> str:
         return self.email or (self.github_login and "@" + self.github_login) or self.subject
 
-    def session_user(self) -> dict[str, object]:
+    def session_user(self, keep_orgs: Iterable[str] = ()) -> dict[str, object]:
+        """What the session cookie keeps of this identity.
+
+        Of the GitHub orgs only those in `keep_orgs` (the allowlisted ones) are kept:
+        enough to re-check the allowlist, and a user in many orgs cannot overflow the
+        4 KB cookie nor have all their memberships copied into it.
+        """
+        wanted = {org.lower() for org in keep_orgs}
         return {
             "provider": self.provider,
             "sub": self.subject,
             "email": self.email,
             "name": self.name or self.display,
             "login": self.github_login,
+            "orgs": sorted(org.lower() for org in self.github_orgs if org.lower() in wanted),
         }
 
 
@@ -71,14 +84,20 @@ class Allowlist:
         return bool(self.github_orgs)
 
     def allows(self, identity: Identity) -> bool:
+        return self.allows_facts(identity.email, identity.github_login, identity.github_orgs)
+
+    def allows_facts(
+        self, email: str | None, github_login: str | None, github_orgs: Iterable[str]
+    ) -> bool:
+        """The rule on the bare facts (also run on every request, so: set lookups only)."""
         if self.allow_any:
             return True
-        email = (identity.email or "").lower()
+        email = (email or "").lower()
         if email and email in self.emails:
             return True
         if email and "@" in email and email.rsplit("@", 1)[1] in self.domains:
             return True
-        login = (identity.github_login or "").lower()
+        login = (github_login or "").lower()
         if login and login in self.github_users:
             return True
-        return bool({org.lower() for org in identity.github_orgs} & self.github_orgs)
+        return any(org.lower() in self.github_orgs for org in github_orgs)

@@ -2,7 +2,10 @@
 
 The token lives in the signed session and is rendered into each page; unsafe methods
 must echo it in `X-CSRF-Token` or, for plain HTML forms, a `csrf_token` form field.
-A present `Origin` header must also be our own origin. Compared in constant time.
+A present `Origin` header must also be our own origin: HERMES_DASHBOARD_PUBLIC_URL's,
+or this request's scheme://Host, a Host the middlewares outside this one have already
+vetted (auth/hosts.py in OAuth mode, the loopback check in token mode). Tokens are
+compared in constant time.
 """
 
 from __future__ import annotations

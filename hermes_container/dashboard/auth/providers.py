@@ -14,6 +14,7 @@ import os
 import re
 import ssl
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,12 +179,12 @@ class LoginProviders:
         claims = token.get("userinfo")
         if not claims or not claims.get("sub"):
             raise LoginError("no_id_token")  # authlib validates only a token it is given
-        email = claims.get("email")
-        verified = claims.get("email_verified", True) is not False
         return Identity(
             provider="oidc",
             subject=str(claims["sub"]),
-            email=str(email).lower() if email and verified else None,
+            email=verified_email(
+                claims, allow_missing=self.settings.oidc.allow_missing_email_verified
+            ),
             name=str(claims.get("name") or claims.get("preferred_username") or "") or None,
         )
 
@@ -195,6 +196,23 @@ class LoginProviders:
         if self.settings.allowlist.wants_github_orgs:
             orgs = (await client.get("user/orgs", token=token)).json()
         return github_identity(user, emails, orgs)
+
+
+def verified_email(claims: Mapping[str, Any], *, allow_missing: bool = False) -> str | None:
+    """The ID token's e-mail, only if the IdP vouches for it; else None (matches no rule).
+
+    An address the user merely typed in at the IdP must not pass an e-mail or domain
+    allowlist, so `email_verified` has to be the JSON boolean true: "true"/"false"
+    strings, numbers and null do not count. `allow_missing`
+    (HERMES_DASHBOARD_OIDC_ALLOW_MISSING_EMAIL_VERIFIED) only covers an absent claim,
+    for IdPs that release verified addresses only and never send it.
+    """
+    email = claims.get("email")
+    if not isinstance(email, str) or not email.strip():
+        return None
+    if "email_verified" not in claims:
+        return email.strip().lower() if allow_missing else None
+    return email.strip().lower() if claims["email_verified"] is True else None
 
 
 def github_identity(

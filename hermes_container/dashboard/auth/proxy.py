@@ -61,7 +61,11 @@ class TrustedProxies:
         return peer
 
     def origin(self, scope: Scope) -> str:
-        """scheme://host of this request as the browser sees it (for Origin checks)."""
+        """scheme://host of this request as the browser sees it (for Origin checks).
+
+        The Host header is only trustworthy once auth/hosts.py (OAuth mode) or the loopback
+        gate has checked it; both sit outside every caller of this.
+        """
         scheme = "https" if self.is_https(scope) else "http"
         host = header(scope, b"host") or ""
         return f"{scheme}://{host}"

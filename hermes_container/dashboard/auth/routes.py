@@ -1,15 +1,19 @@
-"""Login, OAuth callback and logout. All under /auth/ (public prefix) except /login."""
+"""Login, OAuth callback and logout. All under /auth/ (public prefix) except /login.
+
+Audit: login_start and login_failure can be caused by anyone, so they go through
+`AuditLog.client_event` (pre-auth log, rate-limited per client) with a fixed reason
+code; login_denied (a provider vouched for the identity) goes to the security log,
+rate-limited per client as well; login_success and logout are security events.
+"""
 
 from __future__ import annotations
-
-import secrets
-import time
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from hermes_container.dashboard.auth.providers import LoginError
+from hermes_container.dashboard.auth.reasons import reason_code
 from hermes_container.dashboard.auth.redirects import safe_next
 from hermes_container.dashboard.context import client_ip, ctx, current_user, user_label
 from hermes_container.dashboard.pages import render
@@ -49,12 +53,13 @@ async def login_start(request: Request, provider: str, next: str | None = None) 
         return render(request, "error.html", 404, title="Not found", message="Unknown provider.")
     _clear_pending_logins(request)
     request.session[NEXT_KEY] = safe_next(next)
-    context.audit.write("login_start", provider=provider, ip=client_ip(request))
+    ip = client_ip(request)
+    context.audit.client_event("login_start", ip, provider=provider)
     try:
         return await context.providers.start(request, provider, _redirect_uri(request, provider))
     except LoginError as exc:
-        context.audit.write(
-            "login_failure", provider=provider, reason=exc.reason, ip=client_ip(request)
+        context.audit.client_event(
+            "login_failure", ip, provider=provider, reason=reason_code(exc.reason)
         )
         return render(
             request,
@@ -74,7 +79,10 @@ async def login_callback(request: Request, provider: str) -> Response:
     try:
         identity = await context.providers.finish(request, provider)
     except LoginError as exc:
-        context.audit.write("login_failure", provider=provider, reason=exc.reason, ip=ip)
+        # exc.reason may echo the callback's `?error=`: only a fixed code is recorded.
+        context.audit.client_event(
+            "login_failure", ip, provider=provider, reason=reason_code(exc.reason)
+        )
         return render(
             request,
             "error.html",
@@ -84,12 +92,13 @@ async def login_callback(request: Request, provider: str) -> Response:
             retry=True,
         )
     if not context.settings.allowlist.allows(identity):
-        context.audit.write(
+        context.audit.client_event(
             "login_denied",
+            ip,
+            security=True,
             provider=provider,
             user=identity.display,
             subject=identity.subject,
-            ip=ip,
         )
         _clear_pending_logins(request)
         return render(
@@ -102,11 +111,9 @@ async def login_callback(request: Request, provider: str) -> Response:
     target = safe_next(request.session.get(NEXT_KEY))
     # A fresh session (new id, new CSRF token) on login: no fixation of a pre-login cookie.
     request.session.clear()
+    allowlist = context.settings.allowlist
     request.session.update(
-        user=identity.session_user(),
-        sid=secrets.token_urlsafe(16),
-        iat=int(time.time()),
-        csrf=secrets.token_urlsafe(32),
+        context.codec.login_session(identity.session_user(allowlist.github_orgs))
     )
     context.audit.write(
         "login_success", provider=provider, user=identity.display, subject=identity.subject, ip=ip
@@ -117,10 +124,9 @@ async def login_callback(request: Request, provider: str) -> Response:
 @router.post("/auth/logout")
 async def logout(request: Request) -> Response:
     context = ctx(request)
-    sid = request.session.get("sid")
-    if isinstance(sid, str):
-        context.codec.revoke(sid)
     if current_user(request) is not None:
+        # Only a logged-in session's id is worth remembering (and persisting).
+        await context.codec.end(request.session)
         context.audit.write("logout", user=user_label(request), ip=client_ip(request))
     request.session.clear()
     request.scope["hermes.session_clear"] = True

@@ -8,22 +8,28 @@ request came over HTTPS (directly or via a trusted proxy), and carries no OAuth 
 Expiry: the signature timestamp is refreshed on activity (sliding idle timeout,
 `idle_ttl`), and `iat` bounds the absolute lifetime (`max_age`). A cookie that was
 valid but has expired is reported as `expired` so the API can say `session_expired`.
-Logged-out session ids are remembered until their expiry so a copied cookie dies too.
+
+Ending a session: logged-out (and access-revoked) session ids are remembered until
+their expiry, across restarts (auth/revocations.py), so a copied cookie dies too. A
+login session also carries the revocation store's `gen`eration; a session of an older
+generation (the store could not be trusted at start) is reported as `expired`.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from typing import Any, Literal
 
+from anyio import to_thread
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from hermes_container.dashboard.asgi import ASGIApp, Message, Receive, Scope, Send, header
 from hermes_container.dashboard.auth.proxy import TrustedProxies
+from hermes_container.dashboard.auth.revocations import RevocationStore
 
 COOKIE_NAME = "hermes_session"
 SessionStatus = Literal["none", "ok", "expired", "invalid"]
@@ -69,13 +75,23 @@ class SessionCodec:
     secret: bytes
     idle_ttl: int = 8 * 3600
     max_age: int = 7 * 24 * 3600
-    revoked: dict[str, float] = field(default_factory=dict)
+    revocations: RevocationStore = field(default_factory=RevocationStore)  # in memory
 
     def __post_init__(self) -> None:
         self._serializer = URLSafeTimedSerializer(self.secret, salt="hermes-dashboard-session")
 
     def dumps(self, data: dict[str, Any]) -> str:
         return self._serializer.dumps(data)
+
+    def login_session(self, user: dict[str, object]) -> dict[str, Any]:
+        """A fresh session for a login: new id and CSRF token, issue time, generation."""
+        return {
+            "user": user,
+            "sid": secrets.token_urlsafe(16),
+            "iat": int(time.time()),
+            "gen": self.revocations.generation,
+            "csrf": new_csrf_token(),
+        }
 
     def loads(self, raw: str | None) -> tuple[dict[str, Any], SessionStatus, float]:
         """(data, status, issued_at) — data is empty unless status is `ok`."""
@@ -89,21 +105,35 @@ class SessionCodec:
             return {}, "invalid", 0.0
         if not isinstance(data, dict):
             return {}, "invalid", 0.0
-        now = time.time()
-        iat = data.get("iat")
-        if isinstance(iat, int | float) and now - iat > self.max_age:
-            return {}, "expired", 0.0
-        sid = data.get("sid")
-        if isinstance(sid, str) and sid in self.revoked:
-            return {}, "invalid", 0.0
+        if "user" in data:
+            # A login session: all of these are set by login_session(), so a missing
+            # one is not a session we made.
+            iat, sid = data.get("iat"), data.get("sid")
+            if not isinstance(iat, int | float) or not isinstance(sid, str):
+                return {}, "invalid", 0.0
+            if time.time() - iat > self.max_age:
+                return {}, "expired", 0.0
+            if self.revocations.is_revoked(sid):
+                return {}, "invalid", 0.0
+            if data.get("gen") != self.revocations.generation:
+                return {}, "expired", 0.0
         return data, "ok", issued.timestamp()
 
-    def revoke(self, sid: str) -> None:
-        now = time.time()
-        for old, until in list(self.revoked.items()):
-            if until < now:
-                del self.revoked[old]
-        self.revoked[sid] = now + self.max_age
+    def _expiry(self, data: Mapping[str, Any]) -> float:
+        iat = data.get("iat")
+        return (iat if isinstance(iat, int | float) else time.time()) + self.max_age
+
+    def revoke(self, sid: str, expires_at: float | None = None) -> bool:
+        """End `sid` now and on disk (blocking: use `end` on the event loop)."""
+        return self.revocations.revoke(sid, expires_at or time.time() + self.max_age)
+
+    async def end(self, data: Mapping[str, Any]) -> None:
+        """End the login session `data` at once; persist it in a worker thread (fsync)."""
+        sid = data.get("sid")
+        if not isinstance(sid, str):
+            return
+        self.revocations.add(sid, self._expiry(data))
+        await to_thread.run_sync(self.revocations.save)
 
 
 def _cookie_value(scope: Scope, name: str) -> str | None:
