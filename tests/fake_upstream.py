@@ -6,6 +6,8 @@
         upstream.set(chunks=["a", "b"], chunk_delay=0.2)   # streamed pieces, paced
         upstream.set(delay=30)                # hang before answering (timeouts); stop() ends it
         upstream.set(status=500, error="boom")
+        upstream.set(body_bytes=4096)         # a JSON reply of exactly 4096 bytes
+        upstream.body_sent                    # bytes of each sized body written before the end
         upstream.requests[-1].body            # every request received: method, path, headers, body
         upstream.wait_for_requests(1)
 
@@ -20,6 +22,7 @@ import argparse
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,6 +36,8 @@ class Behaviour:
     delay: float = 0.0  # seconds before the response starts
     status: int = 200
     error: str = "fake upstream error"  # message of a non-2xx (status >= 300) reply
+    body_bytes: int | None = None  # non-streaming: a JSON reply of exactly this size (>= 10)
+    body_chunked: bool = False  # send body_bytes chunked, without a Content-Length
     usage: dict[str, int] | None = field(
         default_factory=lambda: {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
     )
@@ -100,6 +105,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(b.status, {"error": {"message": b.error, "type": "fake_error"}})
         elif isinstance(body, dict) and body.get("stream") is True:
             self._stream(body, b)
+        elif b.body_bytes is not None:
+            self._sized(b.body_bytes, b.body_chunked)
         else:
             self._send_json(200, _completion(body, b))
 
@@ -121,6 +128,31 @@ class _Handler(BaseHTTPRequestHandler):
         self._chunk(_sse(final) + b"data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
 
+    def _sized(self, size: int, chunked: bool) -> None:
+        """`{"pad":"xxx..."}` of exactly `size` bytes, written in pieces as the client
+        reads them; how much got out is recorded, also when the client hangs up."""
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        if chunked:
+            self.send_header("transfer-encoding", "chunked")
+        else:
+            self.send_header("content-length", str(size))
+        self.end_headers()
+        sent = 0
+        try:
+            for piece in _padded_json(size):
+                if chunked:
+                    self._chunk(piece)
+                else:
+                    self.wfile.write(piece)
+                sent += len(piece)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client hung up: nothing more to send
+            self.close_connection = True
+        finally:
+            self.server.owner._sent(sent)
+
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
@@ -128,6 +160,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _sse(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+def _padded_json(size: int, piece: int = 64 * 1024) -> Iterator[bytes]:
+    if size < 10:
+        raise ValueError("body_bytes must be at least 10")
+    yield b'{"pad":"'
+    pad = size - 10
+    while pad > 0:
+        yield b"x" * min(piece, pad)
+        pad -= piece
+    yield b'"}'
 
 
 def _delta(model: str, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
@@ -169,6 +212,7 @@ class FakeUpstream:
     def __init__(self, port: int = 0) -> None:
         self.behaviour = Behaviour()
         self.requests: list[Received] = []
+        self.body_sent: list[int] = []
         self.stopping = threading.Event()
         self._cond = threading.Condition()
         self._server = _Server(("127.0.0.1", port), _Handler)
@@ -207,6 +251,18 @@ class FakeUpstream:
         with self._cond:
             self.requests.append(received)
             self._cond.notify_all()
+
+    def _sent(self, size: int) -> None:
+        with self._cond:
+            self.body_sent.append(size)
+            self._cond.notify_all()
+
+    def wait_for_body_sent(self, count: int = 1, timeout: float = 10.0) -> list[int]:
+        """`body_sent` once `count` sized bodies have ended (sent whole or cut off)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.body_sent) >= count, timeout):
+                raise TimeoutError(f"{len(self.body_sent)} of {count} bodies after {timeout}s")
+            return list(self.body_sent)
 
     def wait_for_requests(self, count: int, timeout: float = 10.0) -> list[Received]:
         with self._cond:

@@ -5,9 +5,12 @@ select_client picks it once at start: the lean client (upstream.py) by default, 
 
 The profile pins the model: a request's `model` field is accepted (OpenAI clients
 always send one) but the upstream always gets `model.name` from config.yaml, so a
-profile's persona and provider cannot be bypassed by a client. SOUL.md is prepended
-as the system message unless the request already carries one. Failures become a
-GatewayError with the HTTP status and OpenAI-style error body the client gets.
+client cannot pick another model or provider. SOUL.md goes first as a system message;
+a client's own system messages follow it, kept as they are, so the persona cannot be
+bypassed either, unless the profile says `gateway.persona: unless-client-system`
+(then a client's system message replaces SOUL.md). A non-streamed answer is read up
+to `gateway.max_response_bytes` and refused past it. Failures become a GatewayError
+with the HTTP status and OpenAI-style error body the client gets.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ log = logging.getLogger("hermes.gateway")
 # is the provider's or the profile's problem, reported as a bad gateway.
 PASS_THROUGH = frozenset({400, 413, 422, 429})
 MAX_DETAIL = 300
+MAX_ERROR_BODY = 64 * 1024  # an error's body only feeds MAX_DETAIL characters of detail
 
 
 class GatewayError(Exception):
@@ -44,11 +48,15 @@ class GatewayError(Exception):
         return {"error": {"message": self.message, "type": self.kind, "code": self.code}}
 
 
+def _has_system(messages: list[Any]) -> bool:
+    return any(isinstance(m, dict) and m.get("role") == "system" for m in messages)
+
+
 def prepare_payload(payload: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The body sent upstream: the profile's model, the persona first."""
+    """The body sent upstream: the profile's model, the persona first (gateway.persona)."""
     messages = payload["messages"]
-    has_system = any(isinstance(m, dict) and m.get("role") == "system" for m in messages)
-    if settings.soul and not has_system:
+    replaced = settings.persona == "unless-client-system" and _has_system(messages)
+    if settings.soul and not replaced:
         messages = [{"role": "system", "content": settings.soul}, *messages]
     return {**payload, "model": settings.model_name, "messages": messages}
 
@@ -149,6 +157,14 @@ class Relay:
                 f"cannot connect to the model provider at {self.where} ({exc.detail})",
                 "upstream_unavailable",
             )
+        if exc.kind == "too_large":
+            return GatewayError(
+                502,
+                f"the model provider at {self.where} answered with more than "
+                f"gateway.max_response_bytes ({self.settings.max_response_bytes} bytes)",
+                "upstream_error",
+                "response_too_large",
+            )
         return GatewayError(
             502,
             f"the model provider at {self.where} broke the exchange: {exc.detail}",
@@ -163,8 +179,8 @@ class Relay:
             raise self.upstream_error(exc) from None
         if response.status >= 300:  # redirects are not followed: base_url is wrong
             try:
-                content = await response.read()
-            except UpstreamError:
+                content = await response.read(MAX_ERROR_BODY)
+            except UpstreamError:  # too large included: the status alone says enough
                 content = b""
             finally:
                 response.close()
@@ -172,10 +188,14 @@ class Relay:
         return response
 
     async def complete(self, body: bytes) -> tuple[bytes, str]:
-        """Non-streaming: the reply body and its content type, or a GatewayError."""
+        """Non-streaming: the reply body and its content type, or a GatewayError.
+
+        At most gateway.max_response_bytes are held: past them the read stops and close()
+        hangs up on the provider (a stream is relayed piece by piece, never held).
+        """
         response = await self.send(body)
         try:
-            content = await response.read()
+            content = await response.read(self.settings.max_response_bytes)
         except UpstreamError as exc:
             raise self.upstream_error(exc) from None
         finally:

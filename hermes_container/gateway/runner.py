@@ -19,6 +19,7 @@ import socket
 import sys
 
 from hermes_container.errors import EXIT_CONFIG, HermesError
+from hermes_container.gateway.environment import operator_patterns
 from hermes_container.gateway.lock import Takeover, acquire
 from hermes_container.gateway.readiness import (
     port_accepts,
@@ -93,6 +94,9 @@ def run_command(args: argparse.Namespace) -> int:
     name = validate_profile_name(args.profile)
     profile_dir = require_profile(HermesHome.from_env(), name)
     settings = load_settings(name, profile_dir)
+    # The slot's shell skipped entries it cannot match; a typo there may be the very
+    # secret the operator meant to hide, so it parks the gateway (exit 78) instead.
+    operator_patterns(os.environ)
     notify_fd = resolve_notify_fd(args.notify_fd)
     _setup_logging(name)
     # A stop that lands while we wait for a lock or import the server is still a

@@ -11,7 +11,8 @@ config.yaml keys (all under `model:` / `gateway:`):
   the environment unless NO_PROXY covers the provider), model.client (auto | fast |
   httpx; auto: the fast client, or httpx when a proxy applies), gateway.port
   (required), gateway.host (else $HERMES_GATEWAY_HOST, else 127.0.0.1),
-  gateway.max_body_bytes (1 MiB), gateway.shutdown_grace_s (10).
+  gateway.max_body_bytes (1 MiB), gateway.max_response_bytes (16 MiB),
+  gateway.shutdown_grace_s (10), gateway.persona (always | unless-client-system).
 """
 
 from __future__ import annotations
@@ -32,10 +33,18 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_READ_TIMEOUT_S = 120.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 DEFAULT_SHUTDOWN_GRACE_S = 10.0
 
 ClientChoice = Literal["auto", "fast", "httpx"]
 _CLIENTS: dict[str, ClientChoice] = {"auto": "auto", "fast": "fast", "httpx": "httpx"}
+# always: SOUL.md first, then every message of the client (its own system messages
+# too); unless-client-system: a client's system message replaces SOUL.md.
+Persona = Literal["always", "unless-client-system"]
+_PERSONAS: dict[str, Persona] = {
+    "always": "always",
+    "unless-client-system": "unless-client-system",
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,8 @@ class Settings:
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    persona: Persona = "always"
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     model_client: ClientChoice = "auto"
     # Where the proxy came from ("model.proxy", "HTTPS_PROXY", ...); also set when
@@ -211,11 +222,21 @@ def _proxy(
     return _proxy_url(url, f"the environment's {name}", hint), name
 
 
-def _max_body(gateway: Mapping[str, Any], where: Path) -> int:
-    value = gateway.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+def _byte_limit(gateway: Mapping[str, Any], key: str, where: Path, default: int) -> int:
+    value = gateway.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{where}: gateway.max_body_bytes must be a positive integer")
+        raise ConfigError(f"{where}: gateway.{key} must be a positive integer")
     return value
+
+
+def _persona(gateway: Mapping[str, Any], where: Path) -> Persona:
+    value = gateway.get("persona", "always")
+    choice = _PERSONAS.get(value) if isinstance(value, str) else None
+    if choice is None:
+        raise ConfigError(
+            f"{where}: gateway.persona must be always or unless-client-system, not {value!r}"
+        )
+    return choice
 
 
 def _read_soul(profile_dir: Path) -> str | None:
@@ -281,7 +302,11 @@ def load_settings(
         read_timeout_s=_number(
             model, "read_timeout_s", "model.read_timeout_s", where, DEFAULT_READ_TIMEOUT_S
         ),
-        max_body_bytes=_max_body(gateway, where),
+        max_body_bytes=_byte_limit(gateway, "max_body_bytes", where, DEFAULT_MAX_BODY_BYTES),
+        max_response_bytes=_byte_limit(
+            gateway, "max_response_bytes", where, DEFAULT_MAX_RESPONSE_BYTES
+        ),
+        persona=_persona(gateway, where),
         shutdown_grace_s=_number(
             gateway, "shutdown_grace_s", "gateway.shutdown_grace_s", where, DEFAULT_SHUTDOWN_GRACE_S
         ),

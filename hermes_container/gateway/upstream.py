@@ -24,7 +24,7 @@ import httptools
 HIGH_WATER = 1024 * 1024  # buffered body bytes before we stop reading the provider
 MAX_IDLE = 32
 
-Kind = Literal["connect", "connect_timeout", "read_timeout", "protocol", "aborted"]
+Kind = Literal["connect", "connect_timeout", "read_timeout", "protocol", "aborted", "too_large"]
 
 
 class UpstreamError(Exception):
@@ -48,10 +48,24 @@ class UpstreamResponse(Protocol):
 
     async def next_chunk(self) -> bytes | None: ...
 
-    async def read(self) -> bytes:
-        """The rest of the body."""
+    async def read(self, limit: int) -> bytes:
+        """The rest of the body, or UpstreamError("too_large") once it passes `limit` bytes.
+
+        A provider's answer is untrusted input: it is read piece by piece and given up
+        at the first piece over the limit (at once if its Content-Length says so), so
+        no more than `limit` bytes and one piece are held here, besides the client's own
+        bounded read-ahead (HIGH_WATER here, one read in httpx). The caller's close()
+        then hangs up instead of draining the rest.
+        """
+        declared = self.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise UpstreamError("too_large", f"Content-Length {declared} is over {limit} bytes")
         parts = []
+        size = 0
         while (chunk := await self.next_chunk()) is not None:
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamError("too_large", f"the body is over {limit} bytes")
             parts.append(chunk)
         return b"".join(parts)
 

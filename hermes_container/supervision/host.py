@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from hermes_container.errors import HermesError
+from hermes_container.gateway.environment import dashboard_variables, filtered
 from hermes_container.home import HermesHome
 from hermes_container.privileges import drop_to_home_owner
 from hermes_container.supervision.scandir import (
@@ -72,6 +73,8 @@ def dashboard_spec(home: HermesHome) -> SlotSpec:
         log_dir=home.logs_dir / "dashboard",
         finish=DASHBOARD_FINISH,
         notification_fd=None,
+        # The tree runs without HERMES_DASHBOARD_* (see supervise): only this slot has them.
+        env=dashboard_variables(os.environ),
     )
 
 
@@ -124,6 +127,9 @@ def supervise(home: HermesHome, *, dashboard: bool = False) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     svscan = subprocess.Popen(
         [require_tool("s6-svscan"), str(scandir)],
+        # Without the dashboard's secrets or HERMES_GATEWAY_ENV_DENY's names: nothing
+        # in the tree (supervisors, loggers, gateways) holds what gateways must not see.
+        env=filtered(os.environ),
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C reaches us, and we stop the tree in order
     )

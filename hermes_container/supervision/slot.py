@@ -4,6 +4,8 @@ A slot is assembled in a dot-prefixed temp dir (s6-svscan ignores those) and ren
 into place, so the scanner never sees a half-written slot. The scripts are POSIX sh
 (checked by shellcheck): when s6-supervise runs them as root they drop to the owner
 of $HERMES_HOME, so gateways, their state files and their logs belong to that user.
+Every script starts with `umask 077` (transcripts, state and logs are private to that
+user) and drops the variables no gateway may see (hermes_container.gateway.environment).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import os
 import shlex
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from hermes_container.errors import HermesError
 from hermes_container.fsutil import fsync_dir
+from hermes_container.gateway.environment import render_sh as render_env_deny
 from hermes_container.home import HermesHome
 from hermes_container.supervision.scandir import slot_name
 from hermes_container.supervision.tools import require_tool
@@ -28,6 +32,7 @@ FINISH_TIMEOUT_MS = 5000
 LOG_SCRIPT = "s6-log 1 n10 s1000000 T"  # `1` tees to stdout, so `docker logs` sees it
 CONTAINER_ENV = "/run/s6/container_environment"  # s6-overlay keeps the container env here
 NO_PROXY = "127.0.0.1,localhost"
+ENV_DIR = "env"  # a slot's own variables (SlotSpec.env), relative to the service dir
 
 
 @dataclass(frozen=True)
@@ -61,19 +66,23 @@ def no_proxy_with_loopback(existing: str | None) -> str:
 
 
 def _preamble(home: HermesHome, what: str) -> str:
-    """Common head: container env (s6-overlay), stderr into the log, HOME and no proxy."""
+    """Common head: private files, container env (s6-overlay) minus what gateways must
+    not see, stderr into the log, HOME and no proxy."""
     q = shlex.quote
     envdir = require_tool("s6-envdir")
     return f"""#!/bin/sh
 # {what}: rendered by hermes (hermes_container.supervision.slot); edits are overwritten.
 exec 2>&1
+# What the gateway and s6-log create (sessions.db, logs, state) is the owner's alone;
+# the dashboard and the CLI run as that same user.
+umask 077
 # Under s6-overlay services start with an empty environment; import the container's.
 if [ -z "${{HERMES_SLOT_ENV:-}}" ] && [ -d {CONTAINER_ENV} ]; then
   HERMES_SLOT_ENV=1
   export HERMES_SLOT_ENV
   exec {q(envdir)} -Lfn {CONTAINER_ENV} "$0" "$@"
 fi
-HERMES_HOME={q(str(home.root))}
+{render_env_deny()}HERMES_HOME={q(str(home.root))}
 HOME="$HERMES_HOME"
 # Loopback health checks never go through a proxy; an operator's own list is kept.
 NO_PROXY="{NO_PROXY}${{NO_PROXY:+,$NO_PROXY}}"
@@ -154,6 +163,18 @@ def _write(path: Path, text: str, owner: Owner | None, mode: int = 0o644) -> Non
     _chown(path, owner)
 
 
+def _write_envdir(directory: Path, env: Mapping[str, str], owner: Owner | None) -> None:
+    """s6-envdir's format, one file per variable; private, as values may be secrets.
+
+    s6-envdir unsets a variable whose file is empty: for settings, the same as empty.
+    """
+    directory.mkdir(mode=0o700)
+    _chown(directory, owner)
+    for name, value in env.items():
+        if name.isascii() and name.isidentifier():  # a file name that cannot escape
+            _write(directory / name, value, owner, 0o600)
+
+
 def ensure_log_dir(log_dir: Path, owner: Owner | None) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     _chown(log_dir, owner)
@@ -169,6 +190,10 @@ class SlotSpec:
     log_dir: Path
     finish: str | None = None  # rendered finish script
     notification_fd: int | None = NOTIFICATION_FD
+    # Variables for this slot alone, kept in its env/ (0700) and imported by s6-envdir
+    # right before the program: the host-mode dashboard's own settings, which the
+    # tree's filtered environment no longer carries.
+    env: Mapping[str, str] | None = None
 
 
 def gateway_spec(home: HermesHome, profile: str) -> SlotSpec:
@@ -196,7 +221,12 @@ def build_slot(scandir: Path, home: HermesHome, spec: SlotSpec, *, start: bool) 
     temp.mkdir(mode=0o755)
     try:
         _chown(temp, chown_to)
-        _write(temp / "run", render_run(home, spec.run_argv, f"{spec.name} run"), chown_to, 0o755)
+        run_argv = spec.run_argv
+        if spec.env:
+            _write_envdir(temp / ENV_DIR, spec.env, chown_to)
+            # After the privilege drop and the deny list: read as the owner, kept whole.
+            run_argv = [require_tool("s6-envdir"), "-Lfn", ENV_DIR, *run_argv]
+        _write(temp / "run", render_run(home, run_argv, f"{spec.name} run"), chown_to, 0o755)
         if spec.finish is not None:
             _write(temp / "finish", spec.finish, chown_to, 0o755)
             _write(temp / "timeout-finish", f"{FINISH_TIMEOUT_MS}\n", chown_to)

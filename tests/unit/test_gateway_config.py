@@ -47,6 +47,18 @@ BAD_CONFIGS = {
         "gateway.max_body_bytes must be a positive integer",
     ),
     "model not a mapping": (_set_yaml("model: 3\ngateway: {port: 1}\n"), "'model' must be"),
+    "unknown persona mode": (
+        lambda p: p.configure(persona="sometimes"),
+        "gateway.persona must be always or unless-client-system, not 'sometimes'",
+    ),
+    "persona not a string": (
+        lambda p: p.configure(persona=True),
+        "gateway.persona must be always or unless-client-system, not True",
+    ),
+    "bad response limit": (
+        lambda p: p.configure(max_response_bytes=0),
+        "gateway.max_response_bytes must be a positive integer",
+    ),
     "model key with a space": (
         lambda p: p.configure(model={"api_key": "sk-a b"}),
         "model API key (model.api_key / HERMES_MODEL_API_KEY) contains characters",
@@ -84,12 +96,19 @@ def test_settings_defaults_and_precedence(profile: GatewayProfile) -> None:
     assert s.host == "0.0.0.0" and s.port == profile.port
     assert s.model_api_key == "from-dotenv" and s.soul == "You are terse."
     assert s.max_body_bytes == 1024 * 1024 and s.shutdown_grace_s == 10
+    assert s.max_response_bytes == 16 * 1024 * 1024 and s.persona == "always"
     assert s.completions_url == profile.upstream.base_url + "/chat/completions"
     assert "from-dotenv" not in repr(s) and s.api_key not in repr(s)
 
-    profile.configure(model={"api_key": "from-config"}, host="127.0.0.2")
+    profile.configure(
+        model={"api_key": "from-config"},
+        host="127.0.0.2",
+        persona="unless-client-system",
+        max_response_bytes=4096,
+    )
     s = load_settings("default", profile.dir, {"HERMES_GATEWAY_HOST": "0.0.0.0"})
     assert s.host == "127.0.0.2" and s.model_api_key == "from-config"
+    assert s.persona == "unless-client-system" and s.max_response_bytes == 4096
 
 
 def test_settings_host_defaults_to_loopback(profile: GatewayProfile) -> None:

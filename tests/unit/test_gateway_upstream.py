@@ -17,6 +17,7 @@ from tests.unit.conftest import self_signed_cert
 
 BODY = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
 JSON = b"content-type: application/json\r\n"
+LIMIT = 1 << 20  # read() always takes a cap (gateway.max_response_bytes)
 
 Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -46,7 +47,8 @@ def test_keep_alive_reuses_one_connection(fake_upstream: FakeUpstream) -> None:
             response = await client.post(JSON, BODY)
             assert response.status == 200
             assert (
-                json.loads(await response.read())["choices"][0]["message"]["content"] == "echo: hi"
+                json.loads(await response.read(LIMIT))["choices"][0]["message"]["content"]
+                == "echo: hi"
             )
             conns.add(id(response.conn))
             response.close()
@@ -93,7 +95,7 @@ def test_read_to_close_body_and_no_reuse() -> None:
     async def test(url: str) -> None:
         client = UpstreamClient(url, 2, 2)
         response = await client.post(JSON, BODY)
-        assert await response.read() == b"all of it"
+        assert await response.read(LIMIT) == b"all of it"
         assert not response.conn.reusable()
         response.close()
         assert client._checkout() is None
@@ -115,7 +117,7 @@ def test_stale_idle_connection_is_retried_once() -> None:
         client = UpstreamClient(url, 2, 2)
         for _ in range(3):
             response = await client.post(JSON, BODY)
-            assert await response.read() == b"ok"
+            assert await response.read(LIMIT) == b"ok"
             response.close()
         assert len(served) == 3
 
@@ -132,7 +134,7 @@ def test_truncated_body_is_a_protocol_error() -> None:
     async def test(url: str) -> None:
         response = await UpstreamClient(url, 2, 2).post(JSON, BODY)
         with pytest.raises(UpstreamError) as info:
-            await response.read()
+            await response.read(LIMIT)
         assert info.value.kind == "protocol"
 
     asyncio.run(_with_server(reply, test))
@@ -210,7 +212,8 @@ def test_https_with_a_trusted_certificate(tmp_path: Path, fake_upstream: FakeUps
             client._ssl = ssl.create_default_context(cafile=str(cert))
             response = await client.post(JSON, BODY)
             assert (
-                json.loads(await response.read())["choices"][0]["message"]["content"] == "echo: hi"
+                json.loads(await response.read(LIMIT))["choices"][0]["message"]["content"]
+                == "echo: hi"
             )
             response.close()
             client.close()

@@ -61,6 +61,7 @@ def test_slot_contents(tmp_path: Path, hermes_home: HermesHome) -> None:
     supervise = slot / "supervise"
     assert stat.S_IMODE(supervise.stat().st_mode) == 0o700
     assert stat.S_ISFIFO((supervise / "control").stat().st_mode)
+    assert stat.S_IMODE((supervise / "control").stat().st_mode) == 0o600
     assert stat.S_IMODE((slot / "event").stat().st_mode) == 0o3730
     assert (slot / "log/supervise/control").exists()
     assert not [p for p in slot.parent.iterdir() if p.name.startswith(".")]
@@ -137,13 +138,87 @@ def test_run_keeps_the_operators_no_proxy(
     out = tmp_path / "env.txt"
     script = tmp_path / "run"
     # Only the preamble: the privilege drop needs the real s6 tools.
-    text = slot_mod.render_run(hermes_home, ["true"], "probe").split("set -- ")[0]
+    text = _preamble_only(slot_mod.render_run(hermes_home, ["true"], "probe"))
     script.write_text(text + f'printf "%s|%s" "$NO_PROXY" "$no_proxy" > {out}\n')
     env = {"PATH": os.environ["PATH"]}
     if inherited:
         env.update(NO_PROXY=inherited, no_proxy=inherited)
     subprocess.run(["sh", str(script)], env=env, check=True)
     assert out.read_text() == f"{expected}|{expected}"
+
+
+def _preamble_only(script: str) -> str:
+    """A rendered script up to its command (the privilege drop needs the real s6 tools)."""
+    return script.split("\nset -- ")[0] + "\n"
+
+
+def _scripts(hermes_home: HermesHome, log_dir: Path) -> dict[str, str]:
+    return {
+        "run": slot_mod.render_run(hermes_home, ["true"], "probe run"),
+        "finish": slot_mod.render_finish(hermes_home, "alpha"),
+        "log/run": slot_mod.render_log_run(hermes_home, log_dir, "probe log"),
+    }
+
+
+@pytest.mark.parametrize("script", ["run", "finish", "log/run"])
+def test_every_script_is_private_and_drops_denied_variables(
+    tmp_path: Path, hermes_home: HermesHome, script: str
+) -> None:
+    """Executed by sh: files it creates are 0600, the dashboard's settings and the
+    operator's HERMES_GATEWAY_ENV_DENY names are gone, what a gateway needs is kept,
+    and a finish script still has its exit code and signal."""
+    hermes_home.ensure_layout()
+    out = tmp_path / "probe"
+    text = _preamble_only(_scripts(hermes_home, tmp_path / "log")[script])
+    probe = tmp_path / "script"
+    probe.write_text(text + f'umask > {out}.umask\nprintf "%s|" "$@" > {out}.args\nenv > {out}\n')
+    env = {
+        "PATH": os.environ["PATH"],
+        "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "oidc-secret",
+        "HERMES_DASHBOARD_SECRET_KEY": "signing-key",
+        "HERMES_GATEWAY_ENV_DENY": "MY_SECRET, AWS_*",
+        "MY_SECRET": "mine",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "HERMES_MODEL_API_KEY": "sk-provider",
+    }
+    subprocess.run(["sh", str(probe), "256", "15"], env=env, check=True, cwd=tmp_path)
+    assert out.read_text().count("\n") > 3
+    seen = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert not {"MY_SECRET", "AWS_SECRET_ACCESS_KEY"} & set(seen)
+    assert not [name for name in seen if name.startswith("HERMES_DASHBOARD_")]
+    assert seen["PATH"] == env["PATH"] and seen["HERMES_MODEL_API_KEY"] == "sk-provider"
+    assert seen["HERMES_HOME"] == str(hermes_home.root)
+    assert int(Path(f"{out}.umask").read_text(), 8) == 0o077
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert Path(f"{out}.args").read_text() == "256|15|"
+
+
+def test_slot_env_is_a_private_envdir_read_last(tmp_path: Path, hermes_home: HermesHome) -> None:
+    """The host-mode dashboard's own settings: files only the owner reads, imported by
+    s6-envdir after the deny list (which would drop them) and the privilege drop."""
+    hermes_home.ensure_layout()
+    scandir = tmp_path / "service"
+    scandir.mkdir()
+    spec = slot_mod.SlotSpec(
+        name="dashboard",
+        run_argv=["/opt/hermes/.venv/bin/hermes", "dashboard"],
+        log_dir=hermes_home.logs_dir / "dashboard",
+        notification_fd=None,
+        env={"HERMES_DASHBOARD_PORT": "9200", "HERMES_DASHBOARD_SECRET_KEY": "k\nwith a newline"},
+    )
+    slot = build_slot(scandir, hermes_home, spec, start=False)
+    envdir = slot / "env"
+    assert stat.S_IMODE(envdir.stat().st_mode) == 0o700
+    assert sorted(p.name for p in envdir.iterdir()) == [
+        "HERMES_DASHBOARD_PORT",
+        "HERMES_DASHBOARD_SECRET_KEY",
+    ]
+    assert (envdir / "HERMES_DASHBOARD_SECRET_KEY").read_text() == "k\nwith a newline"
+    assert {stat.S_IMODE(p.stat().st_mode) for p in envdir.iterdir()} == {0o600}
+    run = (slot / "run").read_text()
+    assert "set -- /command/s6-envdir -Lfn env /opt/hermes/.venv/bin/hermes dashboard\n" in run
+    assert run.index("hermes_deny_env\n") < run.index("set -- /command/s6-envdir")
+    assert not (slot / "log" / "env").exists()
 
 
 def test_no_proxy_with_loopback() -> None:
