@@ -88,3 +88,13 @@ def set_port(profile_dir: Path, port: int | None = None) -> int:
     ]
     config.write_text("\n".join(lines) + "\n")
     return port
+
+
+@pytest.fixture(autouse=True)
+def _restore_umask() -> Iterator[None]:
+    """`hermes_container.cli.main` sets umask 077 for its process; a test that calls it
+    in-process must not change what later tests create."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    os.umask(before)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -177,7 +179,19 @@ def test_04_kill9_restarts_only_that_gateway(start_container: Start) -> None:
 
 # 5 -----------------------------------------------------------------------------------------
 def test_05_profile_created_on_the_host_starts_without_restart(start_container: Start) -> None:
-    c = start_container()
+    # Root's CLI on the host becomes the volume's owner (uid 10000) before it writes, so
+    # that user must be able to reach the volume: pytest's own tmp dirs are root's, 0700.
+    base = Path(tempfile.mkdtemp(prefix="hermes-host-volume-"))
+    try:
+        base.chmod(0o755)
+        _profile_from_the_host(start_container, base / "vol")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _profile_from_the_host(start_container: Start, volume: Path) -> None:
+    volume.mkdir()
+    c = start_container(volume=volume)
     c.wait_healthy_gateway(c.port_base, timeout=90)
     _host_hermes(c.volume, c.port_base, "profile", "create", "hostmade")
     # A host user whose uid matches the container's hermes user (PUID) owns what it creates.

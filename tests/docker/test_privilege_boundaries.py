@@ -7,11 +7,13 @@ directory of its choice: these scenarios try exactly that in a running container
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 
 import pytest
 
-from tests.docker.harness import HERMES_UID, Container, port_answers, wait_for
+from tests.docker.harness import HERMES_UID, Container, port_answers, volume_files, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -127,3 +129,38 @@ def test_a_symlink_left_at_the_scandir_is_removed_never_followed(start_container
     shim = c.exec("sh", "-c", "echo pwned > /opt/hermes/bin/hermes", user=AS_HERMES, check=False)
     assert shim.returncode != 0, "uid 10000 could replace the shim root runs"
     assert "s6-svscan" in c.exec("ls", "-a", SCANDIR).stdout.replace(".s6-svscan", "s6-svscan")
+
+
+def test_gateways_see_no_dashboard_secret_and_the_volume_is_private(
+    start_container: Start, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """In the image: a gateway's environment lacks HERMES_DASHBOARD_* and the operator's
+    deny list, and nothing in the volume (old files included) is open to other users."""
+    volume = tmp_path_factory.mktemp("private-volume")
+    os.chmod(volume, 0o755)
+    old_log = volume / "logs" / "left-over.log"
+    old_log.parent.mkdir()
+    old_log.write_text("a transcript\n")
+    old_log.chmod(0o644)
+    c = start_container(
+        volume=volume,
+        env={
+            "HERMES_DASHBOARD_SECRET_KEY": "dashboard-signing-key-0123456789abcdef",
+            "HERMES_GATEWAY_ENV_DENY": "MY_SECRET",
+            "MY_SECRET": "operator-secret-value",
+        },
+    )
+    c.wait_healthy_gateway(c.port_base, timeout=90)
+    pid = c.status("default")["pid"]
+    environ = c.exec("cat", f"/proc/{pid}/environ", user=AS_HERMES).stdout.split("\0")
+    names = {entry.partition("=")[0] for entry in environ}
+    assert "HERMES_HOME" in names and "PATH" in names
+    assert not [n for n in names if n.startswith("HERMES_DASHBOARD_") or n == "MY_SECRET"]
+    assert not [e for e in environ if "secret" in e.lower() and "DENY" not in e]
+    c.hermes("chat", "hello", check=False)  # writes sessions.db (the reply may fail)
+    open_to_others = [
+        f"{path} {oct(st.st_mode)}"
+        for path, st in volume_files(volume)
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077
+    ]
+    assert open_to_others == []

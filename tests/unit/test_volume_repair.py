@@ -291,6 +291,7 @@ def test_the_depth_is_bounded(tmp_path: Path) -> None:
     # A file in the directory at depth k is itself at depth k + 1 (the home is depth 0).
     level = {k: home.joinpath(*["d"] * k) for k in (MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1)}
     for directory in level.values():
+        directory.chmod(0o755)  # whatever umask an earlier test left in this process
         make(directory / "f", 0o644, owner=None)
 
     summary = repair(home, modes=True)
