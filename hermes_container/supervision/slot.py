@@ -35,17 +35,6 @@ NO_PROXY = "127.0.0.1,localhost"
 ENV_DIR = "env"  # a slot's own variables (SlotSpec.env), relative to the service dir
 
 
-@dataclass(frozen=True)
-class Owner:
-    uid: int
-    gid: int
-
-
-def home_owner(home: HermesHome) -> Owner:
-    st = os.stat(home.root)
-    return Owner(st.st_uid, st.st_gid)
-
-
 def hermes_bin() -> str:
     """Absolute path of this install's `hermes` (HERMES_BIN overrides)."""
     override = os.environ.get("HERMES_BIN", "").strip()
@@ -137,14 +126,10 @@ def render_log_run(home: HermesHome, log_dir: Path, what: str) -> str:
     return render_run(home, argv, what)
 
 
-def _chown(path: Path, owner: Owner | None) -> None:
-    if owner is not None:
-        os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
-
-
-def _precreate_control(service_dir: Path, owner: Owner | None) -> None:
+def _precreate_control(service_dir: Path) -> None:
     """Create supervise/ (0700), its control FIFO (0600) and event/ (03730) as s6-supervise
-    would, but owned by the home owner, so a non-root CLI can drive a root supervisor."""
+    would: they exist from the moment the slot is renamed into place, so `up` can write
+    to the FIFO as soon as s6-supervise reads it."""
     supervise = service_dir / "supervise"
     supervise.mkdir(mode=0o700)
     os.mkfifo(supervise / "control", 0o600)
@@ -152,33 +137,27 @@ def _precreate_control(service_dir: Path, owner: Owner | None) -> None:
     event.mkdir()
     # s6's own fifodir mode; mkdir's mode would be masked by the umask.
     os.chmod(event, 0o3730)  # noqa: S103
-    for path in (supervise, supervise / "control", event):
-        _chown(path, owner)
 
 
-def _write(path: Path, text: str, owner: Owner | None, mode: int = 0o644) -> None:
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
     # Plain writes: the whole slot becomes visible at once by the directory rename.
     path.write_text(text, encoding="utf-8")
     os.chmod(path, mode)
-    _chown(path, owner)
 
 
-def _write_envdir(directory: Path, env: Mapping[str, str], owner: Owner | None) -> None:
+def _write_envdir(directory: Path, env: Mapping[str, str]) -> None:
     """s6-envdir's format, one file per variable; private, as values may be secrets.
 
     s6-envdir unsets a variable whose file is empty: for settings, the same as empty.
     """
     directory.mkdir(mode=0o700)
-    _chown(directory, owner)
     for name, value in env.items():
         if name.isascii() and name.isidentifier():  # a file name that cannot escape
-            _write(directory / name, value, owner, 0o600)
+            _write(directory / name, value, 0o600)
 
 
-def ensure_log_dir(log_dir: Path, owner: Owner | None) -> None:
+def ensure_log_dir(log_dir: Path) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
-    _chown(log_dir, owner)
-    _chown(log_dir.parent, owner)
 
 
 @dataclass(frozen=True)
@@ -205,6 +184,19 @@ def gateway_spec(home: HermesHome, profile: str) -> SlotSpec:
     )
 
 
+def _refuse_root_in_a_home_it_does_not_own(home: HermesHome) -> None:
+    """Root writing slots and log directories in a home another user owns would follow
+    paths that user can change; the CLI and `hermes supervise` become the owner first."""
+    if os.geteuid() != 0:
+        return
+    owner = os.stat(home.root).st_uid
+    if owner != 0:
+        raise HermesError(
+            f"refusing to register a slot as root in {home.root}, which uid {owner} owns: "
+            "run as that user"
+        )
+
+
 def build_slot(scandir: Path, home: HermesHome, spec: SlotSpec, *, start: bool) -> Path:
     """Assemble the slot in a dot-prefixed temp dir and rename it into place.
 
@@ -213,37 +205,32 @@ def build_slot(scandir: Path, home: HermesHome, spec: SlotSpec, *, start: bool) 
     final = scandir / spec.name
     if final.exists():
         raise HermesError(f"slot {final} already exists")
-    # Only chown when we can and need to: root rendering for a non-root home.
-    owner = home_owner(home)
-    chown_to = owner if os.geteuid() == 0 and owner.uid != 0 else None
-    ensure_log_dir(spec.log_dir, chown_to)
+    _refuse_root_in_a_home_it_does_not_own(home)
+    ensure_log_dir(spec.log_dir)
     temp = scandir / f".{spec.name}.tmp-{os.urandom(4).hex()}"
     temp.mkdir(mode=0o755)
     try:
-        _chown(temp, chown_to)
         run_argv = spec.run_argv
         if spec.env:
-            _write_envdir(temp / ENV_DIR, spec.env, chown_to)
+            _write_envdir(temp / ENV_DIR, spec.env)
             # After the privilege drop and the deny list: read as the owner, kept whole.
             run_argv = [require_tool("s6-envdir"), "-Lfn", ENV_DIR, *run_argv]
-        _write(temp / "run", render_run(home, run_argv, f"{spec.name} run"), chown_to, 0o755)
+        _write(temp / "run", render_run(home, run_argv, f"{spec.name} run"), 0o755)
         if spec.finish is not None:
-            _write(temp / "finish", spec.finish, chown_to, 0o755)
-            _write(temp / "timeout-finish", f"{FINISH_TIMEOUT_MS}\n", chown_to)
+            _write(temp / "finish", spec.finish, 0o755)
+            _write(temp / "timeout-finish", f"{FINISH_TIMEOUT_MS}\n")
         if spec.notification_fd is not None:
-            _write(temp / "notification-fd", f"{spec.notification_fd}\n", chown_to)
+            _write(temp / "notification-fd", f"{spec.notification_fd}\n")
         if not start:
-            _write(temp / "down", "", chown_to)
+            _write(temp / "down", "")
         data = temp / "data"
         data.mkdir(mode=0o755)
-        _chown(data, chown_to)
-        _precreate_control(temp, chown_to)
+        _precreate_control(temp)
         log = temp / "log"
         log.mkdir(mode=0o755)
-        _chown(log, chown_to)
         log_run = render_log_run(home, spec.log_dir, f"{spec.name} log")
-        _write(log / "run", log_run, chown_to, 0o755)
-        _precreate_control(log, chown_to)
+        _write(log / "run", log_run, 0o755)
+        _precreate_control(log)
         try:
             os.rename(temp, final)
         except OSError as exc:

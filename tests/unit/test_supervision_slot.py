@@ -225,3 +225,25 @@ def test_no_proxy_with_loopback() -> None:
     assert slot_mod.no_proxy_with_loopback(None) == "127.0.0.1,localhost"
     assert slot_mod.no_proxy_with_loopback("") == "127.0.0.1,localhost"
     assert slot_mod.no_proxy_with_loopback(".corp") == "127.0.0.1,localhost,.corp"
+
+
+def test_root_never_renders_a_slot_in_a_home_another_user_owns(
+    tmp_path: Path, hermes_home: HermesHome
+) -> None:
+    """Root would create the log directory and slot files by paths that user can change;
+    the CLI becomes the owner first, and anything else calling in as root is refused."""
+    if os.geteuid() != 0:
+        if os.environ.get("HERMES_REQUIRE_ROOT") == "1":
+            pytest.fail("HERMES_REQUIRE_ROOT=1 but this test does not run as root")
+        pytest.skip("needs root to own a home by another uid")
+    hermes_home.ensure_layout()
+    os.chown(hermes_home.root, 4242, 4242)
+    planted = tmp_path / "elsewhere"
+    planted.mkdir()
+    (hermes_home.logs_dir / "gateways").rmdir()
+    (hermes_home.logs_dir / "gateways").symlink_to(planted)
+    scandir = tmp_path / "service"
+    scandir.mkdir()
+    with pytest.raises(HermesError, match="refusing to register a slot as root"):
+        build_slot(scandir, hermes_home, gateway_spec(hermes_home, "alpha"), start=False)
+    assert list(planted.iterdir()) == [] and list(scandir.iterdir()) == []
