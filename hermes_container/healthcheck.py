@@ -22,6 +22,7 @@ import threading
 import time
 
 from hermes_container.config import DASHBOARD_DEFAULT_PORT, load_config
+from hermes_container.envflags import env_flag
 from hermes_container.errors import HermesError
 from hermes_container.home import DEFAULT_PROFILE, HermesHome
 from hermes_container.profiles import list_profiles
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 DEFAULT_TIMEOUT = 3.0
-TRUTHY = frozenset({"1", "true", "yes"})
 WILDCARD_HOSTS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
 
 
@@ -69,10 +69,6 @@ class CheckResult(Record):
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
-def is_truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in TRUTHY
-
-
 def probe_host(bind_host: str) -> str:
     """Where to connect to reach a server bound to `bind_host` (wildcards -> loopback)."""
     host = bind_host.strip()
@@ -96,7 +92,7 @@ def _port_from_env(
 
 def dashboard_probe(env: Mapping[str, str]) -> Probe | None:
     """The dashboard's probe, or None when the dashboard is not enabled."""
-    if not is_truthy(env.get("HERMES_DASHBOARD")):
+    if not env_flag("HERMES_DASHBOARD", env):
         return None
     port, problem = _port_from_env(env, "HERMES_DASHBOARD_PORT", DASHBOARD_DEFAULT_PORT)
     host = probe_host(env.get("HERMES_DASHBOARD_HOST", "127.0.0.1"))

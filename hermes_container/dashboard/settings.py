@@ -54,6 +54,7 @@ from hermes_container.dashboard.auth.hosts import (
     parse_host,
 )
 from hermes_container.dashboard.auth.proxy import TrustedProxies, parse_networks
+from hermes_container.envflags import is_truthy
 from hermes_container.errors import ConfigError
 from hermes_container.home import CONFIG_FILE, HermesHome
 
@@ -66,7 +67,6 @@ PREFIX = "HERMES_DASHBOARD_"
 FILE_SUFFIX = "_FILE"
 MAX_VALUE_FILE = 64 * 1024
 SECRET_FILE = ".dashboard_secret"  # noqa: S105 (a file name)
-_TRUE = ("1", "true", "yes")
 # Every setting load_settings reads (besides HOST/PORT): what a config.yaml `dashboard:`
 # section may try to set, and is told is ignored.
 SETTING_KEYS = (
@@ -167,10 +167,6 @@ class DashboardSettings:
         if public:
             names.add(public)
         return AllowedHosts(names)
-
-
-def is_truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in _TRUE
 
 
 def _read_value_file(name: str, path: str) -> str:

@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 
+from hermes_container.envflags import env_flag
 from hermes_container.errors import EXIT_CONFIG, HermesError
 from hermes_container.gateway.environment import operator_patterns
 from hermes_container.gateway.lock import Takeover, acquire
@@ -46,7 +47,7 @@ ROOT_REFUSAL = (
 
 
 def _refuse_root() -> None:
-    if os.geteuid() == 0 and os.environ.get("HERMES_ALLOW_ROOT_GATEWAY", "").strip() != "1":
+    if os.geteuid() == 0 and not env_flag("HERMES_ALLOW_ROOT_GATEWAY"):
         raise HermesError(ROOT_REFUSAL, EXIT_CONFIG)
 
 
