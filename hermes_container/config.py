@@ -6,14 +6,14 @@ import os
 import re
 
 from hermes_container.errors import ConfigError
-from hermes_container.fsutil import atomic_write_text
 from hermes_container.home import CONFIG_FILE
 from hermes_container.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
-    from typing import Any
+    from typing import Any, TypeGuard
 
 DEFAULT_PORT_BASE = 8642
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -21,13 +21,23 @@ DEFAULT_MODEL = "gpt-4o-mini"
 DASHBOARD_DEFAULT_PORT = 9119
 
 
-def port_base(env: dict[str, str] | None = None) -> int:
+def port_base(env: Mapping[str, str] | None = None) -> int:
     """The default profile's port; new profiles take the lowest free one above it."""
+    return env_port("HERMES_GATEWAY_PORT_BASE", DEFAULT_PORT_BASE, env)
+
+
+def env_port(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
+    """Environment variable `name` as a TCP port, `default` when it is unset or empty;
+    ConfigError when it is set to anything but a port."""
     environ = os.environ if env is None else env
-    raw = environ.get("HERMES_GATEWAY_PORT_BASE", "").strip()
-    if not raw:
-        return DEFAULT_PORT_BASE
-    return parse_port("HERMES_GATEWAY_PORT_BASE", raw)
+    raw = environ.get(name, "").strip()
+    return parse_port(name, raw) if raw else default
+
+
+def is_port(value: object) -> TypeGuard[int]:
+    """The one test of a TCP port number (1-65535), wherever one comes from: a YAML
+    `true` is an int to Python but no port."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
 
 
 def parse_port(name: str, raw: str) -> int:
@@ -36,7 +46,7 @@ def parse_port(name: str, raw: str) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a port number") from None
-    if not 1 <= value <= 65535:
+    if not is_port(value):
         raise ConfigError(f"{name}={value} is outside 1-65535")
     return value
 
@@ -53,9 +63,7 @@ class ProfileConfig(Record):
     def port(self) -> int | None:
         gateway = self.raw.get("gateway")
         port = gateway.get("port") if isinstance(gateway, dict) else None
-        if isinstance(port, int) and not isinstance(port, bool) and 1 <= port <= 65535:
-            return port
-        return None
+        return port if is_port(port) else None
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -172,7 +180,7 @@ def scan_port(text: str) -> int | _Unsure | None:
             if not _PORT.fullmatch(value):
                 return UNSURE
             port = int(value)
-    return port if port is not None and port <= 65535 else None
+    return port if is_port(port) else None
 
 
 def render_config(
@@ -189,10 +197,3 @@ def render_config(
         "  # Unique per profile; assigned at creation so profiles never collide.\n"
         f"  port: {port}\n"
     )
-
-
-def write_config_data(profile_dir: Path, data: dict[str, Any]) -> None:
-    import yaml
-
-    text = "# Hermes profile configuration.\n" + yaml.safe_dump(data, sort_keys=False)
-    atomic_write_text(profile_dir / CONFIG_FILE, text)

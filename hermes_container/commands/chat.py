@@ -31,7 +31,7 @@ def _chat(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
 
-    from hermes_container.config import load_config
+    from hermes_container.config import read_port
     from hermes_container.errors import ConfigError, HermesError, UsageError
     from hermes_container.gateway.settings import read_api_key
     from hermes_container.home import HermesHome
@@ -42,7 +42,7 @@ def _chat(args: argparse.Namespace) -> int:
         raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     name = validate_profile_name(args.profile)
     profile_dir = require_profile(HermesHome.from_env(), name)
-    port = load_config(profile_dir).port
+    port = read_port(profile_dir)  # load_config(...).port, without loading PyYAML
     if port is None:
         raise ConfigError(f"profile {name!r} has no valid gateway.port in its config.yaml")
     headers = {

@@ -8,13 +8,13 @@ Tests inject a manager (or None) through the app factory instead.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 
 from hermes_container.home import HermesHome
+from hermes_container.supervision import get_manager
 from hermes_container.supervision.protocol import ServiceManager
 
 log = logging.getLogger("hermes.dashboard")
@@ -25,18 +25,10 @@ Lookup = Callable[[], ServiceManager | None]
 def supervision_lookup(home: HermesHome) -> Lookup:
     def lookup() -> ServiceManager | None:
         try:
-            module = importlib.import_module("hermes_container.supervision")
-        except ImportError:
-            return None
-        get_manager = getattr(module, "get_manager", None)
-        if get_manager is None:
-            return None
-        try:
-            manager: ServiceManager | None = get_manager(home)
+            return get_manager(home)
         except Exception as exc:  # a broken tree must not take the dashboard down
             log.warning("supervision backend unavailable: %s", exc)
             return None
-        return manager
 
     return lookup
 

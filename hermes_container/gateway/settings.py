@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from hermes_container.config import load_config
+from hermes_container.config import is_port, load_config
 from hermes_container.envfile import read_env
 from hermes_container.errors import ConfigError
 from hermes_container.home import CONFIG_FILE, ENV_FILE, SOUL_FILE
@@ -106,7 +106,7 @@ def _port(gateway: Mapping[str, Any], where: Path) -> int:
     port = gateway.get("port")
     if port is None:
         raise ConfigError(f"{where}: gateway.port is missing")
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+    if not is_port(port):
         raise ConfigError(f"{where}: gateway.port {port!r} is not a port number (1-65535)")
     return port
 
