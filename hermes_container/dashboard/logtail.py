@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+
+from hermes_container.tail import last_lines
 
 BACKLOG_BYTES = 64 * 1024
 MAX_LINE = 4096
@@ -14,19 +15,9 @@ HEARTBEAT_S = 15.0
 
 
 def tail_lines(path: Path, limit: int = 200) -> list[str]:
-    """The last `limit` lines of `path` (decoded leniently); [] when it does not exist."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - BACKLOG_BYTES))
-            data = fh.read()
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    if size > BACKLOG_BYTES and lines:
-        lines = lines[1:]  # the first line is probably cut
-    return [line[:MAX_LINE] for line in lines[-limit:]]
+    """The last `limit` lines of `path` within its last BACKLOG_BYTES, each cut to
+    MAX_LINE for the page; [] when it cannot be read."""
+    return [line[:MAX_LINE] for line in last_lines([path], limit, BACKLOG_BYTES)]
 
 
 def sse_event(data: str, event: str | None = None) -> bytes:

@@ -1,7 +1,7 @@
 """`hermes logs [-p P] [--follow] [--lines N]`: read a gateway's s6-log directory.
 
 s6-log writes `current` and rotates it into `@<tai64n>.s` (or `.u`) files; names sort
-in time order, so the last N lines are read newest-file-first.
+in time order, so the last N lines are read newest-file-first (hermes_container.tail).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from hermes_container.errors import HermesError
+from hermes_container.tail import last_lines
 
 FOLLOW_POLL = 0.2
 
@@ -23,21 +24,6 @@ def log_files(log_dir: Path) -> list[Path]:
         return []
     current = log_dir / "current"
     return rotated + ([current] if current.exists() else [])
-
-
-def last_lines(files: list[Path], count: int) -> list[str]:
-    if count <= 0:
-        return []
-    collected: list[str] = []
-    for path in reversed(files):
-        try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            continue
-        collected = lines + collected
-        if len(collected) >= count:
-            break
-    return collected[-count:]
 
 
 def follow(current: Path, stop_after: float | None = None) -> None:

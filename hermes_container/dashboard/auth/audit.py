@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from hermes_container.dashboard.auth.ratelimit import ClientLimiter, Suppressed, client_key
+from hermes_container.tail import lines_backwards
 from hermes_container.timeutil import utc_now_iso
 
 MAX_BYTES = 1_000_000
@@ -130,7 +131,7 @@ class JsonLinesFile:
         unreadable lines are skipped."""
         records: list[dict[str, Any]] = []
         for path in (self.path, self.path.with_name(self.path.name + ".1")):
-            for line in reversed(_last_lines(path)):
+            for line in lines_backwards(path, _TAIL_BYTES):
                 if len(records) >= limit:
                     return records
                 try:
@@ -146,17 +147,6 @@ class JsonLinesFile:
             if self._handler is not None:
                 self._handler.close()
                 self._handler = None
-
-
-def _last_lines(path: Path) -> list[str]:
-    try:
-        with path.open("rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, size - _TAIL_BYTES))
-            lines = fh.read().decode("utf-8", "replace").splitlines()
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        return []
-    return lines[1:] if size > _TAIL_BYTES else lines  # the first line is probably cut
 
 
 class AuditLog:
