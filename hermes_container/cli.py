@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "logs": _SUPERVISION,
     "_slot-finish": _SUPERVISION,
     "dashboard": "hermes_container.commands.dashboard",
+    "_dashboard-finish": "hermes_container.commands.dashboard",
     "healthcheck": "hermes_container.commands.healthcheck",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))

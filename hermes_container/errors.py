@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 # Exit codes shared by the CLI, the gateway and the s6 finish scripts.
-EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 78  # EX_CONFIG: the slot is parked instead of restart-looped
+EXIT_PARK = 125  # from a finish script: s6-supervise does not restart the service
 
 
 class HermesError(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -56,14 +57,15 @@ def take_home_lock(home: HermesHome) -> int:
     return fd
 
 
-DASHBOARD_FINISH = """#!/bin/sh
-# dashboard finish: rendered by hermes. Exit 78 (configuration error) parks the slot.
-if [ "${1:-}" = 78 ]; then
-  echo "dashboard: configuration error (exit 78, see above); parked until fixed"
-  exit 125
-fi
-exit 0
-"""
+def render_dashboard_finish() -> str:
+    # The decision is `hermes _dashboard-finish`, which the image's dashboard/finish
+    # runs too. Only the image has a HERMES_DASHBOARD switch to check first: here the
+    # slot exists because --dashboard asked for it.
+    return (
+        "#!/bin/sh\n"
+        "# dashboard finish: rendered by hermes (hermes_container.supervision.host).\n"
+        f'exec {shlex.quote(hermes_bin())} _dashboard-finish "${{1:-0}}"\n'
+    )
 
 
 def dashboard_spec(home: HermesHome) -> SlotSpec:
@@ -71,7 +73,7 @@ def dashboard_spec(home: HermesHome) -> SlotSpec:
         name="dashboard",
         run_argv=[hermes_bin(), "dashboard"],
         log_dir=home.logs_dir / "dashboard",
-        finish=DASHBOARD_FINISH,
+        finish=render_dashboard_finish(),
         notification_fd=None,
         # The tree runs without HERMES_DASHBOARD_* (see supervise): only this slot has them.
         env=dashboard_variables(os.environ),

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,29 @@ def test_supervise_with_dashboard(host: Tree) -> None:
         first.communicate(timeout=WAIT + 40)
     assert first.returncode == 0
     wait_for(lambda: not processes_of(host.base), what="every process of the tree to exit")
+
+
+def test_supervise_parks_a_dashboard_that_refuses_its_configuration(host: Tree) -> None:
+    """A non-loopback bind with no auth provider exits 78: the slot's finish parks it
+    (`hermes _dashboard-finish`, as in the image) instead of restarting it."""
+    host.env["HERMES_DASHBOARD_HOST"] = "0.0.0.0"
+    host.env["HERMES_DASHBOARD_PORT"] = str(free_port())
+    first = _supervise(host, "--dashboard")
+    try:
+        log = host.home.logs_dir / "dashboard" / "current"
+        wait_for(
+            lambda: log.is_file() and "parked" in log.read_text(),
+            what="the dashboard's finish to park it",
+        )
+        slot = host.home.run_dir / "service" / "dashboard"
+        svstat = subprocess.run(["s6-svstat", str(slot)], capture_output=True, text=True)
+        assert svstat.stdout.startswith("down"), svstat.stdout
+        time.sleep(2)  # s6-supervise would restart a crash after 1 s
+        assert log.read_text().count("exit 78") == 1, log.read_text()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=WAIT + 40)
+    assert first.returncode == 0
 
 
 def test_root_supervise_runs_the_whole_tree_as_the_home_owner(host: Tree) -> None:
