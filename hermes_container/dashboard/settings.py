@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-from hermes_container.config import DASHBOARD_DEFAULT_PORT, load_yaml, parse_port
+from hermes_container.config import DASHBOARD_DEFAULT_PORT, env_port, load_yaml
 from hermes_container.dashboard.auth.allowlist import Allowlist
 from hermes_container.dashboard.auth.hosts import (
     AllowedHosts,
@@ -270,11 +270,7 @@ def load_settings(
     src = _Env(environ)
     warn_ignored_yaml(home)
     host = host or environ.get(PREFIX + "HOST", "").strip() or "127.0.0.1"
-    port = (
-        port
-        if port is not None
-        else parse_port(PREFIX + "PORT", environ.get(PREFIX + "PORT", "").strip() or "9119")
-    )
+    port = port if port is not None else env_port(PREFIX + "PORT", DASHBOARD_DEFAULT_PORT, environ)
 
     oidc = _oidc(src)
     github = _github(src)

@@ -21,13 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from hermes_container.errors import EXIT_CONFIG
+from hermes_container.errors import EXIT_CONFIG, EXIT_PARK
 from hermes_container.home import HermesHome
 from hermes_container.state import read_state, write_observed
 from hermes_container.supervision import history
 from hermes_container.supervision.svstat import svstat
+from hermes_container.tail import lines_backwards
 
-PARK = 125  # s6-supervise: do not respawn
+PARK = EXIT_PARK
 DEFAULT_LOOP_MAX = 5
 DEFAULT_LOOP_WINDOW = 60.0
 KILLED = 256  # s6 passes 256 as the exit code when the process died of a signal
@@ -63,14 +64,7 @@ _LOG_STAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?\s+")
 
 def last_log_line(log_file: Path, limit: int = 8192) -> str | None:
     """The gateway's last words from s6-log's `current` (timestamp stripped)."""
-    try:
-        with open(log_file, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - limit))
-            tail = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    for line in reversed(tail.splitlines()):
+    for line in lines_backwards(log_file, limit):
         message = _LOG_STAMP.sub("", line).strip().removeprefix("hermes: error: ")
         if message and not message.startswith("hermes: gateway"):
             return message[:300]
