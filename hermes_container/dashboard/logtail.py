@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -20,9 +21,14 @@ def tail_lines(path: Path, limit: int = 200) -> list[str]:
     return [line[:MAX_LINE] for line in last_lines([path], limit, BACKLOG_BYTES)]
 
 
+_LINE_ENDS = re.compile(r"\r\n|[\r\n]")
+
+
 def sse_event(data: str, event: str | None = None) -> bytes:
+    # An event stream ends a line at CR, LF or CRLF: a CR inside a log line must not let
+    # the rest of that line pass for a field of its own (`event:`, `id:`, ...).
     head = f"event: {event}\n" if event else ""
-    body = "".join(f"data: {line}\n" for line in data.split("\n"))
+    body = "".join(f"data: {line}\n" for line in _LINE_ENDS.split(data))
     return (head + body + "\n").encode("utf-8")
 
 
