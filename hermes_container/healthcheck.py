@@ -3,7 +3,8 @@
 Healthy when
   - the dashboard, if enabled (`HERMES_DASHBOARD=1|true|yes`), answers `GET /api/status`, and
   - every profile whose *desired* state is `running` answers `GET /health` on its port
-    (the `default` profile counts as desired-running while it has no state yet).
+    (as the boot reconciler reads it: `state.desired_or_default`, so the `default` profile
+    counts as desired-running while it has no state yet).
 A profile the user stopped is not checked, so `gateway stop` keeps the container healthy,
 while a desired-running gateway that is parked (config error, crash loop) makes it unhealthy.
 
@@ -24,10 +25,10 @@ import time
 from hermes_container.config import DASHBOARD_DEFAULT_PORT, load_config
 from hermes_container.envflags import env_flag
 from hermes_container.errors import HermesError
-from hermes_container.home import DEFAULT_PROFILE, HermesHome
+from hermes_container.home import HermesHome
 from hermes_container.profiles import list_profiles
 from hermes_container.record import Record
-from hermes_container.state import read_state
+from hermes_container.state import desired_or_default, read_state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -99,14 +100,6 @@ def dashboard_probe(env: Mapping[str, str]) -> Probe | None:
     return Probe("dashboard", host, port, "/api/status", problem)
 
 
-def desired_running(home: HermesHome, profile: str) -> bool:
-    state = read_state(home.profile_dir(profile), warn=False)
-    if state.desired_state is None:
-        # No desired state yet: the reconciler starts `default` on first boot.
-        return profile == DEFAULT_PROFILE
-    return state.desired_state == "running"
-
-
 def gateway_probe(home: HermesHome, profile: str, env: Mapping[str, str]) -> Probe:
     name = f"gateway {profile}"
     try:
@@ -128,7 +121,8 @@ def collect_probes(home: HermesHome, env: Mapping[str, str]) -> list[Probe]:
     if dashboard is not None:
         probes.append(dashboard)
     for profile in list_profiles(home):
-        if desired_running(home, profile):
+        state = read_state(home.profile_dir(profile), warn=False)
+        if desired_or_default(profile, state) == "running":
             probes.append(gateway_probe(home, profile, env))
     return probes
 

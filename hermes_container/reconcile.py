@@ -17,14 +17,13 @@ from pathlib import Path
 
 from hermes_container.errors import HermesError
 from hermes_container.home import (
-    DEFAULT_PROFILE,
     GATEWAY_LOCK,
     GATEWAY_PID,
     HermesHome,
 )
 from hermes_container.procutil import signal_zero
 from hermes_container.profiles import list_profiles
-from hermes_container.state import GatewayState, read_state, write_desired
+from hermes_container.state import GatewayState, desired_or_default, read_state, write_desired
 from hermes_container.timeutil import utc_now_iso
 
 TYPE_CHECKING = False
@@ -125,18 +124,19 @@ def append_boot_log(home: HermesHome, lines: list[str]) -> None:
         os.fsync(fh.fileno())
 
 
-def _desired(home: HermesHome, name: str, state: GatewayState) -> str | None:
-    if state.desired_state is not None:
-        return state.desired_state
-    if name != DEFAULT_PROFILE:
-        return None
-    # First boot (or an upgrade from an image without state files): default runs.
-    if state.problem == "missing":
-        try:
-            write_desired(home.profile_dir(name), "running")
-        except OSError as exc:
-            log.warning("could not record default's desired state: %s", exc)
-    return "running"
+def record_default_desired(profile_dir: Path, state: GatewayState, desired: str | None) -> None:
+    """Write down the desired state a profile with no state file got by default (the
+    `default` profile on first boot), so `gateway status` and the dashboard show it.
+
+    Only a missing file means first boot: a corrupt one was logged by read_state and is
+    not rewritten here.
+    """
+    if desired is None or state.problem != "missing":
+        return
+    try:
+        write_desired(profile_dir, desired)
+    except OSError as exc:
+        log.warning("could not record the desired state in %s: %s", profile_dir, exc)
 
 
 def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRecord]:
@@ -162,7 +162,8 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
     for name in names:
         profile_dir = home.profile_dir(name)
         states[name] = read_state(profile_dir)  # logs a warning when corrupt
-        wants[name] = _desired(home, name, states[name])
+        wants[name] = desired_or_default(name, states[name])
+        record_default_desired(profile_dir, states[name], wants[name])
         try:
             remove_stale_runtime_files(profile_dir)
         except OSError as exc:

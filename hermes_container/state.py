@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from hermes_container.fsutil import atomic_write_json, locked
-from hermes_container.home import STATE_FILE
+from hermes_container.home import DEFAULT_PROFILE, STATE_FILE
 from hermes_container.record import Record
 from hermes_container.timeutil import utc_now_iso
 
@@ -130,6 +130,16 @@ def read_state(profile_dir: Path, *, warn: bool = True) -> GatewayState:
         return _validate(raw)
     except ValueError as exc:
         return _unknown(path, f"corrupt: {exc}", warn)
+
+
+def desired_or_default(profile: str, state: GatewayState) -> str | None:
+    """What `profile` should be doing: its recorded desired state; with none recorded,
+    `running` for the `default` profile (first boot, or an upgrade from an image without
+    state files) and None (no intent) for any other. Reads only: the boot reconciler
+    writes the default down itself."""
+    if state.desired_state is not None:
+        return state.desired_state
+    return "running" if profile == DEFAULT_PROFILE else None
 
 
 def _unknown(path: Path, problem: str, warn: bool) -> GatewayState:

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from hermes_container.dashboard.context import client_ip, ctx, current_user, user_label
 from hermes_container.dashboard.logtail import follow
 from hermes_container.dashboard.status import StatusBody
-from hermes_container.dashboard.views import profile_row
+from hermes_container.dashboard.views import profile_status, status_json
 from hermes_container.errors import HermesError
 from hermes_container.names import is_valid_profile_name
 from hermes_container.profiles import profile_exists
@@ -50,7 +50,10 @@ async def list_profiles_api(request: Request) -> JSONResponse:
     manager = context.managers.get()
     rows = await run_in_threadpool(context.rows.get, manager)
     return JSONResponse(
-        {"supervisor": manager.name if manager else None, "profiles": [r.to_json() for r in rows]}
+        {
+            "supervisor": manager.name if manager else None,
+            "profiles": [status_json(r) for r in rows],
+        }
     )
 
 
@@ -66,8 +69,10 @@ async def profile_api(request: Request, name: str) -> JSONResponse:
         return missing
     context = ctx(request)
     manager = context.managers.get()
-    row = await run_in_threadpool(profile_row, context.home, manager, name)
-    return JSONResponse({"supervisor": manager.name if manager else None, "profile": row.to_json()})
+    status = await run_in_threadpool(profile_status, context.home, manager, name)
+    return JSONResponse(
+        {"supervisor": manager.name if manager else None, "profile": status_json(status)}
+    )
 
 
 @router.post("/api/profiles/{name}/gateway/{action}")
@@ -101,7 +106,7 @@ async def gateway_action(request: Request, name: str, action: str) -> JSONRespon
         # Whatever happened, the next read of the rows asks the supervisor again.
         await run_in_threadpool(context.rows.invalidate)
     context.audit.write("gateway_action", action=action, result="ok", **audit)
-    return JSONResponse({"ok": True, "action": action, "status": status.to_json()})
+    return JSONResponse({"ok": True, "action": action, "status": status_json(status)})
 
 
 @router.get("/api/profiles/{name}/logs")

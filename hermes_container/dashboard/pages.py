@@ -12,7 +12,7 @@ from starlette.responses import Response
 from hermes_container import __version__
 from hermes_container.dashboard.context import csrf_token, ctx, current_user
 from hermes_container.dashboard.logtail import tail_lines
-from hermes_container.dashboard.views import profile_row
+from hermes_container.dashboard.views import profile_status
 from hermes_container.names import is_valid_profile_name
 from hermes_container.profiles import profile_exists
 from hermes_container.timeutil import split_duration
@@ -67,7 +67,7 @@ async def profile_page(request: Request, name: str) -> Response:
     if not is_valid_profile_name(name) or not profile_exists(context.home, name):
         return render(request, "error.html", 404, title="Not found", message="No such profile.")
     manager = context.managers.get()
-    row = await run_in_threadpool(profile_row, context.home, manager, name)
+    row = await run_in_threadpool(profile_status, context.home, manager, name)
     return render(
         request,
         "profile.html",

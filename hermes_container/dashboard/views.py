@@ -1,109 +1,52 @@
-"""What the pages and the API show about profiles: supervisor status merged with state files."""
+"""What the pages and the API show about profiles: each one's ServiceStatus (cached
+briefly), and the per-state counts of the public /api/status."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
-from hermes_container.config import read_port
 from hermes_container.errors import HermesError
 from hermes_container.home import HermesHome
-from hermes_container.procutil import pid_alive
 from hermes_container.profiles import list_profiles
-from hermes_container.state import read_state
+from hermes_container.state import desired_or_default, read_state
 from hermes_container.supervision.base import ServiceStatus
 from hermes_container.supervision.protocol import ServiceManager
-from hermes_container.timeutil import parse_iso
+from hermes_container.supervision.status import slot_status
 
 log = logging.getLogger("hermes.dashboard")
 FAILED_STATES = frozenset({"crashed", "startup_failed"})
 
 
-@dataclass(frozen=True)
-class ProfileRow:
-    name: str
-    desired_state: str | None
-    gateway_state: str | None
-    up: bool | None
-    ready: bool | None
-    pid: int | None
-    uptime_s: float | None
-    restarts: int | None
-    port: int | None
-    registered: bool | None
-    parked: bool
-    exit_reason: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _port(home: HermesHome, name: str) -> int | None:
-    try:
-        return read_port(home.profile_dir(name))
-    except HermesError:
-        return None
-
-
-def row_from_state_file(home: HermesHome, name: str) -> ProfileRow:
-    """Best effort without a supervisor: what the gateway last wrote about itself."""
-    state = read_state(home.profile_dir(name), warn=False)
-    observed = state.gateway_state
-    pid = state.pid if observed in ("starting", "running", "stopping") else None
-    alive = pid_alive(pid)
-    uptime = None
-    if alive and state.started_at:
-        started = parse_iso(state.started_at)
-        uptime = max(0.0, time.time() - started.timestamp()) if started else None
-    return ProfileRow(
-        name=name,
-        desired_state=state.desired_state,
-        gateway_state=observed,
-        up=alive if pid else False,
-        ready=None,
-        pid=pid if alive else None,
-        uptime_s=uptime,
-        restarts=None,
-        port=state.port or _port(home, name),
-        registered=None,
-        parked=False,
-        exit_reason=state.exit_reason,
-    )
-
-
-def row_from_status(status: ServiceStatus) -> ProfileRow:
-    return ProfileRow(
-        name=status.profile,
-        desired_state=status.desired_state,
-        gateway_state=status.gateway_state,
-        up=status.up,
-        ready=status.ready,
-        pid=status.pid,
-        uptime_s=status.uptime_s,
-        restarts=status.restarts,
-        port=status.port,
-        registered=status.registered,
-        parked=status.parked,
-        exit_reason=status.exit_reason,
-    )
-
-
-def profile_row(home: HermesHome, manager: ServiceManager | None, name: str) -> ProfileRow:
+def profile_status(home: HermesHome, manager: ServiceManager | None, name: str) -> ServiceStatus:
+    """The status `hermes gateway status` shows: the supervisor's when a tree runs, else
+    what the profile's files say (the rule is `slot_status`'s, in supervision/status.py)."""
     if manager is not None:
         try:
-            return row_from_status(manager.status(name))
+            return manager.status(name)
         except HermesError:
-            pass  # e.g. no slot yet: fall back to the state file
+            pass  # the manager could not tell (e.g. no slot yet): the files still can
         except Exception as exc:  # one broken slot must not break the whole page
             log.warning("status of %s failed: %s: %s", name, type(exc).__name__, exc)
-    return row_from_state_file(home, name)
+    return slot_status(home, None, name)
 
 
-def all_rows(home: HermesHome, manager: ServiceManager | None) -> list[ProfileRow]:
-    return [profile_row(home, manager, name) for name in list_profiles(home)]
+def all_rows(home: HermesHome, manager: ServiceManager | None) -> list[ServiceStatus]:
+    rows = []
+    for name in list_profiles(home):
+        try:
+            rows.append(profile_status(home, manager, name))
+        except HermesError:
+            continue  # deleted since it was listed
+    return rows
+
+
+def status_json(status: ServiceStatus) -> dict[str, Any]:
+    """A status as the dashboard's API and scripts read it: ServiceStatus's keys, and
+    the profile also as `name` (the key the API has always had)."""
+    return {"name": status.profile, **status.to_json()}
 
 
 class RowsCache:
@@ -120,9 +63,9 @@ class RowsCache:
         self._lock = threading.Lock()  # also coalesces: one computation at a time
         self._at = float("-inf")
         self._manager: ServiceManager | None = None
-        self._rows: list[ProfileRow] = []
+        self._rows: list[ServiceStatus] = []
 
-    def get(self, manager: ServiceManager | None) -> list[ProfileRow]:
+    def get(self, manager: ServiceManager | None) -> list[ServiceStatus]:
         with self._lock:
             fresh = time.monotonic() - self._at < self.ttl
             if fresh and manager is self._manager:
@@ -170,7 +113,7 @@ class StatusCounts:
             state = read_state(self.home.profile_dir(name), warn=False)
             observed = state.gateway_state or "unknown"
             counts[observed] = counts.get(observed, 0) + 1
-            if state.desired_state == "running":
+            if desired_or_default(name, state) == "running":
                 desired_running += 1
                 if observed in FAILED_STATES:
                     failing += 1

@@ -8,11 +8,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from hermes_container.state import GatewayState
-
 
 class ServiceStatus(Record):
-    """One gateway slot as the supervisor sees it, merged with the state file."""
+    """One profile's gateway: what its supervisor (if any) sees, merged with its state
+    file. The CLI, the dashboard and the s6 backend all report this; `slot_status` in
+    status.py is the one place it is read."""
 
     __slots__ = (
         "desired_state",
@@ -62,24 +62,6 @@ class ServiceStatus(Record):
         self.parked = parked
         self.exit_code = exit_code
         self.wanted_up = wanted_up
-
-    @classmethod
-    def unregistered(cls, profile: str, state: GatewayState, port: int | None) -> ServiceStatus:
-        """A profile with no slot: nothing runs, all else is what its state file says."""
-        return cls(
-            profile=profile,
-            registered=False,
-            up=False,
-            ready=False,
-            pid=None,
-            uptime_s=None,
-            restarts=None,
-            port=port,
-            desired_state=state.desired_state,
-            gateway_state=state.gateway_state,
-            exit_reason=state.exit_reason,
-            exit_code=state.exit_code,
-        )
 
     def to_json(self) -> dict[str, Any]:
         return self.to_dict()

@@ -1,4 +1,4 @@
-"""One gateway slot's status: `s6-svstat`, the slot's history and the profile's files.
+"""A profile's gateway status: `s6-svstat`, the slot's history and the profile's files.
 
 Kept apart from the S6Manager (which also builds and controls slots) so that
 `hermes gateway status` loads only what reading a status needs.
@@ -6,7 +6,10 @@ Kept apart from the S6Manager (which also builds and controls slots) so that
 
 from __future__ import annotations
 
+import time
+
 from hermes_container.errors import HermesError
+from hermes_container.procutil import pid_alive
 from hermes_container.profiles import require_profile
 from hermes_container.state import read_state
 from hermes_container.supervision import history
@@ -15,6 +18,8 @@ from hermes_container.supervision.scandir import slot_name
 from hermes_container.supervision.svstat import svstat
 
 MANAGER_NAME = "s6 (container supervisor)"  # shown as `Manager:` by `gateway status`
+# Observed states in which the gateway process still exists (its pid is recorded).
+LIVE_STATES = frozenset({"starting", "running", "stopping"})
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,13 +31,24 @@ if TYPE_CHECKING:
 
 
 def slot_status(home: HermesHome, scandir: Path | None, profile: str) -> ServiceStatus:
-    """What the supervisor says of `gateway-<profile>`, merged with its state file; with
-    no live tree (`scandir` None), what the files say."""
+    """The status of `profile`'s gateway, with or without a live tree (`scandir` None).
+
+    The one rule, for `gateway status`, the dashboard and the s6 backend alike:
+      - when `gateway-<profile>` is a slot in the live tree, its supervisor's word
+        (`s6-svstat`) says whether it is up and ready, and which pid;
+      - otherwise (no live tree, or a profile without a slot) only the state file can
+        tell, and a pid it records for a live state (starting, running, stopping) that
+        still exists is a running gateway (say `gateway run --no-supervise`): up, ready
+        once it recorded `running` (it does so when its port accepts, the moment it
+        would signal readiness), uptime since its `started_at`. A pid reused since
+        can fool this; a supervised slot has the supervisor's word instead.
+    The rest (desired and observed state, reason, port) always comes from the files.
+    """
     profile_dir = require_profile(home, profile)
     state = read_state(profile_dir, warn=False)
     slot = None if scandir is None else scandir / slot_name(profile)
     if slot is None or not slot.is_dir():
-        return ServiceStatus.unregistered(profile, state, gateway_port(profile_dir, state))
+        return _unsupervised_status(profile, profile_dir, state)
     st: SvStat | None
     try:
         st = svstat(str(slot))
@@ -56,6 +72,32 @@ def slot_status(home: HermesHome, scandir: Path | None, profile: str) -> Service
         exit_code=state.exit_code if not up else None,
         wanted_up=st.wanted_up if st else None,
     )
+
+
+def _unsupervised_status(profile: str, profile_dir: Path, state: GatewayState) -> ServiceStatus:
+    pid = state.pid if state.gateway_state in LIVE_STATES else None
+    up = pid_alive(pid)
+    return ServiceStatus(
+        profile=profile,
+        registered=False,
+        up=up,
+        ready=up and state.gateway_state == "running",
+        pid=pid if up else None,
+        uptime_s=_uptime(state.started_at) if up else None,
+        restarts=None,
+        port=gateway_port(profile_dir, state, up=up),
+        desired_state=state.desired_state,
+        gateway_state=state.gateway_state,
+        exit_reason=state.exit_reason,
+        exit_code=state.exit_code if not up else None,
+    )
+
+
+def _uptime(started_at: str | None) -> float | None:
+    from hermes_container.timeutil import parse_iso  # datetime: only for a live gateway
+
+    started = parse_iso(started_at) if started_at else None
+    return None if started is None else max(0.0, time.time() - started.timestamp())
 
 
 def gateway_port(profile_dir: Path, state: GatewayState, *, up: bool = False) -> int | None:

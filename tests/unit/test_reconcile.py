@@ -96,3 +96,20 @@ def test_reconcile_without_a_tree_says_so(
     monkeypatch.setenv("HERMES_S6_SCANDIR", str(tmp_path / "nowhere"))
     with pytest.raises(HermesError, match="no live s6-svscan"):
         reconcile(hermes_home)
+
+
+def test_default_desired_is_recorded_only_for_a_missing_file(tmp_path: Path) -> None:
+    from hermes_container.reconcile import record_default_desired
+    from hermes_container.state import read_state
+
+    record_default_desired(tmp_path, read_state(tmp_path), "running")
+    assert read_state(tmp_path).desired_state == "running"
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "gateway_state.json").write_text("{not json")
+    record_default_desired(corrupt, read_state(corrupt, warn=False), "running")
+    assert (corrupt / "gateway_state.json").read_text() == "{not json"
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    record_default_desired(nothing, read_state(nothing), None)
+    assert not (nothing / "gateway_state.json").exists()

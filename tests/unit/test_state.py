@@ -143,3 +143,15 @@ def test_kill9_between_write_and_rename_leaves_old_version(tmp_path: Path) -> No
         pass
     write_desired(tmp_path, "stopped")
     assert read_state(tmp_path).desired_state == "stopped"
+
+
+def test_desired_or_default_reads_without_writing(tmp_path: Path) -> None:
+    from hermes_container.state import GatewayState, desired_or_default
+
+    missing = read_state(tmp_path)
+    assert desired_or_default("default", missing) == "running"
+    assert desired_or_default("alpha", missing) is None
+    assert not (tmp_path / "gateway_state.json").exists()
+    stopped = GatewayState(desired_state="stopped")
+    assert desired_or_default("default", stopped) == "stopped"
+    assert desired_or_default("alpha", GatewayState(desired_state="running")) == "running"

@@ -44,7 +44,7 @@
   function fill(container, row) {
     const show = {
       desired_state: row.desired_state || "-",
-      ready: row.ready === null || row.ready === undefined ? "-" : (row.ready ? "yes" : "no"),
+      ready: row.ready ? "yes" : "no",
       pid: row.pid || "-",
       uptime_s: fmtUptime(row.uptime_s),
       restarts: row.restarts === null || row.restarts === undefined ? "-" : row.restarts,
