@@ -12,9 +12,8 @@ from hermes_container.errors import HermesError
 from hermes_container.home import HermesHome
 from hermes_container.profiles import list_profiles
 from hermes_container.state import desired_or_default, read_state
-from hermes_container.supervision.base import ServiceStatus
 from hermes_container.supervision.protocol import ServiceManager
-from hermes_container.supervision.status import slot_status
+from hermes_container.supervision.service_status import ServiceStatus, gateway_status
 
 log = logging.getLogger("hermes.dashboard")
 FAILED_STATES = frozenset({"crashed", "startup_failed"})
@@ -22,7 +21,7 @@ FAILED_STATES = frozenset({"crashed", "startup_failed"})
 
 def profile_status(home: HermesHome, manager: ServiceManager | None, name: str) -> ServiceStatus:
     """The status `hermes gateway status` shows: the supervisor's when a tree runs, else
-    what the profile's files say (the rule is `slot_status`'s, in supervision/status.py)."""
+    what the profile's files say (the rule is in supervision/service_status.py)."""
     if manager is not None:
         try:
             return manager.status(name)
@@ -30,7 +29,7 @@ def profile_status(home: HermesHome, manager: ServiceManager | None, name: str) 
             pass  # the manager could not tell (e.g. no slot yet): the files still can
         except Exception as exc:  # one broken slot must not break the whole page
             log.warning("status of %s failed: %s: %s", name, type(exc).__name__, exc)
-    return slot_status(home, None, name)
+    return gateway_status(home, None, name)
 
 
 def all_rows(home: HermesHome, manager: ServiceManager | None) -> list[ServiceStatus]:

@@ -11,7 +11,7 @@ import json
 
 from hermes_container.errors import EXIT_FAILURE, HermesError, UsageError
 from hermes_container.home import HermesHome
-from hermes_container.supervision.base import ServiceStatus
+from hermes_container.supervision.service_status import ServiceStatus
 from hermes_container.timeutil import split_duration
 
 TYPE_CHECKING = False
@@ -80,10 +80,10 @@ def render_status(status: ServiceStatus, manager: str) -> str:
 def _status(home: HermesHome, profiles: list[str], args: argparse.Namespace) -> int:
     """`gateway status`: reads only; never loads the S6Manager (it builds slots)."""
     from hermes_container.supervision import live_scandir
-    from hermes_container.supervision.status import MANAGER_NAME, slot_status
+    from hermes_container.supervision.service_status import MANAGER_NAME, gateway_status
 
     scandir = live_scandir(home)
-    statuses = [slot_status(home, scandir, p) for p in profiles]
+    statuses = [gateway_status(home, scandir, p) for p in profiles]
     _emit(statuses, NO_TREE if scandir is None else MANAGER_NAME, args)
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from hermes_container.supervision.base import ServiceStatus
+from hermes_container.supervision.service_status import ServiceStatus
 
 
 class ServiceManager(Protocol):

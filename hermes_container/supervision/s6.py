@@ -19,10 +19,13 @@ from hermes_container.home import HermesHome
 from hermes_container.profiles import require_profile
 from hermes_container.state import write_desired
 from hermes_container.supervision import history
-from hermes_container.supervision.base import ServiceStatus
 from hermes_container.supervision.scandir import GATEWAY_PREFIX, slot_name, wait_until
+from hermes_container.supervision.service_status import (
+    MANAGER_NAME,
+    ServiceStatus,
+    gateway_status,
+)
 from hermes_container.supervision.slot import SlotSpec, build_slot, gateway_spec
-from hermes_container.supervision.status import MANAGER_NAME, slot_status
 from hermes_container.supervision.svstat import svstat
 from hermes_container.supervision.tools import run_tool
 
@@ -256,7 +259,7 @@ class S6Manager:
     # -- inspection ------------------------------------------------------------
 
     def status(self, profile: str) -> ServiceStatus:
-        return slot_status(self.home, self.scandir, profile)
+        return gateway_status(self.home, self.scandir, profile)
 
 
 def send_control(service_dir: Path, command: str) -> None:

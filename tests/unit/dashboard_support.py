@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from hermes_container.supervision.base import ServiceStatus
+from hermes_container.supervision.service_status import ServiceStatus
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]

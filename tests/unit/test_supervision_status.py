@@ -16,7 +16,7 @@ from hermes_container.dashboard.settings import DashboardSettings
 from hermes_container.home import HermesHome
 from hermes_container.profiles import create_profile, ensure_default_profile
 from hermes_container.state import write_observed
-from hermes_container.supervision.status import slot_status
+from hermes_container.supervision.service_status import gateway_status
 from hermes_container.timeutil import utc_now_iso
 from tests.conftest import run_hermes
 
@@ -44,7 +44,7 @@ def test_a_live_recorded_pid_is_a_running_gateway(hermes_home: HermesHome, no_tr
         port=8650,
         started_at=utc_now_iso(),
     )
-    status = slot_status(hermes_home, None, "alpha")
+    status = gateway_status(hermes_home, None, "alpha")
     assert status.up and status.ready and status.pid == os.getpid()
     assert status.uptime_s is not None and 0 <= status.uptime_s < 60
     assert status.port == 8650 and not status.registered and status.restarts is None
@@ -52,18 +52,18 @@ def test_a_live_recorded_pid_is_a_running_gateway(hermes_home: HermesHome, no_tr
 
 def test_a_starting_gateway_is_up_but_not_ready(hermes_home: HermesHome, no_tree: None) -> None:
     write_observed(hermes_home.profile_dir("alpha"), gateway_state="starting", pid=os.getpid())
-    status = slot_status(hermes_home, None, "alpha")
+    status = gateway_status(hermes_home, None, "alpha")
     assert status.up and not status.ready and status.uptime_s is None
 
 
 def test_a_dead_or_stale_pid_is_not_running(hermes_home: HermesHome, no_tree: None) -> None:
     alpha = hermes_home.profile_dir("alpha")
     write_observed(alpha, gateway_state="running", pid=_dead_pid(), started_at=utc_now_iso())
-    status = slot_status(hermes_home, None, "alpha")
+    status = gateway_status(hermes_home, None, "alpha")
     assert not status.up and status.pid is None and status.uptime_s is None
     # A pid left in a state that says the gateway is gone is not looked at.
     write_observed(alpha, gateway_state="crashed", pid=os.getpid(), exit_code=1)
-    status = slot_status(hermes_home, None, "alpha")
+    status = gateway_status(hermes_home, None, "alpha")
     assert not status.up and status.pid is None and status.exit_code == 1
 
 

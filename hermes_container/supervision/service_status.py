@@ -1,6 +1,7 @@
-"""A profile's gateway status: `s6-svstat`, the slot's history and the profile's files.
+"""A profile's gateway status: the one model (ServiceStatus) and the one way to read it.
 
-Kept apart from the S6Manager (which also builds and controls slots) so that
+`gateway_status` merges `s6-svstat`, the slot's history and the profile's files. Kept
+apart from the S6Manager (which also builds and controls slots) so that
 `hermes gateway status` loads only what reading a status needs.
 """
 
@@ -11,9 +12,9 @@ import time
 from hermes_container.errors import HermesError
 from hermes_container.procutil import pid_alive
 from hermes_container.profiles import require_profile
+from hermes_container.record import Record
 from hermes_container.state import read_state
 from hermes_container.supervision import history
-from hermes_container.supervision.base import ServiceStatus
 from hermes_container.supervision.scandir import slot_name
 from hermes_container.supervision.svstat import svstat
 
@@ -24,13 +25,72 @@ LIVE_STATES = frozenset({"starting", "running", "stopping"})
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
     from hermes_container.home import HermesHome
     from hermes_container.state import GatewayState
     from hermes_container.supervision.svstat import SvStat
 
 
-def slot_status(home: HermesHome, scandir: Path | None, profile: str) -> ServiceStatus:
+class ServiceStatus(Record):
+    """One profile's gateway: what its supervisor (if any) sees, merged with its state
+    file. The CLI, the dashboard and the s6 backend all report this one model, and
+    `gateway_status` below is the one place it is read."""
+
+    __slots__ = (
+        "desired_state",
+        "exit_code",
+        "exit_reason",
+        "gateway_state",
+        "parked",
+        "pid",
+        "port",
+        "profile",
+        "ready",
+        "registered",
+        "restarts",
+        "up",
+        "uptime_s",
+        "wanted_up",
+    )
+
+    def __init__(
+        self,
+        profile: str,
+        registered: bool,  # a slot exists in the live tree's scandir
+        up: bool,  # the gateway process is running (see gateway_status for how we know)
+        ready: bool,  # the gateway signalled readiness (port accepts connections)
+        pid: int | None,
+        uptime_s: float | None,
+        restarts: int | None,
+        port: int | None,
+        desired_state: str | None,
+        gateway_state: str | None,
+        exit_reason: str | None = None,
+        parked: bool = False,  # finish exited 125: no restart until an explicit start
+        exit_code: int | None = None,
+        wanted_up: bool | None = None,  # what the supervisor is trying to do right now
+    ) -> None:
+        self.profile = profile
+        self.registered = registered
+        self.up = up
+        self.ready = ready
+        self.pid = pid
+        self.uptime_s = uptime_s
+        self.restarts = restarts
+        self.port = port
+        self.desired_state = desired_state
+        self.gateway_state = gateway_state
+        self.exit_reason = exit_reason
+        self.parked = parked
+        self.exit_code = exit_code
+        self.wanted_up = wanted_up
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_dict()
+
+
+def gateway_status(home: HermesHome, scandir: Path | None, profile: str) -> ServiceStatus:
     """The status of `profile`'s gateway, with or without a live tree (`scandir` None).
 
     The one rule, for `gateway status`, the dashboard and the s6 backend alike:
