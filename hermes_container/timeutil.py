@@ -30,3 +30,14 @@ def split_duration(seconds: float) -> tuple[int, int, int, int]:
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     return days, hours, minutes, secs
+
+
+def format_duration(seconds: float | None, *, parts: int = 4) -> str:
+    """`1d 0h 3m 4s`: from the largest non-zero unit down to seconds, at most `parts`
+    units (the dashboard's table cells have room for two: `1d 0h`); `-` when unknown."""
+    if seconds is None:
+        return "-"
+    units = list(zip(split_duration(seconds), "dhms", strict=True))
+    while len(units) > 1 and units[0][0] == 0:
+        del units[0]
+    return " ".join(f"{value}{unit}" for value, unit in units[:parts])

@@ -1,4 +1,10 @@
-"""`hermes gateway run|start|stop|restart|status`."""
+"""`hermes gateway run|start|stop|restart|status [--all] [--json] [--timeout S]`.
+
+The commands and everything they print; the supervision package only returns values.
+Inside a live tree: write the desired state, then `s6-svc -u|-d|-t`, then wait (bounded)
+for ready/down and report. Outside one, record the desired state and say how to get a
+tree (`hermes supervise`, or the container) instead of forking a gateway ourselves.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,15 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
+
+    from hermes_container.home import HermesHome
+    from hermes_container.supervision.s6 import S6Manager
+    from hermes_container.supervision.service_status import ServiceStatus
+
+NO_TREE = "none (no supervised tree is running)"
+REDIRECT_START_WAIT = 30.0
 
 
 def register(subparsers: Any) -> None:
@@ -49,17 +63,174 @@ def _run(args: argparse.Namespace) -> int:
     # A bare `gateway run` (old images' container command) inside a live tree is
     # redirected: the slot runs the gateway, we start it and wait for SIGTERM.
     if not args.supervised and not args.no_supervise and os.environ.get("HERMES_S6_SCANDIR"):
-        from hermes_container.supervision.redirect import redirect_to_slot
+        from hermes_container.home import HermesHome
+        from hermes_container.supervision import get_manager
 
-        redirected = redirect_to_slot(args.profile)
-        if redirected is not None:
-            return redirected
+        manager = get_manager(HermesHome.from_env())
+        if manager is not None:
+            return _run_in_slot(manager, args.profile)
     from hermes_container.gateway.runner import run_command
 
     return run_command(args)
 
 
-def _control(args: argparse.Namespace) -> int:
-    from hermes_container.supervision.commands import control_command
+def _run_in_slot(manager: S6Manager, profile: str) -> int:
+    """Start `profile`'s slot, then stay in the foreground until SIGTERM/SIGINT.
 
-    return control_command(args)
+    Old images ran `gateway run` as the container's command; under s6 the slot owns the
+    gateway. The stop signal (e.g. `docker stop`) leaves the desired state alone: the
+    next boot restores it.
+    """
+    import signal
+
+    watched = (signal.SIGTERM, signal.SIGINT)
+    signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    try:
+        print(
+            f"hermes: a supervised tree is running; starting gateway {profile!r} in its slot "
+            "(use --no-supervise to run it here instead)",
+            flush=True,
+        )
+        status = manager.start(profile, wait=REDIRECT_START_WAIT)
+        print(render_status(status, manager.name), flush=True)
+        signal.sigwait(watched)
+        return 0
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
+
+
+def _control(args: argparse.Namespace) -> int:
+    from hermes_container.errors import UsageError
+    from hermes_container.home import HermesHome
+    from hermes_container.supervision import get_manager
+    from hermes_container.supervision.scandir import resolve_scandir
+
+    home = HermesHome.from_env()
+    action: str = args.action
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and not 0 < timeout < float("inf"):  # also refuses nan
+        raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
+    profiles = _profiles(args, home)
+    if action == "status":
+        return _status(home, profiles, args)
+    home.ensure_layout()  # `default` is the home itself: it may not exist yet
+    manager = get_manager(home)
+    if manager is None:
+        return _without_tree(home, action, profiles, resolve_scandir(home))
+    return _act(manager, action, profiles, args, timeout or 15.0)
+
+
+def _profiles(args: argparse.Namespace, home: HermesHome) -> list[str]:
+    from hermes_container.profiles import list_profiles, require_profile
+
+    if args.all:
+        return list_profiles(home)
+    require_profile(home, args.profile)
+    return [args.profile]
+
+
+def _status(home: HermesHome, profiles: list[str], args: argparse.Namespace) -> int:
+    """`gateway status`: reads only; never loads the S6Manager (it builds slots)."""
+    from hermes_container.supervision import live_scandir
+    from hermes_container.supervision.service_status import MANAGER_NAME, gateway_status
+
+    scandir = live_scandir(home)
+    statuses = [gateway_status(home, scandir, p) for p in profiles]
+    _emit(statuses, NO_TREE if scandir is None else MANAGER_NAME, args)
+    return 0
+
+
+def _act(
+    manager: S6Manager, action: str, profiles: list[str], args: argparse.Namespace, timeout: float
+) -> int:
+    from hermes_container.errors import EXIT_FAILURE
+    from hermes_container.supervision.control import act, reached
+
+    results = act(manager, action, profiles, timeout)
+    if args.json:
+        _emit(results, manager.name, args)
+    else:
+        for status in results:
+            print(_outcome(action, status, timeout))
+    return 0 if all(reached(action, s) for s in results) else EXIT_FAILURE
+
+
+def _without_tree(home: HermesHome, action: str, profiles: list[str], scandir: Path) -> int:
+    from hermes_container.errors import HermesError
+    from hermes_container.state import write_desired
+
+    desired = "stopped" if action == "stop" else "running"
+    for profile in profiles:
+        write_desired(home.profile_dir(profile), desired)
+    names = ", ".join(profiles)
+    if action == "stop":
+        print(f"Desired state of {names}: stopped (no supervised tree is running)")
+        return 0
+    raise HermesError(
+        f"no supervised tree is running (no live s6-svscan on {scandir}); desired state of "
+        f"{names} recorded as running: start the tree with `hermes supervise` (or run the "
+        "container) and it will come up"
+    )
+
+
+# -- what the user reads ---------------------------------------------------------
+
+
+def _emit(statuses: list[ServiceStatus], manager: str, args: argparse.Namespace) -> None:
+    import json
+
+    if args.json:
+        items = [{**s.to_json(), "manager": manager} for s in statuses]
+        print(json.dumps(items if args.all else items[0], indent=2))
+    else:
+        print("\n\n".join(render_status(s, manager) for s in statuses))
+
+
+def describe(status: ServiceStatus) -> str:
+    if status.up:
+        return "running (ready)" if status.ready else "starting (not ready yet)"
+    if status.parked:
+        return f"parked ({status.gateway_state or 'failed'})"
+    if not status.registered:
+        return "not registered"
+    return "down"
+
+
+def render_status(status: ServiceStatus, manager: str) -> str:
+    from hermes_container.timeutil import format_duration
+
+    def show(value: object) -> str:
+        return "-" if value is None else str(value)
+
+    rows = [
+        ("Profile", status.profile),
+        ("Manager", manager),
+        ("State", describe(status)),
+        ("PID", show(status.pid)),
+        ("Uptime", format_duration(status.uptime_s)),
+        ("Ready", "yes" if status.ready else "no"),
+        ("Restarts", show(status.restarts)),
+        ("Port", show(status.port)),
+        ("Desired", show(status.desired_state)),
+        ("Gateway", show(status.gateway_state)),
+    ]
+    if status.exit_reason and not status.up:
+        rows.append(("Reason", status.exit_reason))
+    return "\n".join(f"{key + ':':<10} {value}" for key, value in rows)
+
+
+def _outcome(action: str, status: ServiceStatus, timeout: float) -> str:
+    name = f"gateway {status.profile!r}"
+    if action == "stop":
+        if not status.up:
+            return f"Stopped {name} (desired: stopped)"
+        return f"{name} is still up after {timeout:g}s (pid {status.pid})"
+    if status.up and status.ready:
+        verb = "Restarted" if action == "restart" else "Started"
+        return f"{verb} {name}: pid {status.pid}, port {status.port}, ready"
+    if status.parked:
+        return (
+            f"{name} failed and is parked: {status.exit_reason or status.gateway_state}; "
+            "fix it, then `hermes gateway start`"
+        )
+    return f"{name} not ready after {timeout:g}s (state: {describe(status)}); see `hermes logs`"

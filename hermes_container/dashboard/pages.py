@@ -12,10 +12,9 @@ from starlette.responses import Response
 from hermes_container import __version__
 from hermes_container.dashboard.context import csrf_token, ctx, current_user
 from hermes_container.dashboard.logtail import tail_lines
-from hermes_container.dashboard.views import profile_status
+from hermes_container.dashboard.views import profile_status, uptime_text
 from hermes_container.names import is_valid_profile_name
 from hermes_container.profiles import profile_exists
-from hermes_container.timeutil import split_duration
 
 router = APIRouter()
 
@@ -36,17 +35,6 @@ def render(request: Request, template: str, status_code: int = 200, **extra: Any
     return context.templates.TemplateResponse(request, template, values, status_code=status_code)
 
 
-def fmt_uptime(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    days, hours, minutes, secs = split_duration(seconds)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s"
-
-
 @router.get("/")
 async def overview(request: Request) -> Response:
     context = ctx(request)
@@ -57,7 +45,7 @@ async def overview(request: Request) -> Response:
         "overview.html",
         rows=rows,
         supervisor=manager.name if manager else None,
-        fmt_uptime=fmt_uptime,
+        uptime_text=uptime_text,
     )
 
 
@@ -73,7 +61,7 @@ async def profile_page(request: Request, name: str) -> Response:
         "profile.html",
         row=row,
         supervisor=manager.name if manager else None,
-        fmt_uptime=fmt_uptime,
+        uptime_text=uptime_text,
     )
 
 

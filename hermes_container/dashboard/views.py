@@ -14,6 +14,7 @@ from hermes_container.profiles import list_profiles
 from hermes_container.state import desired_or_default, read_state
 from hermes_container.supervision.protocol import ServiceManager
 from hermes_container.supervision.service_status import ServiceStatus, gateway_status
+from hermes_container.timeutil import format_duration
 
 log = logging.getLogger("hermes.dashboard")
 FAILED_STATES = frozenset({"crashed", "startup_failed"})
@@ -43,9 +44,15 @@ def all_rows(home: HermesHome, manager: ServiceManager | None) -> list[ServiceSt
 
 
 def status_json(status: ServiceStatus) -> dict[str, Any]:
-    """A status as the dashboard's API and scripts read it: ServiceStatus's keys, and
-    the profile also as `name` (the key the API has always had)."""
-    return {"name": status.profile, **status.to_json()}
+    """A status as the dashboard's API and scripts read it: ServiceStatus's keys, the
+    profile also as `name` (the key the API has always had), and the uptime as the
+    pages show it (`uptime_text`), so the page's script never formats one itself."""
+    return {"name": status.profile, **status.to_json(), "uptime_text": uptime_text(status)}
+
+
+def uptime_text(status: ServiceStatus) -> str:
+    # A table cell has room for the two largest units ("1d 2h").
+    return format_duration(status.uptime_s, parts=2)
 
 
 class RowsCache:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from hermes_container.commands.gateway import render_status
 from hermes_container.home import HermesHome
 from hermes_container.supervision import get_manager
-from hermes_container.supervision.commands import format_duration, render_status
 from hermes_container.supervision.logs import last_lines, log_files
 from hermes_container.supervision.scandir import resolve_scandir, svscan_alive
 from hermes_container.supervision.service_status import ServiceStatus
+from hermes_container.timeutil import format_duration
 from tests.conftest import run_hermes
 
 
@@ -141,3 +142,56 @@ def test_follow_prints_appended_lines_across_rotation(
     follow(current, stop_after=1.5)
     thread.join()
     assert capsys.readouterr().out == "appended\nrotated\n"
+
+
+class _Recorder:
+    """Records the calls `act` makes; every gateway comes up (or down) at once."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def _status(self, profile: str, up: bool, pid: int | None = None) -> ServiceStatus:
+        return ServiceStatus(profile, True, up, up, pid, None, 0, None, None, None)
+
+    def start(self, profile: str) -> None:
+        self.calls.append(("start", profile))
+
+    def stop(self, profile: str) -> None:
+        self.calls.append(("stop", profile))
+
+    def restart(self, profile: str) -> None:
+        self.calls.append(("restart", profile))
+
+    def status(self, profile: str) -> ServiceStatus:
+        self.calls.append(("status", profile))
+        return self._status(profile, True, pid=10)
+
+    def wait_ready(self, profile: str, timeout: float, *, old_pid: int | None) -> ServiceStatus:
+        self.calls.append(("wait_ready", f"{profile} old={old_pid}"))
+        return self._status(profile, True, pid=11)
+
+    def wait_down(self, profile: str, timeout: float) -> ServiceStatus:
+        self.calls.append(("wait_down", profile))
+        return self._status(profile, False)
+
+
+def test_act_issues_every_command_before_waiting() -> None:
+    from hermes_container.supervision.control import act, reached
+
+    manager = _Recorder()
+    results = act(manager, "restart", ["a", "b"], 1.0)  # type: ignore[arg-type]
+    assert manager.calls == [
+        ("status", "a"),
+        ("restart", "a"),
+        ("status", "b"),
+        ("restart", "b"),
+        ("wait_ready", "a old=10"),
+        ("wait_ready", "b old=10"),
+    ]
+    assert all(reached("restart", s) for s in results)
+    manager = _Recorder()
+    results = act(manager, "stop", ["a", "b"], 1.0)  # type: ignore[arg-type]
+    assert [c[0] for c in manager.calls] == ["stop", "stop", "wait_down", "wait_down"]
+    assert all(reached("stop", s) for s in results) and not reached("start", results[0])
+    with pytest.raises(ValueError):
+        act(manager, "explode", ["a"], 1.0)  # type: ignore[arg-type]

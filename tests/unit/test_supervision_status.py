@@ -93,3 +93,7 @@ def test_cli_and_dashboard_agree_without_a_supervisor(
         else:
             assert abs(row["uptime_s"] - item["uptime_s"]) < 30
     assert by_name["alpha"]["pid"] == os.getpid() and by_name["default"]["pid"] is None
+    # The page's script shows the server's formatting of the uptime.
+    assert (
+        by_name["alpha"]["uptime_text"].endswith("s") and by_name["default"]["uptime_text"] == "-"
+    )

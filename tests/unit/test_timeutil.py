@@ -6,7 +6,7 @@ import re
 import time
 from datetime import UTC, datetime
 
-from hermes_container.timeutil import parse_iso, split_duration, utc_now_iso
+from hermes_container.timeutil import format_duration, parse_iso, split_duration, utc_now_iso
 
 
 def test_now_is_iso_utc_seconds_with_z() -> None:
@@ -36,3 +36,14 @@ def test_parse_iso_accepts_naive_as_utc_and_refuses_junk() -> None:
 def test_split_duration() -> None:
     assert split_duration(0) == (0, 0, 0, 0)
     assert split_duration(90061.9) == (1, 1, 1, 1)
+
+
+def test_format_duration_keeps_the_largest_units() -> None:
+    assert format_duration(None) == "-"
+    assert format_duration(0) == "0s"
+    assert format_duration(86405) == "1d 0h 0m 5s"
+    # The dashboard's cells: the two largest units.
+    assert format_duration(12, parts=2) == "12s"
+    assert format_duration(125, parts=2) == "2m 5s"
+    assert format_duration(3725, parts=2) == "1h 2m"
+    assert format_duration(90061, parts=2) == "1d 1h"

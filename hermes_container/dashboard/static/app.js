@@ -31,22 +31,12 @@
     return { status: res.status, body: body };
   }
 
-  function fmtUptime(s) {
-    if (s === null || s === undefined) return "-";
-    s = Math.floor(s);
-    const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600);
-    const m = Math.floor((s % 3600) / 60), sec = s % 60;
-    if (d) return `${d}d ${h}h`;
-    if (h) return `${h}h ${m}m`;
-    return `${m}m ${sec}s`;
-  }
-
   function fill(container, row) {
     const show = {
       desired_state: row.desired_state || "-",
       ready: row.ready ? "yes" : "no",
       pid: row.pid || "-",
-      uptime_s: fmtUptime(row.uptime_s),
+      uptime_s: row.uptime_text || "-", // formatted by the server, as the page is
       restarts: row.restarts === null || row.restarts === undefined ? "-" : row.restarts,
       port: row.port || "-",
       exit_reason: row.exit_reason || "-",
