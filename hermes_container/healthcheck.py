@@ -22,9 +22,9 @@ import socket
 import threading
 import time
 
-from hermes_container.config import DASHBOARD_DEFAULT_PORT, load_config
+from hermes_container.config import DASHBOARD_DEFAULT_PORT, env_port, load_config
 from hermes_container.envflags import env_flag
-from hermes_container.errors import HermesError
+from hermes_container.errors import ConfigError, HermesError
 from hermes_container.home import HermesHome
 from hermes_container.profiles import list_profiles
 from hermes_container.record import Record
@@ -76,26 +76,16 @@ def probe_host(bind_host: str) -> str:
     return WILDCARD_HOSTS.get(host, host.strip("[]"))
 
 
-def _port_from_env(
-    env: Mapping[str, str], name: str, default: int
-) -> tuple[int | None, str | None]:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default, None
-    try:
-        port = int(raw)
-    except ValueError:
-        return None, f"{name}={raw!r} is not a port number"
-    if not 1 <= port <= 65535:
-        return None, f"{name}={port} is outside 1-65535"
-    return port, None
-
-
 def dashboard_probe(env: Mapping[str, str]) -> Probe | None:
     """The dashboard's probe, or None when the dashboard is not enabled."""
     if not env_flag("HERMES_DASHBOARD", env):
         return None
-    port, problem = _port_from_env(env, "HERMES_DASHBOARD_PORT", DASHBOARD_DEFAULT_PORT)
+    port: int | None
+    problem: str | None = None
+    try:
+        port = env_port("HERMES_DASHBOARD_PORT", DASHBOARD_DEFAULT_PORT, env)
+    except ConfigError as exc:
+        port, problem = None, exc.message
     host = probe_host(env.get("HERMES_DASHBOARD_HOST", "127.0.0.1"))
     return Probe("dashboard", host, port, "/api/status", problem)
 

@@ -10,9 +10,10 @@ import pytest
 from hermes_container.commands.gateway import render_status
 from hermes_container.home import HermesHome
 from hermes_container.supervision import get_manager
-from hermes_container.supervision.logs import last_lines, log_files
+from hermes_container.supervision.logs import log_files
 from hermes_container.supervision.scandir import resolve_scandir, svscan_alive
 from hermes_container.supervision.service_status import ServiceStatus
+from hermes_container.tail import last_lines
 from hermes_container.timeutil import format_duration
 from tests.conftest import run_hermes
 
