@@ -242,8 +242,8 @@ def why_gateway() -> None:
     probe = (
         "import sys, asyncio\n"
         "import hermes_container.gateway.runner as r\n"
-        "import hermes_container.gateway.app, hermes_container.gateway.relay\n"
-        "import hermes_container.gateway.server, hermes_container.gateway.sessions\n"
+        "import hermes_container.gateway.http_api, hermes_container.gateway.relay\n"
+        "import hermes_container.gateway.uvicorn_server, hermes_container.gateway.sessions\n"
         "try:\n    import uvloop\nexcept ImportError:\n    pass\n"
         "groups = {}\n"
         "for name in sys.modules:\n"

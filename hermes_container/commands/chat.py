@@ -33,7 +33,7 @@ def _chat(args: argparse.Namespace) -> int:
 
     from hermes_container.config import read_port
     from hermes_container.errors import ConfigError, HermesError, UsageError
-    from hermes_container.gateway.settings import read_api_key
+    from hermes_container.gateway.profile_settings import read_api_key
     from hermes_container.home import HermesHome
     from hermes_container.names import validate_profile_name
     from hermes_container.profiles import require_profile

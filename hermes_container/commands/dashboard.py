@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from hermes_container.config import is_port
-    from hermes_container.dashboard.server import serve
+    from hermes_container.dashboard.serve import serve
     from hermes_container.errors import UsageError
 
     if args.port is not None and not is_port(args.port):

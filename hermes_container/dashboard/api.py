@@ -11,8 +11,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from hermes_container.dashboard.context import client_ip, ctx, current_user, user_label
 from hermes_container.dashboard.logtail import follow
-from hermes_container.dashboard.status import StatusBody
-from hermes_container.dashboard.views import profile_status, status_json
+from hermes_container.dashboard.public_status import StatusBody
+from hermes_container.dashboard.read_model import profile_status, status_json
 from hermes_container.errors import HermesError
 from hermes_container.names import is_valid_profile_name
 from hermes_container.profiles import profile_exists

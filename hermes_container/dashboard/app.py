@@ -33,9 +33,9 @@ from hermes_container.dashboard.auth.token_mode import TokenAuthMiddleware
 from hermes_container.dashboard.context import PACKAGE_DIR, DashboardContext
 from hermes_container.dashboard.headers import SecurityHeadersMiddleware
 from hermes_container.dashboard.manager import ManagerSource, supervision_lookup
+from hermes_container.dashboard.public_status import StatusBody, StatusFastPath
+from hermes_container.dashboard.read_model import RowsCache, StatusCounts
 from hermes_container.dashboard.settings import DashboardSettings
-from hermes_container.dashboard.status import StatusBody, StatusFastPath
-from hermes_container.dashboard.views import RowsCache, StatusCounts
 from hermes_container.home import HermesHome
 from hermes_container.supervision.protocol import ServiceManager
 

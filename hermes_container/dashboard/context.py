@@ -11,8 +11,8 @@ from starlette.requests import Request
 from hermes_container.dashboard.auth.audit import AuditLog
 from hermes_container.dashboard.auth.session import SessionCodec, new_csrf_token
 from hermes_container.dashboard.manager import ManagerSource
+from hermes_container.dashboard.read_model import RowsCache, StatusCounts
 from hermes_container.dashboard.settings import DashboardSettings
-from hermes_container.dashboard.views import RowsCache, StatusCounts
 from hermes_container.home import HermesHome
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from hermes_container import __version__
 from hermes_container.dashboard.context import csrf_token, ctx, current_user
 from hermes_container.dashboard.logtail import tail_lines
-from hermes_container.dashboard.views import profile_status, uptime_text
+from hermes_container.dashboard.read_model import profile_status, uptime_text
 from hermes_container.names import is_valid_profile_name
 from hermes_container.profiles import profile_exists
 

@@ -17,8 +17,8 @@ from hermes_container.dashboard.asgi import ASGIApp, Receive, Scope, Send
 from hermes_container.dashboard.auth.public_paths import canonical_path
 from hermes_container.dashboard.auth.token_mode import host_allowed
 from hermes_container.dashboard.headers import COMMON_HEADERS
+from hermes_container.dashboard.read_model import StatusCounts
 from hermes_container.dashboard.settings import DashboardSettings
-from hermes_container.dashboard.views import StatusCounts
 
 PATH = "/api/status"
 

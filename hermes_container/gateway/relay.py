@@ -19,7 +19,7 @@ import json
 import logging
 from typing import Any
 
-from hermes_container.gateway.settings import Settings, redact_url
+from hermes_container.gateway.profile_settings import Settings, redact_url
 from hermes_container.gateway.upstream import (
     Upstream,
     UpstreamClient,

@@ -22,13 +22,13 @@ from hermes_container.envflags import env_flag
 from hermes_container.errors import EXIT_CONFIG, HermesError
 from hermes_container.gateway.environment import operator_patterns
 from hermes_container.gateway.lock import Takeover, acquire
+from hermes_container.gateway.profile_settings import Settings, load_settings
 from hermes_container.gateway.readiness import (
     port_accepts,
     probe_host,
     resolve_notify_fd,
     signal_ready,
 )
-from hermes_container.gateway.settings import Settings, load_settings
 from hermes_container.home import SESSIONS_DB, HermesHome
 from hermes_container.names import validate_profile_name
 from hermes_container.profiles import require_profile
@@ -162,10 +162,10 @@ def _serve(settings: Settings, sock: socket.socket, notify_fd: int | None) -> st
 
 
 async def _serve_async(settings: Settings, sock: socket.socket, notify_fd: int | None) -> str:
-    from hermes_container.gateway.app import build_app
+    from hermes_container.gateway.http_api import build_app
     from hermes_container.gateway.relay import Relay
-    from hermes_container.gateway.server import GatewayServer
     from hermes_container.gateway.sessions import SessionStore
+    from hermes_container.gateway.uvicorn_server import GatewayServer
 
     store = SessionStore(settings.profile_dir / SESSIONS_DB)
     store.start()

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from hermes_container.gateway.settings import redact_url
+from hermes_container.gateway.profile_settings import redact_url
 from hermes_container.gateway.upstream import MAX_IDLE, Kind, UpstreamError, UpstreamResponse
 
 

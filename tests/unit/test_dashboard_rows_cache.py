@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from hermes_container.dashboard import views
-from hermes_container.dashboard.views import RowsCache
+from hermes_container.dashboard import read_model
+from hermes_container.dashboard.read_model import RowsCache
 from hermes_container.home import HermesHome
 
 
@@ -22,7 +22,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         time.sleep(0.05)  # a supervisor round-trip per profile takes a while
         return [f"row-{len(calls)}"]
 
-    monkeypatch.setattr(views, "all_rows", fake_all_rows)
+    monkeypatch.setattr(read_model, "all_rows", fake_all_rows)
     return calls
 
 

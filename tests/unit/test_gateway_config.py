@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hermes_container.errors import ConfigError
-from hermes_container.gateway.settings import load_settings
+from hermes_container.gateway.profile_settings import load_settings
 from hermes_container.home import GATEWAY_LOCK, STATE_FILE
 from tests.conftest import run_hermes
 from tests.unit.conftest import GatewayProfile

@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from hermes_container.gateway.profile_settings import Settings, env_proxy, load_settings, redact_url
 from hermes_container.gateway.relay import select_client
-from hermes_container.gateway.settings import Settings, env_proxy, load_settings, redact_url
 from hermes_container.gateway.upstream import UpstreamClient
 from hermes_container.gateway.upstream_httpx import HttpxClient
 from tests.conftest import REPO, free_port, run_hermes
@@ -436,7 +436,7 @@ def test_env_proxy_rules(env: dict[str, str], url: str, expected: tuple[str, str
     ],
 )
 def test_env_proxies_read_like_urllib(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from hermes_container.gateway.settings import _env_proxies
+    from hermes_container.gateway.profile_settings import _env_proxies
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -473,7 +473,7 @@ def test_default_gateway_never_imports_httpx_or_urllib_request() -> None:
     code = (
         "import sys, asyncio\n"
         "from hermes_container.gateway.relay import select_client\n"
-        "from hermes_container.gateway.settings import Settings\n"
+        "from hermes_container.gateway.profile_settings import Settings\n"
         "s = Settings('t', None, 'h', 1, 'http://127.0.0.1:9/v1', 'm', None)\n"
         "select_client(s).close()\n"
         "print('httpx' in sys.modules, 'urllib.request' in sys.modules)\n"

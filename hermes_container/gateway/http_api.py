@@ -20,9 +20,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from hermes_container.gateway.profile_settings import Settings
 from hermes_container.gateway.relay import GatewayError, Relay, prepare_payload
 from hermes_container.gateway.sessions import Exchange, SessionStore
-from hermes_container.gateway.settings import Settings
 from hermes_container.gateway.upstream import UpstreamError, UpstreamResponse
 
 SESSION_HEADER = "x-hermes-session"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator
 import uvicorn
 from starlette.types import ASGIApp
 
-from hermes_container.gateway.settings import Settings
+from hermes_container.gateway.profile_settings import Settings
 from hermes_container.state import write_observed
 
 log = logging.getLogger("hermes.gateway")
