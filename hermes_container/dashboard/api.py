@@ -46,9 +46,7 @@ async def session_info(request: Request) -> JSONResponse:
 
 @router.get("/api/profiles")
 async def list_profiles_api(request: Request) -> JSONResponse:
-    context = ctx(request)
-    manager = context.managers.get()
-    rows = await run_in_threadpool(context.rows.get, manager)
+    manager, rows = await ctx(request).rows_now()
     return JSONResponse(
         {
             "supervisor": manager.name if manager else None,

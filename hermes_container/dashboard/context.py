@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from hermes_container.dashboard.auth.audit import AuditLog
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from starlette.templating import Jinja2Templates
 
     from hermes_container.dashboard.auth.providers import LoginProviders
+    from hermes_container.supervision.protocol import ServiceManager
+    from hermes_container.supervision.service_status import ServiceStatus
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -34,6 +37,11 @@ class DashboardContext:
     codec: SessionCodec
     templates: Jinja2Templates
     providers: LoginProviders | None
+
+    async def rows_now(self) -> tuple[ServiceManager | None, list[ServiceStatus]]:
+        """The supervisor and every profile's status (cached briefly), off the event loop."""
+        manager = self.managers.get()
+        return manager, await run_in_threadpool(self.rows.get, manager)
 
 
 def ctx(request: Request) -> DashboardContext:

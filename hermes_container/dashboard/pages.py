@@ -15,6 +15,7 @@ from hermes_container.dashboard.logtail import tail_lines
 from hermes_container.dashboard.read_model import profile_status, uptime_text
 from hermes_container.names import is_valid_profile_name
 from hermes_container.profiles import profile_exists
+from hermes_container.supervision.protocol import ServiceManager
 
 router = APIRouter()
 
@@ -37,16 +38,8 @@ def render(request: Request, template: str, status_code: int = 200, **extra: Any
 
 @router.get("/")
 async def overview(request: Request) -> Response:
-    context = ctx(request)
-    manager = context.managers.get()
-    rows = await run_in_threadpool(context.rows.get, manager)
-    return render(
-        request,
-        "overview.html",
-        rows=rows,
-        supervisor=manager.name if manager else None,
-        uptime_text=uptime_text,
-    )
+    manager, rows = await ctx(request).rows_now()
+    return _render_status(request, "overview.html", manager, rows=rows)
 
 
 @router.get("/profiles/{name}")
@@ -56,13 +49,14 @@ async def profile_page(request: Request, name: str) -> Response:
         return render(request, "error.html", 404, title="Not found", message="No such profile.")
     manager = context.managers.get()
     row = await run_in_threadpool(profile_status, context.home, manager, name)
-    return render(
-        request,
-        "profile.html",
-        row=row,
-        supervisor=manager.name if manager else None,
-        uptime_text=uptime_text,
-    )
+    return _render_status(request, "profile.html", manager, row=row)
+
+
+def _render_status(
+    request: Request, template: str, manager: ServiceManager | None, **values: Any
+) -> Response:
+    supervisor = manager.name if manager else None
+    return render(request, template, supervisor=supervisor, uptime_text=uptime_text, **values)
 
 
 @router.get("/logs/boot")

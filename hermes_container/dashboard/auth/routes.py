@@ -28,6 +28,17 @@ def _clear_pending_logins(request: Request) -> None:
         del request.session[key]
 
 
+def _login_failed(
+    request: Request, provider: str, exc: LoginError, status: int, **page: object
+) -> Response:
+    # exc.reason may echo the callback's `?error=`: only a fixed code is recorded.
+    reason = reason_code(exc.reason)
+    ctx(request).audit.client_event(
+        "login_failure", client_ip(request), provider=provider, reason=reason
+    )
+    return render(request, "error.html", status, **page)
+
+
 def _redirect_uri(request: Request, provider: str) -> str:
     settings = ctx(request).settings
     base = settings.public_url or settings.proxies.origin(request.scope)
@@ -58,12 +69,10 @@ async def login_start(request: Request, provider: str, next: str | None = None) 
     try:
         return await context.providers.start(request, provider, _redirect_uri(request, provider))
     except LoginError as exc:
-        context.audit.client_event(
-            "login_failure", ip, provider=provider, reason=reason_code(exc.reason)
-        )
-        return render(
+        return _login_failed(
             request,
-            "error.html",
+            provider,
+            exc,
             502,
             title="Login unavailable",
             message="The login provider could not be reached. Try again later.",
@@ -79,13 +88,10 @@ async def login_callback(request: Request, provider: str) -> Response:
     try:
         identity = await context.providers.finish(request, provider)
     except LoginError as exc:
-        # exc.reason may echo the callback's `?error=`: only a fixed code is recorded.
-        context.audit.client_event(
-            "login_failure", ip, provider=provider, reason=reason_code(exc.reason)
-        )
-        return render(
+        return _login_failed(
             request,
-            "error.html",
+            provider,
+            exc,
             400,
             title="Login failed",
             message="The login could not be completed. Please start again.",
