@@ -96,6 +96,16 @@ def supervised() -> Iterator[dict[str, str]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def _oidc_env(issuer: str) -> dict[str, str]:
+    """The dashboard's settings for the test provider, admitting alice only."""
+    return {
+        "HERMES_DASHBOARD_OIDC_ISSUER": issuer,
+        "HERMES_DASHBOARD_OIDC_CLIENT_ID": "hermes-dashboard",
+        "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "browser-test-secret",
+        "HERMES_DASHBOARD_ALLOWED_EMAILS": "alice@example.com",
+    }
+
+
 def test_login_see_profiles_and_stop_a_gateway(
     browser: Any, artifacts: Path, supervised: dict[str, str]
 ) -> None:
@@ -103,13 +113,7 @@ def test_login_see_profiles_and_stop_a_gateway(
     from playwright.sync_api import expect
 
     with oidc_provider(users) as issuer:
-        env = {
-            **supervised,
-            "HERMES_DASHBOARD_OIDC_ISSUER": issuer,
-            "HERMES_DASHBOARD_OIDC_CLIENT_ID": "hermes-dashboard",
-            "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "browser-test-secret",
-            "HERMES_DASHBOARD_ALLOWED_EMAILS": "alice@example.com",
-        }
+        env = {**supervised, **_oidc_env(issuer)}
         with dashboard_process(env) as (port, _proc):
             base_url = f"http://127.0.0.1:{port}"
             context = browser.new_context(viewport={"width": 1200, "height": 800})
@@ -195,13 +199,7 @@ def test_denied_user_then_allowed_user_and_logout(
         ("mallory", {"email": "mallory@evil.example", "email_verified": True}),
     ]
     with oidc_provider(users) as issuer:
-        env = {
-            **plain_home,
-            "HERMES_DASHBOARD_OIDC_ISSUER": issuer,
-            "HERMES_DASHBOARD_OIDC_CLIENT_ID": "hermes-dashboard",
-            "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "browser-test-secret",
-            "HERMES_DASHBOARD_ALLOWED_EMAILS": "alice@example.com",
-        }
+        env = {**plain_home, **_oidc_env(issuer)}
         with dashboard_process(env, host="0.0.0.0") as (port, _proc):
             base_url = f"http://127.0.0.1:{port}"
             context = browser.new_context(viewport={"width": 1200, "height": 700})

@@ -167,9 +167,6 @@ class Tree:
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run the real CLI, as the home owner unless `as_root` (like docker exec + shim)."""
-        kwargs: dict[str, Any] = {}
-        if self.drop and not as_root:
-            kwargs = {"user": GATEWAY_UID, "group": GATEWAY_UID, "extra_groups": []}
         return subprocess.run(
             [sys.executable, "-m", "hermes_container", *args],
             capture_output=True,
@@ -178,8 +175,25 @@ class Tree:
             timeout=timeout,
             check=False,
             cwd=self.base,
-            **kwargs,
+            **self._as_owner(as_root),
         )
+
+    def spawn(self, *args: str, as_root: bool = False) -> subprocess.Popen[str]:
+        """Start the real CLI in the background (output piped), like `hermes()`."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "hermes_container", *args],
+            env=self.env,
+            cwd=self.base,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **self._as_owner(as_root),
+        )
+
+    def _as_owner(self, as_root: bool) -> dict[str, Any]:
+        if self.drop and not as_root:
+            return {"user": GATEWAY_UID, "group": GATEWAY_UID, "extra_groups": []}
+        return {}
 
     def ok(self, *args: str, **kwargs: Any) -> str:
         proc = self.hermes(*args, **kwargs)
@@ -330,6 +344,22 @@ def boot(tree: Tree, *, default_running: bool = False) -> None:
         chown_home(tree)
     tree.start_svscan()
     tree.ok("reconcile", as_root=True)
+
+
+@contextlib.contextmanager
+def host_mode_tree(extra_env: dict[str, str] | None = None) -> Iterator[Tree]:
+    """A home for `hermes supervise` (host mode: its scandir is $HERMES_HOME/run/service),
+    nothing started; killed and removed afterwards."""
+    require_s6()
+    base = make_base()
+    tree = make_tree(base, extra_env=extra_env)
+    del tree.env["HERMES_S6_SCANDIR"]
+    tree.scandir = tree.home.run_dir / "service"
+    try:
+        yield tree
+    finally:
+        tree.kill_everything()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -4,12 +4,9 @@ and set umask 077; `hermes supervise` starts s6-svscan with the filtered environ
 
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,14 +19,11 @@ from hermes_container.envfile import read_env
 from tests.conftest import free_port
 from tests.fake_upstream import FakeUpstream
 from tests.s6.conftest import (
-    GATEWAY_UID,
     WAIT,
     Tree,
     booted_tree,
-    make_base,
-    make_tree,
+    host_mode_tree,
     processes_of,
-    require_s6,
     wait_for,
 )
 
@@ -132,19 +126,9 @@ def test_gateway_runs_without_denied_variables_and_with_private_files(
 
 @pytest.fixture
 def host() -> Iterator[Tree]:
-    require_s6()
-    base = make_base()
-    tree = make_tree(
-        base,
-        extra_env={**HOST_SECRETS, **DENY, "HERMES_DASHBOARD_PORT": str(free_port())},
-    )
-    del tree.env["HERMES_S6_SCANDIR"]  # host mode: $HERMES_HOME/run/service
-    tree.scandir = tree.home.run_dir / "service"
-    try:
+    extra = {**HOST_SECRETS, **DENY, "HERMES_DASHBOARD_PORT": str(free_port())}
+    with host_mode_tree(extra) as tree:
         yield tree
-    finally:
-        tree.kill_everything()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _comm(pid: int) -> str:
@@ -163,18 +147,7 @@ def _dashboard_pid(tree: Tree) -> int | None:
 
 
 def test_supervise_starts_the_tree_without_denied_variables(host: Tree) -> None:
-    kwargs: dict[str, Any] = {}
-    if host.drop:
-        kwargs = {"user": GATEWAY_UID, "group": GATEWAY_UID, "extra_groups": []}
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "hermes_container", "supervise", "--dashboard"],
-        env=host.env,
-        cwd=host.base,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
+    supervisor = host.spawn("supervise", "--dashboard")
     try:
         st = host.wait_ready("default")
         assert_clean(st["pid"], host, HOST_SECRETS)

@@ -111,14 +111,7 @@ def test_two_concurrent_starts_of_an_unregistered_profile(tree: Tree) -> None:
     create_profile(tree.home, "racy")
     chown_home(tree)
     tree.set_port(tree.home.profile_dir("racy"))
-    argv = [sys.executable, "-m", "hermes_container", "-p", "racy", "gateway", "start"]
-    kwargs = {"user": 10000, "group": 10000, "extra_groups": []} if tree.drop else {}
-    procs = [
-        subprocess.Popen(
-            argv, env=tree.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
-        )
-        for _ in range(2)
-    ]
+    procs = [tree.spawn("-p", "racy", "gateway", "start") for _ in range(2)]
     results = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     assert len(gateway_pids("racy", tree.base)) == 1

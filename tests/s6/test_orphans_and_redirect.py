@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -39,17 +37,7 @@ def test_killed_supervisor_leaves_no_duplicate_gateway(tree: Tree) -> None:
 
 def test_bare_gateway_run_is_redirected_to_the_slot(tree: Tree) -> None:
     tree.create("legacy")
-    kwargs = {}
-    if tree.drop:
-        kwargs = {"user": 10000, "group": 10000, "extra_groups": []}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hermes_container", "-p", "legacy", "gateway", "run"],
-        env=tree.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
+    proc = tree.spawn("-p", "legacy", "gateway", "run")
     try:
         st = tree.wait_ready("legacy")
         assert st["desired_state"] == "running"

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,41 +17,20 @@ from tests.s6.conftest import (
     GATEWAY_UID,
     WAIT,
     Tree,
-    make_base,
-    make_tree,
+    host_mode_tree,
     processes_of,
-    require_s6,
     wait_for,
 )
 
 
 @pytest.fixture
 def host() -> Iterator[Tree]:
-    require_s6()
-    base = make_base()
-    tree = make_tree(base)
-    del tree.env["HERMES_S6_SCANDIR"]  # host mode: $HERMES_HOME/run/service
-    tree.scandir = tree.home.run_dir / "service"
-    try:
+    with host_mode_tree() as tree:
         yield tree
-    finally:
-        tree.kill_everything()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _supervise(tree: Tree, *args: str) -> subprocess.Popen[str]:
-    kwargs: dict[str, Any] = {}
-    if tree.drop:
-        kwargs = {"user": GATEWAY_UID, "group": GATEWAY_UID, "extra_groups": []}
-    return subprocess.Popen(
-        [sys.executable, "-m", "hermes_container", "supervise", *args],
-        env=tree.env,
-        cwd=tree.base,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
+    return tree.spawn("supervise", *args)
 
 
 def test_supervise_runs_the_tree_and_refuses_a_second_owner(host: Tree) -> None:
@@ -142,14 +118,7 @@ def test_root_supervise_runs_the_whole_tree_as_the_home_owner(host: Tree) -> Non
             "uid 10000 cannot run this interpreter or read this checkout (under a 0700 "
             "home?); HERMES_REQUIRE_DROP=1 turns this into a failure"
         )
-    root_run = subprocess.Popen(
-        [sys.executable, "-m", "hermes_container", "supervise"],
-        env=host.env,
-        cwd=host.base,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    root_run = host.spawn("supervise", as_root=True)
     try:
         st = host.wait_ready("default")
         pids = processes_of(host.base)
