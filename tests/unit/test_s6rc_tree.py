@@ -271,8 +271,10 @@ def test_gateway_svscan_runs_as_hermes_and_signals_readiness() -> None:
     """Gateway slots get their own s6-svscan, run as hermes, never under root's."""
     service = TREE / "svscan-gateways"
     run = (service / "run").read_text()
-    assert 's6-setuidgid "$user" s6-svscan -d 3 "$scandir"' in run
-    assert "user=hermes" in run
+    assert 'as_hermes "${HERMES_HOME:-/opt/data}" s6-svscan -d 3 "$scandir"' in run
+    assert "user=hermes" in run  # the one directory it hands over, chowned before the drop
+    lib = (REPO / "root" / "opt" / "hermes" / "libexec" / "lib.sh").read_text()
+    assert 'exec s6-setuidgid hermes "$@"' in lib
     assert (service / "notification-fd").read_text().strip() == "3"
     dockerfile = DOCKERFILE.read_text()
     assert "HERMES_S6_SCANDIR=/run/hermes/service" in dockerfile
