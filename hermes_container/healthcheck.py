@@ -11,12 +11,12 @@ while a desired-running gateway that is parked (config error, crash loop) makes 
 It is what the image's HEALTHCHECK runs every 30 s, so it stays cheap: one plain
 HTTP/1.1 GET per probe over a socket (no http.client, which drags in email and ssl; no
 FastAPI, uvicorn, authlib or httpx; no proxy settings), all probes in parallel, each
-bounded by a short timeout.
+bounded by a short timeout. The command (hermes_container.commands.healthcheck) prints
+the results.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
@@ -183,17 +183,7 @@ def check(
     ]
 
 
-def healthcheck_command(*, as_json: bool = False, timeout: float = DEFAULT_TIMEOUT) -> int:
-    """Print the results; 0 when healthy, 1 when not (what docker's HEALTHCHECK expects)."""
-    results = check(HermesHome.from_env(), timeout=timeout)
-    healthy = all(r.ok for r in results)
-    if as_json:
-        body = {"healthy": healthy, "checks": [r.to_json() for r in results]}
-        print(json.dumps(body, indent=2))
-    else:
-        for result in results:
-            print(f"{'ok  ' if result.ok else 'FAIL'} {result.name}: {result.detail}")
-        if not results:
-            print("ok   nothing to check (dashboard disabled, no gateway desired running)")
-        print("healthy" if healthy else "unhealthy")
-    return 0 if healthy else 1
+def healthcheck(timeout: float = DEFAULT_TIMEOUT) -> list[CheckResult]:
+    """The checks of this container's home (HERMES_HOME, the environment's settings);
+    healthy when every result is ok (none at all is healthy too)."""
+    return check(HermesHome.from_env(), timeout=timeout)

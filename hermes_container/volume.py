@@ -21,25 +21,22 @@ Rules (the same for root in init-volume and for the home's owner at boot):
 - an error on one entry (it vanished, EPERM) is counted and the walk goes on.
 
 Linux only (O_PATH, AT_EMPTY_PATH, /proc/self/fd). Imports only the standard library,
-ctypes only when ownership changes.
+ctypes only when ownership changes. init-volume's command line (which prints what a walk
+did) is hermes_container.commands.volume_repair.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import stat
-import sys
 from dataclasses import dataclass
-from typing import NoReturn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
 MAX_DEPTH = 256
 PRIVATE_MASK = 0o077  # group and other permission bits
-PROG = "init-volume"  # the CLI is init-volume's helper: its messages read as the script's
 
 # <fcntl.h> on Linux; the os module does not export these two.
 _AT_SYMLINK_NOFOLLOW = 0x100
@@ -255,69 +252,3 @@ def make_private(root: str | os.PathLike[str]) -> Summary:
         summary = Summary()
         summary.note_error(os.fspath(root), exc)
         return summary
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line instead of argparse's usage + error pair: it lands in `docker logs`.
-        self.exit(2, f"{PROG}: error: {message}\n")
-
-
-def _owner(spec: str) -> tuple[int, int]:
-    """USER:GROUP, each a name or a number."""
-    import grp
-    import pwd
-
-    user, sep, group = spec.partition(":")
-    if not sep or not user or not group:
-        raise ValueError(f"--owner {spec!r}: expected USER:GROUP")
-    try:
-        uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
-        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ValueError(f"--owner {spec!r}: no such user or group") from None
-    if max(uid, gid) >= 0xFFFFFFFF:  # (uid_t)-1 means "leave unchanged" to chown
-        raise ValueError(f"--owner {spec!r}: id out of range")
-    return uid, gid
-
-
-def _depth(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
-    return int(value)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`repair [--owner USER:GROUP] [--modes] [--max-depth N] PATH`.
-
-    Bad input: one line on stderr, exit 2. PATH not a directory (or a symlink): exit 1.
-    Entries that could not be repaired are a warning; the exit status stays 0.
-    """
-    parser = _Parser(prog="python -m hermes_container.volume")
-    parser.add_argument("command", choices=["repair"])
-    parser.add_argument("--owner", metavar="USER:GROUP", help="give entries to USER:GROUP")
-    parser.add_argument("--modes", action="store_true", help="remove group/other permissions")
-    parser.add_argument("--max-depth", type=_depth, default=MAX_DEPTH, metavar="N")
-    parser.add_argument("path")
-    args = parser.parse_args(argv)
-    try:
-        owner = None if args.owner is None else _owner(args.owner)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if owner is None and not args.modes:
-        parser.error("nothing to do: give --owner USER:GROUP and/or --modes")
-    try:
-        summary = repair(args.path, owner=owner, modes=args.modes, max_depth=args.max_depth)
-    except OSError as exc:
-        print(f"{PROG}: error: cannot repair {args.path}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    for warning, text in summary.messages(args.path, args.owner or ""):
-        if warning:
-            print(f"{PROG}: warning: {text}", file=sys.stderr)
-        else:
-            print(f"{PROG}: {text}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

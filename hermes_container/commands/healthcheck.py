@@ -24,8 +24,21 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from hermes_container.errors import UsageError
-    from hermes_container.healthcheck import healthcheck_command
+    from hermes_container.healthcheck import healthcheck
 
     if not 0 < args.timeout < float("inf"):  # also refuses nan
         raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
-    return healthcheck_command(as_json=args.json, timeout=args.timeout)
+    results = healthcheck(timeout=args.timeout)
+    healthy = all(r.ok for r in results)
+    if args.json:
+        import json
+
+        body = {"healthy": healthy, "checks": [r.to_json() for r in results]}
+        print(json.dumps(body, indent=2))
+    else:
+        for result in results:
+            print(f"{'ok  ' if result.ok else 'FAIL'} {result.name}: {result.detail}")
+        if not results:
+            print("ok   nothing to check (dashboard disabled, no gateway desired running)")
+        print("healthy" if healthy else "unhealthy")
+    return 0 if healthy else 1  # what docker's HEALTHCHECK expects

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def register(subparsers: Any) -> None:
@@ -50,24 +55,59 @@ def _supervise(args: argparse.Namespace) -> int:
     from hermes_container.home import HermesHome
     from hermes_container.supervision.host import supervise
 
-    return supervise(HermesHome.from_env(), dashboard=args.dashboard)
+    return supervise(
+        HermesHome.from_env(), dashboard=args.dashboard, say=lambda text: print(text, flush=True)
+    )
 
 
 def _logs(args: argparse.Namespace) -> int:
     from hermes_container.errors import UsageError
     from hermes_container.home import HermesHome
     from hermes_container.profiles import require_profile
-    from hermes_container.supervision.logs import show_logs
+    from hermes_container.supervision.logs import recent_lines
 
     if args.lines < 0:
         raise UsageError(f"--lines must be 0 or more, not {args.lines}")
     home = HermesHome.from_env()
     profile = args.logs_profile or args.profile
     require_profile(home, profile)
-    return show_logs(home.gateway_log_dir(profile), lines=args.lines, follow_it=args.follow)
+    log_dir = home.gateway_log_dir(profile)
+    for line in recent_lines(log_dir, lines=args.lines, following=args.follow):
+        print(line)
+    sys.stdout.flush()
+    if args.follow:
+        print_followed(log_dir / "current")
+    return 0
+
+
+def print_followed(current: Path, stop_after: float | None = None) -> None:
+    """Print what is appended to `current` as it comes (each piece flushed at once)."""
+    from hermes_container.supervision.logs import follow
+
+    for text in follow(current, stop_after):
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 def _slot_finish(args: argparse.Namespace) -> int:
-    from hermes_container.supervision.finish import main
+    return slot_finish(args.slot_profile, args.exit_code, args.signal)
 
-    return main(args.slot_profile, args.exit_code, args.signal)
+
+def slot_finish(profile: str, exit_code: str, signum: str, slot_dir: str | None = None) -> int:
+    """`_slot-finish`: s6's exit code and signal as given to the finish script; what the
+    decision says (hermes_container.supervision.finish) goes to stderr. Never fails: a
+    finish script that errors would only make s6 restart the gateway anyway."""
+    try:
+        code = int(exit_code)
+        sig = int(signum or 0)
+    except ValueError:
+        print(f"hermes _slot-finish: bad exit/signal {exit_code!r} {signum!r}", file=sys.stderr)
+        return 0
+    from pathlib import Path
+
+    from hermes_container.supervision.finish import settle
+
+    result, message = settle(profile, code, sig, Path(slot_dir) if slot_dir else None)
+    if message is not None:
+        print(message, file=sys.stderr)
+    return result

@@ -1,4 +1,5 @@
-"""`hermes _slot-finish <profile> <exit> <signal>`: what a slot's `finish` script runs.
+"""The decision behind `hermes _slot-finish <profile> <exit> <signal>`, which a slot's
+`finish` script runs (the command, in hermes_container.commands.supervision, prints).
 
 s6-supervise runs it after every death of the gateway (as the home owner: the script
 drops privileges first), bounded by `timeout-finish`, so it imports little. It decides:
@@ -17,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import signal as signals
-import sys
 import time
 from pathlib import Path
 
@@ -134,23 +134,20 @@ def finish(
     return 0
 
 
-def main(profile: str, exit_code: str, signum: str, slot_dir: str | None = None) -> int:
-    """Entry point of the hidden subcommand; never lets an error turn into a restart storm."""
-    try:
-        code = int(exit_code)
-        sig = int(signum or 0)
-    except ValueError:
-        print(f"hermes _slot-finish: bad exit/signal {exit_code!r} {signum!r}", file=sys.stderr)
-        return 0
+def settle(
+    profile: str, exit_code: int, signum: int, slot_dir: Path | None = None
+) -> tuple[int, str | None]:
+    """(exit code for s6, message for stderr or None) of one death; `slot_dir` defaults
+    to the current directory (s6 runs finish in the slot dir).
+
+    Never lets an error turn into a restart storm: an error is a message and exit 0.
+    """
     home = HermesHome.from_env()
-    where = Path(slot_dir) if slot_dir else Path.cwd()  # s6 runs finish in the slot dir
+    where = slot_dir or Path.cwd()
     try:
-        result = finish(home, profile, code, sig, where, time.time())
+        result = finish(home, profile, exit_code, signum, where, time.time())
     except Exception as exc:  # finish must not fail: s6 would just restart anyway
-        print(f"hermes _slot-finish {profile}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 0
+        return 0, f"hermes _slot-finish {profile}: {type(exc).__name__}: {exc}"
     if result == PARK:
-        print(
-            f"hermes: gateway {profile!r} parked: {history.parked_reason(where)}", file=sys.stderr
-        )
-    return result
+        return result, f"hermes: gateway {profile!r} parked: {history.parked_reason(where)}"
+    return result, None

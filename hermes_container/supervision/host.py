@@ -34,6 +34,10 @@ from hermes_container.supervision.slot import (
 )
 from hermes_container.supervision.tools import require_tool, run_tool
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 SHUTDOWN_TIMEOUT = 60.0
 LOCK_NAME = "supervise.lock"
 
@@ -94,16 +98,17 @@ def _fresh_scandir(scandir: Path) -> None:
             shutil.rmtree(entry)
 
 
-def supervise(home: HermesHome, *, dashboard: bool = False) -> int:
+def supervise(home: HermesHome, *, say: Callable[[str], None], dashboard: bool = False) -> int:
+    """Run the tree until SIGTERM/SIGINT; `say` gets what the user should see as it
+    happens (the privilege drop, then what is supervised)."""
     from hermes_container.profiles import ensure_default_profile
     from hermes_container.reconcile import reconcile
 
     dropped = drop_to_home_owner(home.root)
     if dropped is not None:
-        print(
+        say(
             f"hermes: running the tree as uid {dropped[0]}, gid {dropped[1]}: "
-            f"the owner of {home.root}",
-            flush=True,
+            f"the owner of {home.root}"
         )
     scandir = resolve_scandir(home)
     live = scandir.is_dir() and svscan_alive(scandir)
@@ -144,10 +149,9 @@ def supervise(home: HermesHome, *, dashboard: bool = False) -> int:
 
             S6Manager(home, scandir).register_slots([dashboard_spec(home)], up=True)
         started = sum(r.action == "started" for r in records)
-        print(
+        say(
             f"hermes: supervising {len(records)} profile(s) ({started} started) on {scandir}; "
-            "SIGTERM or Ctrl-C stops the tree",
-            flush=True,
+            "SIGTERM or Ctrl-C stops the tree"
         )
         while svscan.poll() is None:
             received = signal.sigtimedwait(watched, 1.0)

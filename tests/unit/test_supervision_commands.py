@@ -125,7 +125,7 @@ def test_follow_prints_appended_lines_across_rotation(
     import threading
     import time
 
-    from hermes_container.supervision.logs import follow
+    from hermes_container.commands.supervision import print_followed
 
     current = tmp_path / "current"
     current.write_text("before\n")
@@ -140,9 +140,45 @@ def test_follow_prints_appended_lines_across_rotation(
 
     thread = threading.Thread(target=writer)
     thread.start()
-    follow(current, stop_after=1.5)
+    print_followed(current, stop_after=1.5)
     thread.join()
     assert capsys.readouterr().out == "appended\nrotated\n"
+
+
+def test_follow_yields_what_is_appended_and_prints_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+    import time
+
+    from hermes_container.supervision.logs import follow
+
+    current = tmp_path / "current"
+    current.write_text("before\n")
+
+    def writer() -> None:
+        time.sleep(0.3)
+        with open(current, "a") as fh:
+            fh.write("appended\n")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert "".join(follow(current, stop_after=1.0)) == "appended\n"
+    thread.join()
+    assert capsys.readouterr() == ("", "")
+
+
+def test_recent_lines_returns_the_last_lines(tmp_path: Path) -> None:
+    from hermes_container.errors import HermesError
+    from hermes_container.supervision.logs import recent_lines
+
+    with pytest.raises(HermesError, match="no logs yet"):
+        recent_lines(tmp_path, lines=5)
+    assert recent_lines(tmp_path, lines=5, following=True) == []
+    (tmp_path / "@4000.s").write_text("old1\nold2\n")
+    (tmp_path / "current").write_text("new1\n")
+    assert recent_lines(tmp_path, lines=2) == ["old2", "new1"]
+    assert recent_lines(tmp_path, lines=0) == []
 
 
 class _Recorder:

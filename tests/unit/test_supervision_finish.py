@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hermes_container.commands.supervision import slot_finish
 from hermes_container.home import HermesHome
 from hermes_container.profiles import create_profile
 from hermes_container.state import read_state, write_desired
@@ -18,7 +19,7 @@ from hermes_container.supervision.finish import (
     finish,
     last_log_line,
     loop_limits,
-    main,
+    settle,
 )
 from hermes_container.supervision.svstat import SvStat
 
@@ -122,8 +123,24 @@ def test_main_never_fails(
         raise RuntimeError("s6-svstat went away")
 
     monkeypatch.setattr(finish_mod, "svstat", boom)
-    assert main("alpha", "1", "0", str(slot)) == 0
-    assert main("alpha", "x", "y", str(slot)) == 0
+    assert slot_finish("alpha", "1", "0", str(slot)) == 0
+    assert slot_finish("alpha", "x", "y", str(slot)) == 0
+
+
+def test_settle_returns_the_message_and_the_command_prints_it(
+    slot: Path, hermes_home: HermesHome, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parked = "hermes: gateway 'alpha' parked: startup_failed: configuration error (exit 78)"
+    assert settle("alpha", 78, 0, slot) == (PARK, parked)
+    assert settle("alpha", 1, 0, slot)[1] is None  # a crash to restart: nothing to say
+    assert capsys.readouterr() == ("", "")  # the library prints nothing
+
+    assert slot_finish("alpha", "78", "0", str(slot)) == PARK
+    assert slot_finish("alpha", "x", "y", str(slot)) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        parked,
+        "hermes _slot-finish: bad exit/signal 'x' 'y'",
+    ]
 
 
 def test_loop_limits_fall_back_on_bad_values() -> None:

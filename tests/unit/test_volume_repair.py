@@ -1,4 +1,5 @@
-"""The ownership and mode repair of $HERMES_HOME (hermes_container.volume, init-volume).
+"""The ownership and mode repair of $HERMES_HOME (hermes_container.volume, its command line
+hermes_container.commands.volume_repair, init-volume).
 
 Real files, real chown/chmod, real mounts: most tests need root (files owned by other
 uids, tmpfs and bind mounts). Without root they skip, unless HERMES_REQUIRE_ROOT=1 (CI,
@@ -86,7 +87,7 @@ def run_init_volume(home: Path, user: str, **env: str) -> subprocess.CompletedPr
 
 def run_entry(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hermes_container.volume", *args],
+        [sys.executable, "-m", "hermes_container.commands.volume_repair", *args],
         capture_output=True,
         text=True,
         timeout=120,
