@@ -89,6 +89,8 @@ def oauth_vars(issuer: str) -> dict[str, str]:
         "HERMES_DASHBOARD_OIDC_CLIENT_ID": "bench",
         "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "bench",
         "HERMES_DASHBOARD_ALLOWED_EMAILS": "bench@example.com",
+        # OAuth mode serves known hosts only; the redirect URI then comes from this one.
+        "HERMES_DASHBOARD_ALLOWED_HOSTS": "127.0.0.1",
     }
 
 
