@@ -98,3 +98,13 @@ def _restore_umask() -> Iterator[None]:
     os.umask(before)
     yield
     os.umask(before)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server for the session (tests/postgres_server.py); skips
+    without the binaries unless HERMES_REQUIRE_POSTGRES=1."""
+    from tests.postgres_server import running_server
+
+    with running_server() as server:
+        yield server

@@ -13,7 +13,18 @@ from hermes_container.home import HermesHome
 from hermes_container.state import read_state
 from tests.conftest import run_hermes
 
-HEAVY = ("fastapi", "uvicorn", "authlib", "httpx", "starlette", "pydantic")
+HEAVY = (
+    "fastapi",
+    "uvicorn",
+    "authlib",
+    "httpx",
+    "starlette",
+    "pydantic",
+    # The work layer: its store (sqlite3 or psycopg) loads only for `hermes kanban`.
+    "hermes_container.kanban",
+    "psycopg",
+    "sqlite3",
+)
 # Standard modules `gateway status` does without: together about 60 ms of imports on a
 # 2-core machine, more than the whole command may take (bench/bench_cli.py: <= 80 ms).
 SLOW_STDLIB = (

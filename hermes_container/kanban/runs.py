@@ -1,0 +1,300 @@
+"""Running a task: claim (ready -> running), then complete, fail, rate-limit or release.
+
+Only the holder of a task's current run — the one that knows the run's token — may
+complete, fail or rate-limit it; `release` and `time_out` are for whoever found the
+holder gone or late (a dispatcher's tick), so they name the run by id alone.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Collection
+
+from hermes_container.errors import UsageError
+from hermes_container.kanban import boards
+from hermes_container.kanban.errors import NotHolder
+from hermes_container.kanban.model import (
+    BLOCKED,
+    DONE,
+    OUTCOME_COMPLETED,
+    OUTCOME_FAILED,
+    OUTCOME_RATE_LIMITED,
+    OUTCOME_RECLAIMED,
+    OUTCOME_TIMED_OUT,
+    READY,
+    RUNNING,
+    TODO,
+    ClaimLimits,
+    Holder,
+    RetryPolicy,
+    Run,
+    Task,
+)
+from hermes_container.kanban.rows import RUN_COLUMNS, load_run, load_task, run_from_row
+from hermes_container.kanban.tx import Tx, placeholders
+
+
+def cap(value: int | None) -> int | None:
+    """A positive integer is a cap; anything else means none (the config layer warns)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def running_counts(tx: Tx, board: str) -> dict[str, int]:
+    """Running tasks per assignee on `board` (the task row is the source of truth)."""
+    rows = tx.all(
+        "SELECT assignee, COUNT(*) FROM kanban_tasks WHERE board = ? AND status = ? "
+        "AND assignee IS NOT NULL GROUP BY assignee",
+        (board, RUNNING),
+    )
+    return {row[0]: int(row[1]) for row in rows}
+
+
+def claim(
+    tx: Tx,
+    board: str,
+    holder: Holder,
+    limits: ClaimLimits,
+    assignees: Collection[str] | None,
+) -> Run | None:
+    """Move the best ready task under the caps to running and open its run, or None.
+
+    The caps are read and the claim is written in one transaction, and claims on a board
+    are serialised: on SQLite by BEGIN IMMEDIATE (the store's one writer); on PostgreSQL
+    by a lock on the board's row. Row locks on the tasks alone would not do there: two
+    dispatchers could each see 1 of 2 slots free, lock different tasks and both claim.
+    The board row rather than an advisory lock: it needs no key scheme, cannot collide
+    across boards, and archiving a board waits for claims in flight. SKIP LOCKED on the
+    candidate keeps a claim from waiting behind a task another writer is changing.
+    """
+    boards.require(tx, board, lock=True)
+    if assignees is not None and not assignees:
+        return None
+    counts = running_counts(tx, board)
+    board_cap = cap(limits.max_in_progress)
+    if board_cap is not None and sum(counts.values()) >= board_cap:
+        return None
+    sql = (
+        "SELECT id, assignee FROM kanban_tasks WHERE board = ? AND status = ? "
+        "AND assignee IS NOT NULL AND (not_before IS NULL OR not_before <= ?)"
+    )
+    params: list[object] = [board, READY, tx.now]
+    profile_cap = cap(limits.max_in_progress_per_profile)
+    full = sorted(a for a, n in counts.items() if profile_cap is not None and n >= profile_cap)
+    if full:
+        sql += f" AND assignee NOT IN ({placeholders(len(full))})"
+        params.extend(full)
+    if assignees is not None:
+        wanted = sorted(set(assignees))
+        sql += f" AND assignee IN ({placeholders(len(wanted))})"
+        params.extend(wanted)
+    row = tx.one(
+        sql + " ORDER BY priority DESC, created_at, id LIMIT 1" + tx.dialect.skip_locked, params
+    )
+    if row is None:
+        return None
+    task_id = int(row[0])
+    token = secrets.token_hex(16)
+    expires = tx.now + max(1.0, float(limits.claim_ttl_seconds))
+    run_id = tx.insert(
+        "INSERT INTO kanban_runs (task_id, host, pid, token, claimed_at, claim_expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        (task_id, holder.host, holder.pid, token, tx.now, expires),
+    )
+    # Compare-and-set from ready: under the locks above it cannot miss, and if it ever
+    # did the exception rolls the run row back with it.
+    if not tx.run(
+        "UPDATE kanban_tasks SET status = ?, started_at = ?, attempts = attempts + 1, "
+        "current_run = ? WHERE id = ? AND status = ?",
+        (RUNNING, tx.now, run_id, task_id, READY),
+    ):
+        raise RuntimeError(f"task {task_id} left ready during its claim")
+    tx.emit(
+        task_id,
+        board,
+        "claimed",
+        run_id=run_id,
+        host=holder.host,
+        pid=holder.pid,
+        assignee=row[1],
+        expires_at=expires,
+    )
+    return load_run(tx, run_id)
+
+
+def _open_run(tx: Tx, run_id: int, token: str | None) -> tuple[Task, Run]:
+    """The task (row-locked) whose current run is `run_id`, checking the token when
+    given; NotHolder otherwise, before anything is written."""
+    stored = load_run(tx, run_id)
+    task = load_task(tx, stored.task_id, lock=True)
+    if token is not None and not secrets.compare_digest(stored.token, token):
+        raise NotHolder(f"run {run_id}: wrong run token, not the holder of task {task.id}")
+    if task.status != RUNNING or task.current_run != run_id or stored.outcome is not None:
+        raise NotHolder(
+            f"run {run_id} no longer holds task {task.id} (the task is {task.status}"
+            + (f", run {task.current_run} holds it)" if task.current_run else ")")
+        )
+    return task, stored
+
+
+def _close_run(
+    tx: Tx,
+    run: Run,
+    outcome: str,
+    error: str | None = None,
+    latency_ms: int | None = None,
+    tokens: int | None = None,
+) -> None:
+    tx.run(
+        "UPDATE kanban_runs SET finished_at = ?, outcome = ?, error = ?, latency_ms = ?, "
+        "tokens = ? WHERE id = ?",
+        (tx.now, outcome, error, latency_ms, tokens, run.id),
+    )
+
+
+def _metric(value: int | None, what: str) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise UsageError(f"{what} must be a non-negative integer, not {value!r}")
+    return value
+
+
+def extend(tx: Tx, run: Run, ttl_seconds: float) -> Run:
+    """The holder is alive and still working: push the claim's expiry out."""
+    _task, stored = _open_run(tx, run.id, run.token)
+    tx.run(
+        "UPDATE kanban_runs SET claim_expires_at = ? WHERE id = ?",
+        (tx.now + max(1.0, float(ttl_seconds)), stored.id),
+    )
+    return load_run(tx, stored.id)
+
+
+def complete(tx: Tx, run: Run, result: str, latency_ms: int | None, tokens: int | None) -> Task:
+    if not isinstance(result, str):
+        raise UsageError("a task's result must be text")
+    _metric(latency_ms, "latency_ms")
+    _metric(tokens, "tokens")
+    task, stored = _open_run(tx, run.id, run.token)
+    _close_run(tx, stored, OUTCOME_COMPLETED, latency_ms=latency_ms, tokens=tokens)
+    tx.run(
+        "UPDATE kanban_tasks SET status = ?, finished_at = ?, result = ?, current_run = NULL, "
+        "consecutive_failures = 0, not_before = NULL WHERE id = ?",
+        (DONE, tx.now, result, task.id),
+    )
+    tx.emit(
+        task.id, task.board, "completed", run_id=stored.id, latency_ms=latency_ms, tokens=tokens
+    )
+    return load_task(tx, task.id)
+
+
+def backoff_delay(policy: RetryPolicy, failures: int, rng: random.Random) -> float:
+    """base x 2^(n-1), capped, then shortened by up to `jitter` of itself."""
+    delay = min(
+        float(policy.backoff_max_seconds),
+        float(policy.backoff_seconds) * 2.0 ** max(0, failures - 1),
+    )
+    jitter = min(max(float(policy.jitter), 0.0), 1.0)
+    return delay * (1.0 - jitter * rng.random())
+
+
+def fail(
+    tx: Tx,
+    run_id: int,
+    token: str | None,
+    error: str,
+    policy: RetryPolicy,
+    rng: random.Random,
+    *,
+    kind: str,
+    latency_ms: int | None = None,
+) -> Task:
+    """A counted failure (`failed` from the holder, `timed_out` from a tick): retry as
+    todo after a backoff, or give up to blocked past the task's limit."""
+    if not isinstance(error, str) or not error.strip():
+        raise UsageError("a failure needs an error message")
+    _metric(latency_ms, "latency_ms")
+    task, stored = _open_run(tx, run_id, token)
+    failures = task.consecutive_failures + 1
+    if task.max_retries is not None:
+        limit = task.max_retries + 1  # the first attempt plus max_retries retries
+    else:
+        limit = max(1, cap(policy.failure_limit) or 1)
+    _close_run(
+        tx, stored, OUTCOME_FAILED if kind == "failed" else OUTCOME_TIMED_OUT, error, latency_ms
+    )
+    tx.emit(task.id, task.board, kind, run_id=stored.id, error=error, failures=failures)
+    if failures >= limit:
+        tx.run(
+            "UPDATE kanban_tasks SET status = ?, current_run = NULL, last_error = ?, "
+            "consecutive_failures = ?, not_before = NULL WHERE id = ?",
+            (BLOCKED, error, failures, task.id),
+        )
+        tx.emit(task.id, task.board, "gave_up", error=error, failures=failures, limit=limit)
+    else:
+        delay = backoff_delay(policy, failures, rng)
+        tx.run(
+            "UPDATE kanban_tasks SET status = ?, current_run = NULL, last_error = ?, "
+            "consecutive_failures = ?, not_before = ? WHERE id = ?",
+            (TODO, error, failures, tx.now + delay, task.id),
+        )
+        tx.emit(
+            task.id,
+            task.board,
+            "retry_scheduled",
+            delay=delay,
+            not_before=tx.now + delay,
+            failures=failures,
+        )
+    return load_task(tx, task.id)
+
+
+def rate_limited(tx: Tx, run: Run, retry_after: float) -> Task:
+    """The provider said 429: back to ready after `retry_after`, not a failure."""
+    if isinstance(retry_after, bool) or not isinstance(retry_after, int | float):
+        raise UsageError(f"retry_after must be a number of seconds, not {retry_after!r}")
+    delay = max(0.0, float(retry_after))
+    task, stored = _open_run(tx, run.id, run.token)
+    _close_run(tx, stored, OUTCOME_RATE_LIMITED)
+    tx.run(
+        "UPDATE kanban_tasks SET status = ?, current_run = NULL, not_before = ? WHERE id = ?",
+        (READY, tx.now + delay, task.id),
+    )
+    tx.emit(task.id, task.board, "rate_limited", run_id=stored.id, retry_after=delay)
+    return load_task(tx, task.id)
+
+
+def release(tx: Tx, run_id: int, reason: str) -> Task:
+    """The holder is gone: the task goes back to ready, and no failure is counted."""
+    task, stored = _open_run(tx, run_id, None)
+    _close_run(tx, stored, OUTCOME_RECLAIMED, reason or None)
+    tx.run("UPDATE kanban_tasks SET status = ?, current_run = NULL WHERE id = ?", (READY, task.id))
+    tx.emit(
+        task.id,
+        task.board,
+        "reclaimed",
+        run_id=stored.id,
+        host=stored.host,
+        pid=stored.pid,
+        reason=reason,
+    )
+    return load_task(tx, task.id)
+
+
+def open_runs(tx: Tx, board: str) -> list[Run]:
+    """Every open run on `board`, for a tick's reclaim and timeout checks."""
+    rows = tx.all(
+        f"SELECT {', '.join('r.' + c.strip() for c in RUN_COLUMNS.split(','))} "
+        "FROM kanban_runs r JOIN kanban_tasks t ON t.current_run = r.id "
+        "WHERE t.board = ? AND t.status = ? ORDER BY r.id",
+        (board, RUNNING),
+    )
+    return [run_from_row(row) for row in rows]
+
+
+def runs_of(tx: Tx, task_id: int) -> list[Run]:
+    load_task(tx, task_id)
+    rows = tx.all(
+        f"SELECT {RUN_COLUMNS} FROM kanban_runs WHERE task_id = ? ORDER BY id", (task_id,)
+    )
+    return [run_from_row(row) for row in rows]

@@ -1,0 +1,150 @@
+"""The board's tables, one definition for SQLite and PostgreSQL.
+
+The dialects differ in three places only, spelled out in `Dialect`:
+- the auto-increment key (SQLite AUTOINCREMENT never reuses an id; PostgreSQL identity);
+- the 64-bit integer and float type names;
+- the placeholder (`?` in our SQL; psycopg wants `%s`, so `Dialect.sql` rewrites it —
+  no statement here contains a literal `?` or `%`).
+
+A version row in `kanban_schema` lets a later release migrate; a database newer than this
+code is refused instead of half-understood.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hermes_container.kanban.errors import StoreUnavailable
+from hermes_container.kanban.model import STATUSES
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    id_pk: str
+    bigint: str
+    real: str
+    placeholder: str
+    # Row locks. SQLite has none and needs none: every write holds the database's one
+    # write lock from BEGIN IMMEDIATE to COMMIT.
+    row_lock: str  # after a SELECT of rows the transaction is about to change
+    skip_locked: str  # after the claim's candidate SELECT
+    board_lock: str  # after the SELECT of the board row that serialises claims
+    share_lock: str  # after a SELECT of rows that must not change until COMMIT
+
+    def sql(self, statement: str) -> str:
+        if self.placeholder == "?":
+            return statement
+        return statement.replace("?", self.placeholder)
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    id_pk="INTEGER PRIMARY KEY AUTOINCREMENT",
+    bigint="INTEGER",
+    real="REAL",
+    placeholder="?",
+    row_lock="",
+    skip_locked="",
+    board_lock="",
+    share_lock="",
+)
+POSTGRES = Dialect(
+    name="postgresql",
+    id_pk="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    bigint="BIGINT",
+    real="DOUBLE PRECISION",
+    placeholder="%s",
+    # NO KEY UPDATE, not UPDATE: we never change a key, and NO KEY UPDATE leaves alone the
+    # FOR KEY SHARE locks that foreign keys take (inserting a task locks its board row
+    # and its parents' rows so), so a claim or a completion never holds up a create.
+    row_lock=" FOR NO KEY UPDATE",
+    skip_locked=" FOR NO KEY UPDATE SKIP LOCKED",
+    board_lock=" FOR NO KEY UPDATE",
+    share_lock=" FOR SHARE",
+)
+
+_STATUS_LIST = ", ".join(f"'{status}'" for status in STATUSES)
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS kanban_schema (
+    version {bigint} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kanban_boards (
+    slug TEXT PRIMARY KEY,
+    created_at {real} NOT NULL,
+    archived_at {real}
+);
+CREATE TABLE IF NOT EXISTS kanban_tasks (
+    id {id_pk},
+    board TEXT NOT NULL REFERENCES kanban_boards (slug),
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    assignee TEXT,
+    status TEXT NOT NULL CHECK (status IN ({statuses})),
+    priority {bigint} NOT NULL,
+    created_at {real} NOT NULL,
+    started_at {real},
+    finished_at {real},
+    attempts {bigint} NOT NULL DEFAULT 0,
+    consecutive_failures {bigint} NOT NULL DEFAULT 0,
+    max_retries {bigint},
+    max_runtime {real},
+    not_before {real},
+    result TEXT,
+    last_error TEXT,
+    idempotency_key TEXT,
+    current_run {bigint},
+    UNIQUE (board, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS kanban_tasks_queue
+    ON kanban_tasks (board, status, priority, created_at);
+CREATE TABLE IF NOT EXISTS kanban_task_parents (
+    task_id {bigint} NOT NULL REFERENCES kanban_tasks (id),
+    parent_id {bigint} NOT NULL REFERENCES kanban_tasks (id),
+    PRIMARY KEY (task_id, parent_id)
+);
+CREATE INDEX IF NOT EXISTS kanban_task_parents_parent ON kanban_task_parents (parent_id);
+CREATE TABLE IF NOT EXISTS kanban_runs (
+    id {id_pk},
+    task_id {bigint} NOT NULL REFERENCES kanban_tasks (id),
+    host TEXT NOT NULL,
+    pid {bigint} NOT NULL,
+    token TEXT NOT NULL UNIQUE,
+    claimed_at {real} NOT NULL,
+    claim_expires_at {real} NOT NULL,
+    finished_at {real},
+    outcome TEXT,
+    error TEXT,
+    latency_ms {bigint},
+    tokens {bigint}
+);
+CREATE INDEX IF NOT EXISTS kanban_runs_task ON kanban_runs (task_id);
+CREATE TABLE IF NOT EXISTS kanban_events (
+    id {id_pk},
+    task_id {bigint} NOT NULL REFERENCES kanban_tasks (id),
+    board TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    at {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kanban_events_task ON kanban_events (task_id, id);
+"""
+
+
+def statements(dialect: Dialect) -> list[str]:
+    """The DDL for `dialect`, one statement per item, each idempotent (IF NOT EXISTS)."""
+    text = _TABLES.format(
+        id_pk=dialect.id_pk, bigint=dialect.bigint, real=dialect.real, statuses=_STATUS_LIST
+    )
+    return [part.strip() for part in text.split(";") if part.strip()]
+
+
+def check_version(found: int | None) -> None:
+    if found is not None and found > SCHEMA_VERSION:
+        raise StoreUnavailable(
+            f"the board database has schema version {found}, newer than this hermes "
+            f"understands ({SCHEMA_VERSION}): upgrade hermes"
+        )

@@ -1,0 +1,113 @@
+"""The embedded board: one SQLite file in WAL mode.
+
+WAL lets readers (the dashboard, `kanban list`) run beside the one writer. Every write is
+BEGIN IMMEDIATE: the write lock is taken at BEGIN, so a transaction never reads, then
+fails to upgrade to writing half-way (a deferred BEGIN can, and then SQLite returns BUSY
+without waiting). busy_timeout makes SQLite wait for the lock itself; past that,
+SqlStore._do runs the whole transaction again until its deadline, so "database is
+locked" never reaches a caller.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hermes_container.kanban.errors import StoreUnavailable
+from hermes_container.kanban.schema import SQLITE
+from hermes_container.kanban.sql_store import SqlStore
+from hermes_container.kanban.tx import Cursor
+
+BUSY_TIMEOUT_MS = 5000
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _is_busy(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES  # extended codes such as SQLITE_BUSY_SNAPSHOT
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def prepare_file(path: Path) -> None:
+    """The board holds prompts and answers: 0700 directory, 0600 file, created so before
+    SQLite opens it (its -wal and -shm files copy the database file's mode)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.parent.stat().st_uid == os.geteuid():
+        os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    if path.stat().st_uid == os.geteuid():
+        os.chmod(path, 0o600)
+
+
+class SqliteStore(SqlStore):
+    dialect = SQLITE
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] | None = None) -> None:
+        super().__init__(clock=clock)
+        self.path = path
+        # One connection per store, shared by its threads under a lock: sqlite3 objects
+        # may not be used by two threads at once. Stores in other threads or processes
+        # have their own connections and meet at the file's locks.
+        self._lock = threading.Lock()
+        try:
+            prepare_file(path)
+            self._conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+            self._setup()
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise StoreUnavailable(f"cannot open the board database {path}: {exc}") from exc
+        self._init_schema()
+
+    def _setup(self) -> None:
+        """Connection settings, outside any transaction: foreign_keys is a no-op inside
+        one and journal_mode cannot change there. Switching to WAL needs a moment of
+        exclusive access, so a busy answer here is retried like any other."""
+        deadline = time.monotonic() + self._retry_deadline
+        while True:
+            try:
+                self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                self._conn.execute("PRAGMA foreign_keys = ON")
+                # In WAL mode NORMAL survives any process kill; only a power loss can drop
+                # the last commits, which a board survives (a lost claim is reclaimed).
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                if mode is None or str(mode[0]).lower() != "wal":
+                    raise StoreUnavailable(f"{self.path}: SQLite refused WAL mode ({mode})")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Cursor]:
+        with self._lock:
+            cursor = self._conn.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield cursor
+                cursor.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.rollback()
+                raise
+            finally:
+                cursor.close()
+
+    def _retryable(self, exc: BaseException) -> bool:
+        return _is_busy(exc)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,134 @@
+"""The board store: the API every part of the work layer uses, and which backend to open.
+
+SQLite at `$HERMES_HOME/kanban/kanban.db` unless `HERMES_KANBAN_DATABASE_URL` names a
+PostgreSQL database; both run the same operations (sql_store.SqlStore) on the same
+schema. Every operation is one short transaction that writes a change and its events
+together; a busy database is retried inside, never reported as "locked".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from hermes_container.home import HermesHome
+from hermes_container.kanban.model import (
+    Board,
+    ClaimLimits,
+    Event,
+    Holder,
+    RetryPolicy,
+    Run,
+    Task,
+)
+
+DATABASE_URL_ENV = "HERMES_KANBAN_DATABASE_URL"
+
+
+def sqlite_path(home: HermesHome) -> Path:
+    return home.root / "kanban" / "kanban.db"
+
+
+class Store(Protocol):
+    """What a board offers. Errors: UsageError (bad input, exit 2), NotFound,
+    InvalidTransition (status forbids it), NotHolder (not the current run's holder),
+    StoreUnavailable. Whenever one is raised, nothing was written."""
+
+    def close(self) -> None: ...
+
+    # boards
+    def create_board(self, slug: str) -> Board: ...
+    def list_boards(self, *, include_archived: bool = False) -> list[Board]: ...
+    def archive_board(self, slug: str) -> Board: ...
+
+    # tasks
+    def create_task(
+        self,
+        title: str,
+        *,
+        board: str = ...,
+        body: str = ...,
+        assignee: str | None = ...,
+        priority: int = ...,
+        parents: Sequence[int] = ...,
+        max_retries: int | None = ...,
+        max_runtime: float | None = ...,
+        idempotency_key: str | None = ...,
+        triage: bool = ...,
+    ) -> Task: ...
+    def get_task(self, task_id: int) -> Task: ...
+    def list_tasks(
+        self,
+        *,
+        board: str | None = ...,
+        status: str | None = ...,
+        assignee: str | None = ...,
+        limit: int | None = ...,
+    ) -> list[Task]: ...
+    def assign(self, task_id: int, assignee: str | None, *, source: str = ...) -> Task: ...
+    def comment(self, task_id: int, text: str, *, author: str | None = ...) -> Task: ...
+    def block(self, task_id: int, reason: str) -> Task: ...
+    def unblock(self, task_id: int) -> Task: ...
+    def archive(self, task_id: int) -> Task: ...
+    def promote(self, board: str = ...) -> list[int]: ...
+
+    # runs
+    def claim(
+        self,
+        holder: Holder,
+        limits: ClaimLimits | None = ...,
+        *,
+        board: str = ...,
+        assignees: Collection[str] | None = ...,
+    ) -> Run | None: ...
+    def extend_claim(self, run: Run, ttl_seconds: float) -> Run: ...
+    def complete(
+        self, run: Run, result: str, *, latency_ms: int | None = ..., tokens: int | None = ...
+    ) -> Task: ...
+    def fail(
+        self,
+        run: Run,
+        error: str,
+        policy: RetryPolicy | None = ...,
+        *,
+        latency_ms: int | None = ...,
+    ) -> Task: ...
+    def time_out(self, run_id: int, policy: RetryPolicy | None = ...) -> Task: ...
+    def rate_limited(self, run: Run, retry_after: float) -> Task: ...
+    def release(self, run_id: int, *, reason: str = ...) -> Task: ...
+    def open_runs(self, board: str = ...) -> list[Run]: ...
+    def runs_of(self, task_id: int) -> list[Run]: ...
+    def running_counts(self, board: str = ...) -> dict[str, int]: ...
+    def now(self) -> float: ...
+
+    # events
+    def events_since(
+        self,
+        event_id: int = ...,
+        *,
+        board: str | None = ...,
+        task_id: int | None = ...,
+        limit: int = ...,
+    ) -> list[Event]: ...
+
+
+def open_store(
+    home: HermesHome,
+    env: Mapping[str, str] | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
+) -> Store:
+    """The board of this home: PostgreSQL when `HERMES_KANBAN_DATABASE_URL` is set
+    (psycopg is imported only then), else the SQLite file under the home. `clock`
+    replaces the store's time source (the server's on PostgreSQL, else time.time)."""
+    environ = os.environ if env is None else env
+    url = environ.get(DATABASE_URL_ENV, "").strip()
+    if url:
+        from hermes_container.kanban.postgres_store import PostgresStore
+
+        return PostgresStore(url, clock=clock)
+    from hermes_container.kanban.sqlite_store import SqliteStore
+
+    return SqliteStore(sqlite_path(home), clock=clock)

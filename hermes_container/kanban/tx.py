@@ -1,0 +1,61 @@
+"""One open transaction, as the operations see it: statements in our `?` dialect, a
+clock read once, and the events to append just before COMMIT."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from hermes_container.kanban.schema import Dialect
+
+Row = tuple[Any, ...]
+
+
+class Cursor(Protocol):
+    """What sqlite3 and psycopg cursors have in common, and all we use."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Any: ...
+
+
+class Tx:
+    def __init__(self, cursor: Cursor, dialect: Dialect, now: float) -> None:
+        self.cursor = cursor
+        self.dialect = dialect
+        self.now = now
+        self.pending_events: list[tuple[int, str, str, str, float]] = []
+
+    def one(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Row | None:
+        self.cursor.execute(self.dialect.sql(sql), tuple(params))
+        row = self.cursor.fetchone()
+        return None if row is None else tuple(row)
+
+    def all(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[Row]:
+        self.cursor.execute(self.dialect.sql(sql), tuple(params))
+        return [tuple(row) for row in self.cursor.fetchall()]
+
+    def run(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> int:
+        """Execute a statement; the number of rows it changed."""
+        self.cursor.execute(self.dialect.sql(sql), tuple(params))
+        return int(self.cursor.rowcount)
+
+    def insert(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> int:
+        """Execute an INSERT ... RETURNING id (SQLite >= 3.35 and PostgreSQL both have it)."""
+        row = self.one(sql, params)
+        assert row is not None
+        return int(row[0])
+
+    def emit(self, task_id: int, board: str, kind: str, **data: Any) -> None:
+        """Queue an event; the store writes it in this transaction, after every other
+        statement (events.flush explains why last)."""
+        self.pending_events.append((task_id, board, kind, json.dumps(data), self.now))
+
+
+def placeholders(count: int) -> str:
+    return ", ".join("?" * count)
