@@ -282,7 +282,9 @@ def test_08_shim_drops_root_unless_asked(start_container: Start) -> None:
     # instead of a misleading uid under heavy load).
     probe = (
         "hermes logs -p default -f >/dev/null 2>&1 & pid=$!; i=0; "
-        "while ! grep -q python /proc/$pid/cmdline 2>/dev/null; do "
+        # `[.]venv/bin/python`, not `python`: until the child has exec'd, its cmdline is
+        # this very probe's, and a plain word from it would match there, as root.
+        "while ! grep -q '[.]venv/bin/python' /proc/$pid/cmdline 2>/dev/null; do "
         "i=$((i+1)); [ $i -gt 600 ] && { echo timeout; kill $pid; exit 0; }; sleep 0.1; done; "
         # The effective uid from status: /proc/<pid> itself may still show root for an
         # instant after the exec (ownership follows the dumpable flag, not the creds).
