@@ -1,8 +1,10 @@
 """On/off environment variables: one rule for every HERMES_* switch.
 
-`1`, `true` or `yes`, in any case and with blanks around, turn a switch on; anything
-else, the empty string and typos included, leaves it off (a typo must never enable
-something). The image's shell scripts apply the same rule (`is_truthy` in
+A switch that is off by default is on only for `1`, `true` or `yes` (any case, blanks
+around); anything else, the empty string and typos included, leaves it off (a typo
+must never enable something). A switch that is on by default (the repairs at boot) is
+off only for `0`, `false` or `no`: a typo must never disable a safeguard. The image's
+shell scripts apply the same rules (`is_truthy` and `is_falsy` in
 root/opt/hermes/libexec/lib.sh).
 """
 
@@ -13,10 +15,15 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 TRUE_VALUES = frozenset({"1", "true", "yes"})
+FALSE_VALUES = frozenset({"0", "false", "no"})
 
 
 def is_truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in TRUE_VALUES
+
+
+def is_falsy(value: str | None) -> bool:
+    return (value or "").strip().lower() in FALSE_VALUES
 
 
 def env_flag(name: str, env: Mapping[str, str] | None = None) -> bool:
@@ -24,3 +31,10 @@ def env_flag(name: str, env: Mapping[str, str] | None = None) -> bool:
     import os
 
     return is_truthy((os.environ if env is None else env).get(name))
+
+
+def env_switch(name: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether on-by-default switch `name` is still on in `env` (default: os.environ)."""
+    import os
+
+    return not is_falsy((os.environ if env is None else env).get(name))

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from hermes_container.envflags import env_switch
 from hermes_container.errors import HermesError
 from hermes_container.home import (
     GATEWAY_LOCK,
@@ -154,7 +155,8 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
     delay = stagger_seconds() if stagger is None else stagger
     for name in remove_temp_slots(manager.scandir):
         log.warning("removed leftover temp slot %s", name)
-    make_home_private(home)
+    if env_switch("HERMES_FIX_MODES"):
+        make_home_private(home)
 
     names = list_profiles(home)
     states: dict[str, GatewayState] = {}
@@ -202,7 +204,8 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
 
 def make_home_private(home: HermesHome) -> None:
     """The boot-time mode repair where no root init-volume ran before us (`hermes
-    supervise`, `docker run --user`); in the image it finds nothing left to do."""
+    supervise`, `docker run --user`); in the image it finds nothing left to do.
+    HERMES_FIX_MODES=0 turns it off here as it does in init-volume."""
     from hermes_container.volume import make_private
 
     # resolve(): a host's ~/.hermes may itself be a symlink, which the walk never follows;

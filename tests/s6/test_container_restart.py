@@ -26,14 +26,14 @@ def _boot_lines(tree: Tree) -> dict[str, dict[str, str]]:
     return parsed
 
 
-def _restart_container(tree: Tree, *, crash: bool) -> None:
+def _restart_container(tree: Tree, *, crash: bool, env: dict[str, str] | None = None) -> None:
     if crash:
         tree.kill_everything()  # docker kill / host crash: nobody records anything
     else:
         tree.stop_svscan()  # docker stop: SIGTERM to every service
         tree.kill_everything()
     tree.start_svscan(tree.base / f"service-{len(tree.scandirs)}")
-    tree.ok("reconcile", as_root=True)
+    tree.ok("reconcile", as_root=True, env=env)
 
 
 def test_crash_restart_restores_desired_state_exactly(tree: Tree) -> None:
@@ -127,9 +127,11 @@ def test_boot_starts_every_running_profile(tree: Tree, stagger: str) -> None:
     assert not tree.status("default")["up"]
 
 
-def test_boot_makes_keys_transcripts_and_logs_private(tree: Tree) -> None:
+@pytest.mark.parametrize("fix_modes", [None, "no"])
+def test_boot_makes_keys_transcripts_and_logs_private(tree: Tree, fix_modes: str | None) -> None:
     """Files an older version (or another tool) left readable by others are repaired at
-    boot by the reconciler, as the home's owner: here there is no root init-volume."""
+    boot by the reconciler, as the home's owner: here there is no root init-volume.
+    HERMES_FIX_MODES=no turns that off, as it does in init-volume."""
     tree.create("reader")
     profile = tree.home.profile_dir("reader")
     readable = [
@@ -143,6 +145,11 @@ def test_boot_makes_keys_transcripts_and_logs_private(tree: Tree) -> None:
         path.chmod(0o644)
     profile.chmod(0o755)
     chown_home(tree)
-    _restart_container(tree, crash=False)
-    for path in [*readable, profile, tree.home.root]:
-        assert path.stat().st_mode & 0o077 == 0, f"{path} is still open to other users"
+    env = {} if fix_modes is None else {"HERMES_FIX_MODES": fix_modes}
+    _restart_container(tree, crash=False, env=env)
+    if fix_modes is None:
+        for path in [*readable, profile, tree.home.root]:
+            assert path.stat().st_mode & 0o077 == 0, f"{path} is still open to other users"
+    else:
+        for path in readable:
+            assert path.stat().st_mode & 0o777 == 0o644, f"{path} changed with the repair off"
