@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,14 +123,10 @@ def test_format_duration() -> None:
     assert format_duration(90061) == "1d 1h 1m 1s"
 
 
-def test_follow_prints_appended_lines_across_rotation(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import threading
-    import time
-
-    from hermes_container.commands.supervision import print_followed
-
+@contextlib.contextmanager
+def _log_writer(tmp_path: Path, *, rotate: bool) -> Iterator[Path]:
+    """A `current` holding "before", then (in a thread, 0.3 s apart) "appended" and, with
+    `rotate`, an s6-log rotation whose new `current` starts with "rotated"."""
     current = tmp_path / "current"
     current.write_text("before\n")
 
@@ -134,37 +134,36 @@ def test_follow_prints_appended_lines_across_rotation(
         time.sleep(0.3)
         with open(current, "a") as fh:
             fh.write("appended\n")
-        time.sleep(0.3)
-        current.rename(tmp_path / "@4000.s")  # s6-log rotates; a new current starts
-        current.write_text("rotated\n")
+        if rotate:
+            time.sleep(0.3)
+            current.rename(tmp_path / "@4000.s")
+            current.write_text("rotated\n")
 
     thread = threading.Thread(target=writer)
     thread.start()
-    print_followed(current, stop_after=1.5)
-    thread.join()
+    try:
+        yield current
+    finally:
+        thread.join()
+
+
+def test_follow_prints_appended_lines_across_rotation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hermes_container.commands.supervision import print_followed
+
+    with _log_writer(tmp_path, rotate=True) as current:
+        print_followed(current, stop_after=1.5)
     assert capsys.readouterr().out == "appended\nrotated\n"
 
 
 def test_follow_yields_what_is_appended_and_prints_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import threading
-    import time
-
     from hermes_container.supervision.logs import follow
 
-    current = tmp_path / "current"
-    current.write_text("before\n")
-
-    def writer() -> None:
-        time.sleep(0.3)
-        with open(current, "a") as fh:
-            fh.write("appended\n")
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    assert "".join(follow(current, stop_after=1.0)) == "appended\n"
-    thread.join()
+    with _log_writer(tmp_path, rotate=False) as current:
+        assert "".join(follow(current, stop_after=1.0)) == "appended\n"
     assert capsys.readouterr() == ("", "")
 
 
