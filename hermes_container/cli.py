@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "dashboard": "hermes_container.commands.dashboard",
     "_dashboard-finish": "hermes_container.commands.dashboard",
     "healthcheck": "hermes_container.commands.healthcheck",
+    "kanban": "hermes_container.commands.kanban",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 

@@ -6,6 +6,7 @@
         upstream.set(chunks=["a", "b"], chunk_delay=0.2)   # streamed pieces, paced
         upstream.set(delay=30)                # hang before answering (timeouts); stop() ends it
         upstream.set(status=500, error="boom")
+        upstream.set(status=429, headers={"retry-after": "7"})
         upstream.set(body_bytes=4096)         # a JSON reply of exactly 4096 bytes
         upstream.body_sent                    # bytes of each sized body written before the end
         upstream.requests[-1].body            # every request received: method, path, headers, body
@@ -36,6 +37,7 @@ class Behaviour:
     delay: float = 0.0  # seconds before the response starts
     status: int = 200
     error: str = "fake upstream error"  # message of a non-2xx (status >= 300) reply
+    headers: dict[str, str] = field(default_factory=dict)  # extra headers of that reply
     body_bytes: int | None = None  # non-streaming: a JSON reply of exactly this size (>= 10)
     body_chunked: bool = False  # send body_bytes chunked, without a Content-Length
     usage: dict[str, int] | None = field(
@@ -71,9 +73,11 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         self.server.owner._record(Received(self.command, self.path, headers, body))
 
-    def _send_json(self, status: int, obj: Any) -> None:
+    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(obj).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
         self.end_headers()
@@ -102,7 +106,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
         elif b.status >= 300:
-            self._send_json(b.status, {"error": {"message": b.error, "type": "fake_error"}})
+            error = {"error": {"message": b.error, "type": "fake_error"}}
+            self._send_json(b.status, error, b.headers)
         elif isinstance(body, dict) and body.get("stream") is True:
             self._stream(body, b)
         elif b.body_bytes is not None:

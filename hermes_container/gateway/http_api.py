@@ -30,7 +30,9 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 def error_response(err: GatewayError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+    return JSONResponse(
+        err.body(), status_code=err.status, headers={**err.headers, **(headers or {})}
+    )
 
 
 def _sse_error(err: GatewayError) -> bytes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from hermes_container.gateway.profile_settings import Settings, redact_url
@@ -37,12 +38,20 @@ MAX_ERROR_BODY = 64 * 1024  # an error's body only feeds MAX_DETAIL characters o
 
 
 class GatewayError(Exception):
-    def __init__(self, status: int, message: str, kind: str, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.kind = kind
         self.code = code
+        self.headers = dict(headers or {})  # sent with the error response
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.kind, "code": self.code}}
@@ -71,10 +80,18 @@ def _detail(body: bytes) -> str:
     return text[:MAX_DETAIL] or "no detail"
 
 
-def error_for_status(status: int, body: bytes) -> GatewayError:
+def error_for_status(
+    status: int, body: bytes, headers: Mapping[str, str] | None = None
+) -> GatewayError:
     detail = _detail(body)
     if status in PASS_THROUGH:
-        return GatewayError(status, f"model provider: {detail}", "upstream_error", str(status))
+        # A 429's Retry-After is the provider's instruction to whoever retries (the
+        # kanban dispatcher honours it), so it travels with the status.
+        retry_after = (headers or {}).get("retry-after", "").strip()
+        passed = {"retry-after": retry_after} if status == 429 and retry_after else None
+        return GatewayError(
+            status, f"model provider: {detail}", "upstream_error", str(status), passed
+        )
     if status in (401, 403):
         return GatewayError(
             502,
@@ -184,7 +201,7 @@ class Relay:
                 content = b""
             finally:
                 response.close()
-            raise error_for_status(response.status, content)
+            raise error_for_status(response.status, content, response.headers)
         return response
 
     async def complete(self, body: bytes) -> tuple[bytes, str]:

@@ -17,19 +17,31 @@ from hermes_container.kanban.tx import Tx
 
 # Any fixed key works: it names "the event ledger" among this database's advisory locks.
 EVENT_LEDGER_LOCK = 0x6B616E62  # "kanb"
+# The PostgreSQL channel a committed change is announced on (payload: the board's slug);
+# dispatchers and live views LISTEN on it instead of polling (see wake.py).
+NOTIFY_CHANNEL = "hermes_kanban"
 
 
-def flush(tx: Tx) -> None:
+def flush(tx: Tx) -> set[str]:
+    """Write the transaction's queued events; the boards they belong to."""
     if not tx.pending_events:
-        return
-    if tx.dialect.name == "postgresql":
+        return set()
+    postgres = tx.dialect.name == "postgresql"
+    if postgres:
         tx.one("SELECT pg_advisory_xact_lock(?)", (EVENT_LEDGER_LOCK,))
+    changed = set()
     for task_id, board, kind, data, at in tx.pending_events:
         tx.run(
             "INSERT INTO kanban_events (task_id, board, kind, data, at) VALUES (?, ?, ?, ?, ?)",
             (task_id, board, kind, data, at),
         )
+        changed.add(board)
+    if postgres:
+        # Delivered at COMMIT and only then, so a listener never sees an uncommitted change.
+        for board in sorted(changed):
+            tx.one("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, board))
     tx.pending_events.clear()
+    return changed
 
 
 def since(tx: Tx, after_id: int, board: str | None, task_id: int | None, limit: int) -> list[Event]:

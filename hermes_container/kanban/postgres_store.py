@@ -23,6 +23,7 @@ from hermes_container.kanban.errors import StoreUnavailable
 from hermes_container.kanban.schema import POSTGRES
 from hermes_container.kanban.sql_store import SqlStore
 from hermes_container.kanban.tx import Cursor
+from hermes_container.kanban.wake import PostgresListener
 
 # 40001 serialization_failure, 40P01 deadlock_detected: PostgreSQL's "try again".
 _RETRY_SQLSTATES = ("40001", "40P01")
@@ -106,6 +107,14 @@ class PostgresStore(SqlStore):
 
     def _retryable(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.Error) and exc.sqlstate in _RETRY_SQLSTATES
+
+    def listen(self) -> PostgresListener:
+        try:
+            return PostgresListener(self._url)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(
+                f"cannot listen on the board database {self.where}: {_first_line(exc, self._url)}"
+            ) from None
 
     def close(self) -> None:
         with self._lock:

@@ -63,6 +63,10 @@ class SqlStore:
     def _server_now(self, cursor: Cursor) -> float:
         return time.time()
 
+    def _changed(self, boards: set[str]) -> None:
+        """After a commit that wrote events: wake whoever waits for changes to `boards`
+        (PostgreSQL needs nothing here: its NOTIFY went out with the COMMIT)."""
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -77,8 +81,7 @@ class SqlStore:
                     now = self._clock() if self._clock else self._server_now(cursor)
                     tx = Tx(cursor, self.dialect, now)
                     result = fn(tx)
-                    events.flush(tx)
-                    return result
+                    changed = events.flush(tx)
             except Exception as exc:
                 if not self._retryable(exc):
                     raise
@@ -86,8 +89,12 @@ class SqlStore:
                     raise StoreUnavailable(
                         f"the board database stayed busy for {self._retry_deadline:g}s: {exc}"
                     ) from exc
-            time.sleep(pause * (0.5 + self._rng.random()))
-            pause = min(pause * 2, 0.25)
+                time.sleep(pause * (0.5 + self._rng.random()))
+                pause = min(pause * 2, 0.25)
+                continue
+            if changed:
+                self._changed(changed)
+            return result
 
     def _read(self, fn: Callable[[Tx], T]) -> T:
         return self._do(fn, write=False)
@@ -196,9 +203,10 @@ class SqlStore:
         *,
         board: str = DEFAULT_BOARD,
         assignees: Collection[str] | None = None,
+        task_id: int | None = None,
     ) -> Run | None:
         limits = limits or ClaimLimits()
-        return self._do(lambda tx: runs.claim(tx, board, holder, limits, assignees))
+        return self._do(lambda tx: runs.claim(tx, board, holder, limits, assignees, task_id))
 
     def extend_claim(self, run: Run, ttl_seconds: float) -> Run:
         return self._do(lambda tx: runs.extend(tx, run, ttl_seconds))
@@ -244,6 +252,14 @@ class SqlStore:
 
     def running_counts(self, board: str = DEFAULT_BOARD) -> dict[str, int]:
         return self._read(lambda tx: runs.running_counts(tx, board))
+
+    def ready_queue(
+        self, board: str = DEFAULT_BOARD, *, with_promotable: bool = False
+    ) -> list[tuple[int, str | None]]:
+        return self._read(lambda tx: runs.ready_queue(tx, board, with_promotable))
+
+    def next_due(self, board: str = DEFAULT_BOARD) -> float | None:
+        return self._read(lambda tx: runs.next_due(tx, board))
 
     # -- events ---------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from hermes_container.kanban.errors import StoreUnavailable
 from hermes_container.kanban.schema import SQLITE
 from hermes_container.kanban.sql_store import SqlStore
 from hermes_container.kanban.tx import Cursor
+from hermes_container.kanban.wake import WAKE_DIR, SocketListener, SocketNotifier
 
 BUSY_TIMEOUT_MS = 5000
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -67,7 +68,14 @@ class SqliteStore(SqlStore):
             self._setup()
         except (OSError, sqlite3.DatabaseError) as exc:
             raise StoreUnavailable(f"cannot open the board database {path}: {exc}") from exc
+        self._notifier = SocketNotifier(path.parent / WAKE_DIR)
         self._init_schema()
+
+    def _changed(self, boards: set[str]) -> None:
+        self._notifier.announce(boards)
+
+    def listen(self) -> SocketListener:
+        return SocketListener(self.path.parent / WAKE_DIR)
 
     def _setup(self) -> None:
         """Connection settings, outside any transaction: foreign_keys is a no-op inside
@@ -111,3 +119,4 @@ class SqliteStore(SqlStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        self._notifier.close()

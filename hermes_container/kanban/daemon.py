@@ -1,0 +1,164 @@
+"""The dispatcher as a long-running service (`hermes kanban daemon`, the s6-rc longrun
+`dispatcher`, and a thread-free part of `hermes supervise`).
+
+It sleeps until something can have changed: the board announced a write (wake.py), a
+run of its own finished (its outcome is such a write), a retry time or another
+holder's claim expiry arrives (`next_due`), its own claims need renewing, or the
+dispatch interval passes. Idle, that is one select() per interval and no queries.
+SIGTERM/SIGINT stop it after the tick in progress; runs still in flight are left to
+their claims (the next dispatcher reclaims them at once: same host, our pid gone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from types import FrameType
+
+from hermes_container.home import HermesHome
+from hermes_container.kanban import wake
+from hermes_container.kanban.dispatcher import Dispatcher, TickReport
+from hermes_container.kanban.store import Store
+
+log = logging.getLogger("hermes.kanban")
+
+# After a failed tick (the database went away), wait this long before the next.
+ERROR_PAUSE_SECONDS = 5.0
+# On SIGTERM, runs in flight get this long to finish before they are handed back
+# (s6 waits longer than this before it sends SIGKILL).
+STOP_GRACE_SECONDS = 3.0
+
+
+def summary(report: TickReport) -> str:
+    parts = [f"board {report.board}:"]
+    for name in (
+        "reclaimed",
+        "timed_out",
+        "gave_up",
+        "promoted",
+        "auto_assigned_default",
+        "spawned",
+        "skipped_per_profile_capped",
+        "skipped_gateway_down",
+        "skipped_nonspawnable",
+        "skipped_unassigned",
+        "skipped_board_capped",
+    ):
+        value = getattr(report, name)
+        if value:
+            parts.append(f"{name}={len(value)}")
+    parts.append(f"({report.duration_ms:.1f} ms)")
+    return " ".join(parts)
+
+
+class Daemon:
+    def __init__(
+        self,
+        home: HermesHome,
+        store: Store,
+        *,
+        boards: list[str] | None = None,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher or Dispatcher(home, store)
+        self.only_boards = boards
+        self.stopping = False
+        self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def stop(self) -> None:
+        """Ask the loop to end after its current tick (safe from a signal handler)."""
+        self.stopping = True
+        with contextlib.suppress(OSError):
+            os.write(self._pipe_w, b"x")
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop()
+
+    def boards(self) -> list[str]:
+        if self.only_boards is not None:
+            return self.only_boards
+        return [b.slug for b in self.store.list_boards()]
+
+    def run_once(self) -> float | None:
+        """One tick of every board; the next moment a tick is due for a scheduled
+        reason (None: only a change or the interval wakes us)."""
+        due: float | None = None
+        for board in self.boards():
+            report = self.dispatcher.tick(board)
+            if report.busy():
+                log.info("%s", summary(report))
+            nxt = self.store.next_due(board)
+            if nxt is not None:
+                due = nxt if due is None else min(due, nxt)
+        for outcome in self.dispatcher.reap():
+            log.info("task %s: %s %s", outcome.task_id, outcome.kind, outcome.detail)
+        return due
+
+    def run(self, install_signals: bool = True) -> None:
+        if install_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        listener = self.store.listen()
+        log.info(
+            "dispatcher started (holder %s pid %s)",
+            self.dispatcher.holder.host,
+            self.dispatcher.holder.pid,
+        )
+        last_renew = time.monotonic()
+        try:
+            while not self.stopping:
+                settings = self.dispatcher.settings()
+                try:
+                    due = self.run_once()
+                    pause = settings.dispatch_interval_seconds
+                except Exception as exc:  # the board is unreachable: keep trying
+                    log.error("tick failed: %s", exc)
+                    due, pause = None, ERROR_PAUSE_SECONDS
+                renew_every = settings.claim_ttl_seconds / 3
+                if time.monotonic() - last_renew >= renew_every:
+                    self.dispatcher.renew(settings.claim_ttl_seconds)
+                    last_renew = time.monotonic()
+                timeout = min(pause, renew_every - (time.monotonic() - last_renew))
+                if due is not None:
+                    timeout = min(timeout, max(0.0, due - self.store.now()) + 0.01)
+                if self.dispatcher.inflight:
+                    # A run's outcome is announced too, but a lost announcement must not
+                    # leave a finished run unreaped for a whole interval.
+                    timeout = min(timeout, 1.0)
+                if self.stopping:
+                    break
+                try:
+                    wake.wait(listener, max(0.0, timeout), self._pipe_r)
+                except ConnectionError as exc:
+                    log.error("%s; reconnecting", exc)
+                    listener.close()
+                    time.sleep(ERROR_PAUSE_SECONDS)
+                    listener = self.store.listen()
+                self._drain_pipe()
+        finally:
+            listener.close()
+            self._finish_inflight()
+
+    def _finish_inflight(self) -> None:
+        """Give runs in flight a moment to finish, then hand the rest back to the board
+        (ready again, no failure counted) rather than leave them to a claim's expiry."""
+        for outcome in self.dispatcher.wait_all(timeout=STOP_GRACE_SECONDS):
+            log.info("task %s: %s %s", outcome.task_id, outcome.kind, outcome.detail)
+        for task_run in list(self.dispatcher.inflight.values()):
+            task_run.abort()
+            try:
+                self.store.release(task_run.run.id, reason="its dispatcher stopped")
+                log.info("task %s: handed back (dispatcher stopping)", task_run.task.id)
+            except Exception as exc:  # taken already, or the board is gone: claims expire
+                log.warning("task %s: not handed back: %s", task_run.task.id, exc)
+
+    def _drain_pipe(self) -> None:
+        try:
+            while os.read(self._pipe_r, 64):
+                pass
+        except OSError:
+            pass
