@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "_dashboard-finish": "hermes_container.commands.dashboard",
     "healthcheck": "hermes_container.commands.healthcheck",
     "kanban": "hermes_container.commands.kanban",
+    "events": "hermes_container.commands.events",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 
@@ -143,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verbose or getattr(args, "setup_logging", True):
         setup_logging(verbose=args.verbose)
+    from hermes_container.events.actor import set_process_actor
+
+    set_process_actor(args.command, argv)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

@@ -220,6 +220,9 @@ def create_profile(home: HermesHome, name: str, *, clone_from: str | None = None
             shutil.rmtree(temp, ignore_errors=True)
             raise
         fsync_dir(home.profiles_dir)
+    from hermes_container.events.append import record  # lazy: read-only commands skip it
+
+    record(home.root, "profile.created", profile=name, port=port, cloned_from=clone_from)
     return final
 
 
@@ -241,6 +244,9 @@ def delete_profile(home: HermesHome, name: str) -> Path:
 
         shutil.rmtree(doomed)  # rmtree never follows symlinks inside the tree
         fsync_dir(home.profiles_dir)
+    from hermes_container.events.append import record
+
+    record(home.root, "profile.deleted", profile=name)
     return path
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hermes_container.envflags import env_switch
 from hermes_container.errors import HermesError
+from hermes_container.events.append import record
 from hermes_container.home import (
     GATEWAY_LOCK,
     GATEWAY_PID,
@@ -196,6 +197,15 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
             action = "started"
         records.append(
             BootRecord(name, states[name].gateway_state, action, prior_exit(states[name]))
+        )
+        record(
+            home.root,
+            "boot.reconciled",
+            profile=name,
+            desired=wants[name],
+            action=action,
+            previous_state=states[name].gateway_state,
+            error=errors.get(name) or not_started.get(name),
         )
     stamp = utc_now_iso()
     append_boot_log(home, [record.line(stamp) for record in records])

@@ -152,21 +152,30 @@ def _unknown(path: Path, problem: str, warn: bool) -> GatewayState:
     return GatewayState(problem=problem)
 
 
-def _update(profile_dir: Path, changes: dict[str, Any]) -> GatewayState:
+def _update(
+    profile_dir: Path, changes: dict[str, Any], previous: dict[str, Any] | None = None
+) -> GatewayState:
+    """Apply `changes` under the state lock; `previous` receives the values replaced."""
     with locked(profile_dir / LOCK_NAME):
         state = read_state(profile_dir)
         for key, value in changes.items():
+            if previous is not None:
+                previous[key] = getattr(state, key)
             setattr(state, key, value)
         state.problem = None
         atomic_write_json(profile_dir / STATE_FILE, state.to_json())
         return state
 
 
-def write_desired(profile_dir: Path, desired: str) -> GatewayState:
-    """Record user intent; observed fields are left exactly as they are."""
+def write_desired(
+    profile_dir: Path, desired: str, previous: dict[str, Any] | None = None
+) -> GatewayState:
+    """Record user intent; observed fields are left exactly as they are. `previous`
+    receives the replaced values (its "desired_state" says whether this changed it)."""
     if desired not in DESIRED_STATES:
         raise ValueError(f"desired state must be one of {DESIRED_STATES}, not {desired!r}")
-    return _update(profile_dir, {"desired_state": desired, "desired_updated_at": utc_now_iso()})
+    changes = {"desired_state": desired, "desired_updated_at": utc_now_iso()}
+    return _update(profile_dir, changes, previous)
 
 
 def write_observed(profile_dir: Path, **observed: Any) -> GatewayState:

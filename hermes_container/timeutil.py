@@ -41,3 +41,27 @@ def format_duration(seconds: float | None, *, parts: int = 4) -> str:
     while len(units) > 1 and units[0][0] == 0:
         del units[0]
     return " ".join(f"{value}{unit}" for value, unit in units[:parts])
+
+
+_AGO_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_when(text: str, option: str, now: float | None = None) -> float:
+    """A moment given on the command line: an ISO time (`2026-12-03T03:00:00Z`) or a
+    time ago (`90s`, `15m`, `2h`, `1d`). Unix seconds; a one-line UsageError otherwise."""
+    import re
+
+    from hermes_container.errors import UsageError
+
+    value = text.strip()
+    ago = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value)
+    if ago:
+        seconds = float(ago.group(1)) * _AGO_UNITS[ago.group(2)]
+        return (time.time() if now is None else now) - seconds
+    parsed = parse_iso(value)
+    if parsed is None:
+        raise UsageError(
+            f"{option} {text!r}: expected an ISO time such as 2026-12-03T03:00:00Z "
+            "or a time ago such as 15m"
+        )
+    return parsed.timestamp()

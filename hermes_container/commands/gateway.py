@@ -48,6 +48,12 @@ def register(subparsers: Any) -> None:
         cmd.add_argument("--json", action="store_true")
         if action != "status":
             cmd.add_argument("--timeout", type=float, default=15.0, help="seconds to wait")
+        else:
+            cmd.add_argument(
+                "--at",
+                metavar="TIME",
+                help="as it was then, replayed from the event ledger (ISO time or 15m/2h ago)",
+            )
         # status only reads and never logs: skip the logging setup (and its import), and
         # a root caller may keep root for it
         reads = action == "status"
@@ -110,6 +116,8 @@ def _control(args: argparse.Namespace) -> int:
     timeout = getattr(args, "timeout", None)
     if timeout is not None and not 0 < timeout < float("inf"):  # also refuses nan
         raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
+    if action == "status" and args.at is not None:
+        return _status_at(home, args)
     profiles = _profiles(args, home)
     if action == "status":
         return _status(home, profiles, args)
@@ -140,6 +148,51 @@ def _status(home: HermesHome, profiles: list[str], args: argparse.Namespace) -> 
     return 0
 
 
+def _status_at(home: HermesHome, args: argparse.Namespace) -> int:
+    """`gateway status --at TIME`: the ledger's answer (events.replay), no live reads."""
+    import os
+    import time
+
+    from hermes_container.events.append import open_ledger
+    from hermes_container.events.replay import project
+    from hermes_container.names import validate_profile_name
+    from hermes_container.supervision.service_status import ServiceStatus
+    from hermes_container.timeutil import parse_when
+
+    at = parse_when(args.at, "--at")
+    if not args.all:
+        validate_profile_name(args.profile)
+    if os.geteuid() == 0:  # the ledger is the owner's file: read it as the owner
+        from hermes_container.privileges import drop_to_home_owner
+
+        drop_to_home_owner(home.root)
+    ledger = open_ledger(home.root)
+    states = project(ledger.iterate(0, until=at), at)
+    names = sorted(states) if args.all else [args.profile]
+    statuses = []
+    for name in names:
+        fields = states[name].to_json() if name in states else {"profile": name}
+        statuses.append(
+            ServiceStatus(
+                **{
+                    "registered": False,
+                    "up": False,
+                    "ready": False,
+                    "pid": None,
+                    "uptime_s": None,
+                    "restarts": None,
+                    "port": None,
+                    "desired_state": None,
+                    "gateway_state": None,
+                    **fields,
+                }
+            )
+        )
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    _emit(statuses, f"event ledger replay at {stamp}", args)
+    return 0
+
+
 def _act(
     manager: S6Manager, action: str, profiles: list[str], args: argparse.Namespace, timeout: float
 ) -> int:
@@ -157,11 +210,11 @@ def _act(
 
 def _without_tree(home: HermesHome, action: str, profiles: list[str], scandir: Path) -> int:
     from hermes_container.errors import HermesError
-    from hermes_container.state import write_desired
+    from hermes_container.events.desired import set_desired
 
     desired = "stopped" if action == "stop" else "running"
     for profile in profiles:
-        write_desired(home.profile_dir(profile), desired)
+        set_desired(home, profile, desired)
     names = ", ".join(profiles)
     if action == "stop":
         print(f"Desired state of {names}: stopped (no supervised tree is running)")

@@ -50,9 +50,9 @@ def _create(args: argparse.Namespace) -> int:
     manager = get_manager(home)
     if manager is None:
         if args.start:
-            from hermes_container.state import write_desired
+            from hermes_container.events.desired import set_desired
 
-            write_desired(path, "running")  # the next `hermes supervise` starts it
+            set_desired(home, args.name, "running")  # the next `hermes supervise` starts it
             print("No supervised tree is running: start one with `hermes supervise`")
         return 0
     if not args.start:

@@ -117,6 +117,7 @@ def run_command(args: argparse.Namespace) -> int:
         write_observed(
             profile_dir, gateway_state="stopped", pid=None, exit_code=0, exit_reason=reason
         )
+        _ledger(settings, "gateway.stopped", reason=reason)
         log.info("stopped (%s)", reason)
     finally:
         lock.release()
@@ -135,12 +136,20 @@ def _run_locked(settings: Settings, notify_fd: int | None) -> str:
             exit_code=None,
             exit_reason=None,
         )
+        _ledger(settings, "gateway.starting", pid=os.getpid(), port=settings.port)
         return _serve(settings, bind_socket(settings.host, settings.port), notify_fd)
     except HermesError as exc:
         _record_failure(settings, exc)
         raise
     except _EarlyStop as stop:
         return str(stop)
+
+
+def _ledger(settings: Settings, kind: str, **data: object) -> None:
+    from hermes_container.events.append import record
+    from hermes_container.home import resolve_home
+
+    record(resolve_home(), kind, profile=settings.profile, data=data)
 
 
 def _record_failure(settings: Settings, exc: HermesError) -> None:
@@ -202,3 +211,5 @@ def _announce_running(settings: Settings, notify_fd: int | None) -> None:
     if notify_fd is not None:
         signal_ready(notify_fd)
     log.info("serving profile %r on %s:%d", settings.profile, settings.host, settings.port)
+    # After the readiness signal: s6 and its waiters never wait for the ledger.
+    _ledger(settings, "gateway.ready", pid=os.getpid(), port=settings.port)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from hermes_container.errors import EXIT_CONFIG, EXIT_PARK
+from hermes_container.events.append import record
 from hermes_container.home import HermesHome
 from hermes_container.state import read_state, write_observed
 from hermes_container.supervision import history
@@ -85,13 +86,32 @@ def finish(
     profile_dir = home.profile_dir(profile)
     recorded_code, how = describe_exit(exit_code, signum)
     wanted_up = svstat(str(slot_dir)).wanted_up
+    died_of = signum if exit_code == KILLED else None
     if not wanted_up or history.take_restart_request(slot_dir, now):
         # Asked to go down (s6-svc -d/-t, container stop): not a crash. The gateway
         # records `stopped` itself on SIGTERM; cover the case it could not.
+        record(
+            home.root,
+            "gateway.exited",
+            profile=profile,
+            expected=True,
+            code=recorded_code,
+            signal=died_of,
+            how=how,
+        )
         state = read_state(profile_dir, warn=False)
         if state.gateway_state in ("starting", "running", "stopping"):
             write_observed(profile_dir, gateway_state="stopped", pid=None, exit_code=recorded_code)
         return 0
+    record(
+        home.root,
+        "gateway.exited",
+        profile=profile,
+        expected=False,
+        code=recorded_code,
+        signal=died_of,
+        how=how,
+    )
 
     hist = history.read_history(slot_dir)
     hist.restarts += 1
@@ -108,6 +128,7 @@ def finish(
             exit_reason=reason,
         )
         history.park(slot_dir, f"startup_failed: {reason}")
+        record(home.root, "gateway.parked", profile=profile, reason=f"startup_failed: {reason}")
         return PARK
 
     most, window = loop_limits()
@@ -122,8 +143,10 @@ def finish(
             exit_reason=reason,
         )
         history.park(slot_dir, reason)
+        record(home.root, "gateway.parked", profile=profile, reason=reason)
         return PARK
 
+    record(home.root, "gateway.restarted", profile=profile, restarts=hist.restarts)
     write_observed(
         profile_dir,
         gateway_state="crashed",

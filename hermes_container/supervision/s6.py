@@ -15,9 +15,10 @@ from functools import partial
 from pathlib import Path
 
 from hermes_container.errors import HermesError
+from hermes_container.events.append import record
+from hermes_container.events.desired import set_desired
 from hermes_container.home import HermesHome
 from hermes_container.profiles import require_profile
-from hermes_container.state import write_desired
 from hermes_container.supervision import history
 from hermes_container.supervision.scandir import GATEWAY_PREFIX, slot_name, wait_until
 from hermes_container.supervision.service_status import (
@@ -94,6 +95,8 @@ class S6Manager:
                 errors[profile] = exc.message
         for name, error in self.register_slots(specs).items():
             errors[name.removeprefix(GATEWAY_PREFIX)] = error
+            if error is None:
+                record(self.home.root, "slot.registered", profile=name.removeprefix(GATEWAY_PREFIX))
         # Registered a moment ago, maybe by a concurrent CLI: let s6-svscan catch up.
         fresh = [
             self.slot_dir(p)
@@ -159,12 +162,15 @@ class S6Manager:
         for path in (doomed, doomed / "log"):
             wait_until(partial(self._unsupervised, path), SVOK_TIMEOUT)
         shutil.rmtree(doomed, ignore_errors=True)
+        if service_dir.name.startswith(GATEWAY_PREFIX):
+            profile = service_dir.name.removeprefix(GATEWAY_PREFIX)
+            record(self.home.root, "slot.removed", profile=profile)
 
     # -- lifecycle -------------------------------------------------------------
 
     def _desire(self, profile: str, desired: str) -> None:
-        profile_dir = require_profile(self.home, profile)
-        write_desired(profile_dir, desired)
+        require_profile(self.home, profile)
+        set_desired(self.home, profile, desired)
 
     def _set_normally_up(self, profile: str, up: bool) -> None:
         # The `down` file decides what a respawned s6-supervise does; keep it in step
