@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import time
 from typing import Any
 
@@ -21,6 +22,14 @@ def parse_since(text: str, now: float | None = None) -> tuple[int | None, float 
     if value.isdigit():
         return max(0, int(value) - 1), None  # "since 5" includes event 5
     return None, parse_when(value, "--since", now)
+
+
+def _kind_exists(kind: str) -> bool:
+    from hermes_container.events.model import BOARD_PREFIX, KINDS, known_kind
+
+    if kind.endswith("."):
+        return kind == BOARD_PREFIX or any(k.startswith(kind) for k in KINDS)
+    return known_kind(kind)
 
 
 def register(subparsers: Any) -> None:
@@ -63,11 +72,20 @@ def _events(args: argparse.Namespace) -> int:
     with contextlib.suppress(Exception):  # busy: they come with a later read
         deliver(ledger)  # spooled events first, so they are not missed
     as_json = args.json or args.action == "export"
+    if args.kind is not None and not _kind_exists(args.kind):
+        raise UsageError(
+            f"--kind {args.kind!r}: no such event kind (see docs/observability.md; "
+            "a trailing '.' matches a prefix such as gateway.)"
+        )
     filters = {"profile": args.profile, "kind": args.kind, "since": since}
     after = after or 0
     printed = 0
     try:
         while True:
+            # Every id up to `newest` has been committed: once read, none of them is
+            # waited for again, filtered out or not (else a filter that hides the
+            # newest events would spin on them without sleeping).
+            newest = ledger.bounds()[1]
             for event in ledger.iterate(after, **filters):
                 print(json.dumps(event.to_json(), sort_keys=True) if as_json else _line(event))
                 after = event.id
@@ -76,6 +94,8 @@ def _events(args: argparse.Namespace) -> int:
                     return 0
             if not args.follow:
                 return 0
+            after = max(after, newest)
+            sys.stdout.flush()  # a pipe (`| grep`) sees each batch as it comes
             # Cheap: one indexed MAX(id) query twice a second.
             while ledger.bounds()[1] <= after:
                 time.sleep(FOLLOW_POLL_SECONDS)

@@ -181,11 +181,12 @@ def _when(at: float) -> str:
 
 
 def _create(args: argparse.Namespace) -> int:
+    board = _board(args)  # before the database is opened (or created): bad input changes nothing
     store = _open()
     try:
         task = store.create_task(
             args.title,
-            board=_board(args),
+            board=board,
             body=args.body,
             assignee=args.assignee,
             priority=args.priority,
@@ -205,10 +206,11 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    board = _board(args)
     store = _open()
     try:
         tasks = store.list_tasks(
-            board=_board(args), status=args.status, assignee=args.assignee, limit=args.limit
+            board=board, status=args.status, assignee=args.assignee, limit=args.limit
         )
         now = store.now()
     finally:
@@ -350,7 +352,6 @@ def _ids(values: list[int]) -> str:
 
 def print_report(report: Any) -> None:
     """The tick in words; the first two line shapes are upstream hermes's own."""
-    prefix = "Would " if report.dry_run else ""
     if report.auto_assigned_default:
         print(
             f"Auto-assigned to kanban.default_assignee={report.default_assignee!r}: "
@@ -363,7 +364,7 @@ def print_report(report: Any) -> None:
         print(f"Deferred ({assignee} at per-profile cap, {current} running): {_ids(ids)}")
     if report.spawned:
         spawned = ", ".join(f"#{s['task_id']} ({s['assignee']})" for s in report.spawned)
-        print(f"{prefix}{'s' if prefix else 'S'}pawned: {spawned}")
+        print(f"{'Would spawn' if report.dry_run else 'Spawned'}: {spawned}")
     for label, ids in (
         ("Reclaimed", report.reclaimed),
         ("Promoted", report.promoted),
@@ -392,10 +393,13 @@ def print_report(report: Any) -> None:
 def _dispatch(args: argparse.Namespace) -> int:
     from hermes_container.home import HermesHome
     from hermes_container.kanban.dispatcher import Dispatcher
+    from hermes_container.kanban.errors import NotFound
 
     board = _board(args)
     store = _open()
     try:
+        if board not in {b.slug for b in store.list_boards(include_archived=True)}:
+            raise NotFound(f"no board {board!r}")
         dispatcher = Dispatcher(HermesHome.from_env(), store)
         # Warnings go into the report (printed below), not through logging too.
         dispatcher._warned.update(dispatcher._settings().warnings)
@@ -404,6 +408,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         # scripts on a host without the daemon can rely on it.
         for outcome in dispatcher.wait_all():
             report.add_outcome(outcome)
+        dispatcher.close()
     finally:
         store.close()
     if args.json:
@@ -466,19 +471,28 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _last_events(store: Any, board: str | None, task: int | None, count: int) -> list[Any]:
-    """The last `count` events (oldest first), found without reading the whole ledger."""
-    newest = store.events_since(0, board=board, task_id=task, limit=1)
-    if not newest:
-        return []
-    # Walk forward in big pages only from a recent id: events_since has no reverse scan.
-    events: list[Any] = []
-    after = 0
-    while True:
-        page = store.events_since(after, board=board, task_id=task, limit=5000)
-        events = (events + page)[-count:]
-        if len(page) < 5000:
-            return events
-        after = page[-1].id
+    """The last `count` events (oldest first), found without reading the whole ledger.
+
+    events_since has no reverse scan, so this searches for the largest id `after`
+    that still has `count` matching events beyond it: a few dozen indexed queries of
+    `count` rows each, however long the ledger is."""
+
+    def beyond(after: int) -> list[Any]:
+        return list(store.events_since(after, board=board, task_id=task, limit=count))
+
+    first = beyond(0)
+    if len(first) < count:
+        return first
+    low, high = 0, 1  # beyond(low) holds `count` events; find a high that does not
+    while len(beyond(high)) >= count:
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if len(beyond(middle)) >= count:
+            low = middle
+        else:
+            high = middle
+    return beyond(low)
 
 
 def _boards(args: argparse.Namespace) -> int:

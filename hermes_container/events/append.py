@@ -11,7 +11,6 @@ off entirely (nothing written, nothing spooled).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import os
@@ -65,13 +64,22 @@ def write(root: Path, events: list[Pending]) -> bool:
     """Append `events`, or spool them; True when they reached the ledger itself."""
     if not events or not enabled():
         return False
-    if os.geteuid() == 0 and _owner(root) not in (0, None):
+    if not may_write(root):
         # Root never creates files in a directory the hermes user controls; the
         # commands that record drop to the owner first, so this is a caller's bug.
         log.debug("event ledger: not written as root in %s", root)
         return False
     try:
         ledger = open_ledger(root)
+        # What waited in the spool goes in first, so events keep the order they were
+        # recorded in: a finish script's spooled `gateway.exited` before the new
+        # gateway's `gateway.starting`, a writer's spooled event before its next one.
+        # Still busy (sqlite3.Error): the new events are spooled behind it, a later
+        # file name. An unreadable spool directory holds nothing up.
+        try:
+            spool.deliver(ledger)
+        except OSError as exc:
+            log.debug("event spool not delivered: %s", exc)
         ledger.write(events)
     except (sqlite3.Error, OSError) as exc:
         try:
@@ -80,14 +88,22 @@ def write(root: Path, events: list[Pending]) -> bool:
         except OSError as spool_exc:  # the volume itself is failing: say so, go on
             log.warning("event ledger: %s; an event was dropped", spool_exc)
         return False
-    with contextlib.suppress(sqlite3.Error, OSError):
-        spool.deliver(ledger)  # the ledger answered: bring in what waited
     return True
 
 
-def _owner(root: Path) -> int | None:
+def may_write(root: Path, euid: int | None = None) -> bool:
+    """Whether this process (effective uid `euid`, default its own) may write the ledger
+    of the home at `root`: anyone but root may try (the file's modes decide); root only
+    when neither the home nor its events directory belongs to another user, since
+    root must not follow paths that user can change."""
+    if (os.geteuid() if euid is None else euid) != 0:
+        return True
+    return all(_owner(path) in (0, None) for path in (root, ledger_dir(root)))
+
+
+def _owner(path: Path) -> int | None:
     try:
-        return root.stat().st_uid
+        return path.stat().st_uid
     except OSError:
         return None
 

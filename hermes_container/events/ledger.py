@@ -39,6 +39,7 @@ MAX_BYTES_ENV = "HERMES_EVENTS_MAX_BYTES"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MIN_MAX_BYTES = 1024 * 1024
 APPEND_BUDGET_SECONDS = 0.020
+WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
 ROTATE_CHECK_EVERY = 256  # appends between size checks
 ROTATE_FRACTION = 0.1  # of the rows, deleted per rotation step
 MAX_DATA_BYTES = 64 * 1024
@@ -176,6 +177,11 @@ class Ledger:
         )
         conn.execute(f"PRAGMA busy_timeout = {max(1, int(self.budget * 1000))}")
         conn.execute("PRAGMA synchronous = NORMAL")
+        # The WAL is trimmed back after each checkpoint: the bound covers the whole
+        # ledger, not only its database file.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+        if _initialised(conn):
+            return conn  # the usual case: no write lock needed, so no wait behind a writer
         deadline = time.monotonic() + 5.0
         while True:  # WAL and the schema once per file; another opener may hold it
             try:
@@ -204,6 +210,11 @@ class Ledger:
         with self._lock, _tx(self._conn):
             inserted = 0
             for event in batch:
+                # A known source is skipped by a lookup, not by INSERT OR IGNORE: an
+                # ignored insert still uses up an AUTOINCREMENT id, and a gap in the ids
+                # would read like an event lost. (The write lock is held: no race.)
+                if event.source is not None and self._known(event.source):
+                    continue
                 cur = self._conn.execute(
                     "INSERT OR IGNORE INTO events (at, kind, profile, actor, data, source) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
@@ -230,6 +241,10 @@ class Ledger:
         if check:
             self.rotate()
         return inserted
+
+    def _known(self, source: str) -> bool:
+        row = self._conn.execute("SELECT 1 FROM events WHERE source = ?", (source,)).fetchone()
+        return row is not None
 
     def cursor(self, stream: str) -> int:
         with self._lock:
@@ -313,6 +328,21 @@ class Ledger:
         with self._lock:
             row = self._conn.execute("SELECT MIN(id), MAX(id) FROM events").fetchone()
         return (int(row[0] or 0), int(row[1] or 0))
+
+
+_SCHEMA_NAMES = ("events", "cursors", "events_profile", "events_kind", "events_at")
+
+
+def _initialised(conn: sqlite3.Connection) -> bool:
+    """Whether the file is in WAL mode with the whole schema already: then opening it
+    takes no write lock. Setting WAL or creating the schema does (BEGIN IMMEDIATE),
+    and behind another process's write that would wait far past the append budget."""
+    try:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.OperationalError:
+        return False
+    return str(mode).lower() == "wal" and names.issuperset(_SCHEMA_NAMES)
 
 
 @contextmanager

@@ -5,7 +5,8 @@ dashboard's OIDC and GitHub client secrets and its cookie signing key. A gateway
 none of them, and whatever its process holds can leak through it (a child process, an
 error report, anything that reads /proc/self/environ). So every slot drops:
 
-- FIXED_DENY: `HERMES_DASHBOARD_*`, the dashboard's whole configuration;
+- FIXED_DENY: `HERMES_DASHBOARD_*`, the dashboard's whole configuration, and
+  `HERMES_METRICS_TOKEN*`, the scrape endpoint's secret (or the path to it);
 - HERMES_GATEWAY_ENV_DENY: the operator's own list of names (`MY_SECRET`) and
   prefixes (`AWS_*`), separated by commas or blanks.
 
@@ -26,7 +27,9 @@ from collections.abc import Iterable, Mapping
 from hermes_container.errors import ConfigError
 
 DASHBOARD_PREFIX = "HERMES_DASHBOARD_"
-FIXED_DENY = (f"{DASHBOARD_PREFIX}*",)
+# The token and HERMES_METRICS_TOKEN_FILE: names of variables, not a secret.
+METRICS_TOKEN_PREFIX = "HERMES_METRICS_TOKEN"  # noqa: S105
+FIXED_DENY = (f"{DASHBOARD_PREFIX}*", f"{METRICS_TOKEN_PREFIX}*")
 DENY_VARIABLE = "HERMES_GATEWAY_ENV_DENY"
 
 # A variable name, or a name prefix ending in `*`: the only shapes the shell side can
@@ -71,7 +74,11 @@ def filtered(environ: Mapping[str, str]) -> dict[str, str]:
 def dashboard_variables(environ: Mapping[str, str]) -> dict[str, str]:
     """The dashboard's own configuration, which FIXED_DENY takes from the tree: under
     `hermes supervise` the dashboard's slot gets it back through an envdir of its own."""
-    return {name: value for name, value in environ.items() if name.startswith(DASHBOARD_PREFIX)}
+    return {
+        name: value
+        for name, value in environ.items()
+        if name.startswith((DASHBOARD_PREFIX, METRICS_TOKEN_PREFIX))
+    }
 
 
 def render_sh() -> str:

@@ -24,6 +24,7 @@ from hermes_container.gateway.profile_settings import Settings
 from hermes_container.gateway.relay import GatewayError, Relay, prepare_payload
 from hermes_container.gateway.sessions import Exchange, SessionStore
 from hermes_container.gateway.upstream import UpstreamError, UpstreamResponse
+from hermes_container.metrics.gateway import NULL_METER, Meter, route_label
 
 SESSION_HEADER = "x-hermes-session"
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -43,13 +44,20 @@ class RelayedStream(Response):
     """Passes upstream SSE bytes through as they arrive; always closes and records."""
 
     def __init__(
-        self, upstream: UpstreamResponse, relay: Relay, store: SessionStore, ex: Exchange
+        self,
+        upstream: UpstreamResponse,
+        relay: Relay,
+        store: SessionStore,
+        ex: Exchange,
+        meter: Meter = NULL_METER,
+        sent: float = 0.0,  # perf_counter() when the request went to the provider
     ) -> None:
         # No super().__init__(): with no body set, init_headers adds no Content-Length.
         self.status_code, self.background = 200, None
         self.media_type = upstream.headers.get("content-type", "text/event-stream")
         self.init_headers({"cache-control": "no-cache", SESSION_HEADER: ex.session_id})
         self.upstream, self.relay, self.store, self.ex = upstream, relay, store, ex
+        self.meter, self.sent = meter, sent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = self.ex
@@ -74,6 +82,8 @@ class RelayedStream(Response):
             raise
         finally:
             watcher.cancel()
+            if ex.status != 499:  # the client hung up: not the provider's time
+                self.meter.upstream(time.perf_counter() - self.sent)
             ex.finished = time.time()
             self.store.record(ex)
             self.upstream.close()
@@ -92,6 +102,7 @@ class Gateway:
         self.settings, self.relay, self.store = settings, relay, store
         self.started = time.monotonic()
         self.created = int(time.time())
+        self.meter: Meter = NULL_METER  # runner.py swaps in the real one once ready
         self._expected = f"Bearer {settings.api_key}".encode()
 
     def _authorized(self, request: Request) -> bool:
@@ -181,15 +192,18 @@ class Gateway:
             status=200,
         )
         body = json.dumps(prepare_payload(payload, self.settings)).encode()
+        meter, sent = self.meter, time.perf_counter()
         try:
             if stream:
                 upstream = await self.relay.send(body)
-                return RelayedStream(upstream, self.relay, self.store, ex)
+                return RelayedStream(upstream, self.relay, self.store, ex, meter, sent)
             content, content_type = await self.relay.complete(body)
         except GatewayError as err:
+            meter.upstream(time.perf_counter() - sent)
             ex.finished, ex.status, ex.error = time.time(), err.status, err.message
             self.store.record(ex)
             return error_response(err, {SESSION_HEADER: session_id})
+        meter.upstream(time.perf_counter() - sent)
         ex.finished, ex.body = time.time(), content
         self.store.record(ex)
         return Response(content, media_type=content_type, headers={SESSION_HEADER: session_id})
@@ -203,6 +217,7 @@ class GatewayApp:
     middleware, which cost more than the whole relay path on a small machine."""
 
     def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
         self.routes: dict[str, dict[str, Handler]] = {
             "/health": {"GET": gateway.health, "HEAD": gateway.health},
             "/v1/models": {"GET": gateway.models},
@@ -214,14 +229,31 @@ class GatewayApp:
             return
         methods = self.routes.get(scope["path"])
         handler = methods.get(scope["method"]) if methods else None
-        if handler is not None:
-            response = await handler(Request(scope, receive))
-        elif methods:
-            err = GatewayError(405, f"use {', '.join(methods)}", "invalid_request_error")
-            response = error_response(err, {"allow": ", ".join(methods)})
-        else:
-            response = error_response(GatewayError(404, "not found", "invalid_request_error"))
-        await response(scope, receive, send)
+        meter = self.gateway.meter  # the same one at the end, even if swapped meanwhile
+        meter.begin()
+        started = time.perf_counter()
+        response: Response | None = None
+        try:
+            if handler is not None:
+                response = await handler(Request(scope, receive))
+            elif methods:
+                err = GatewayError(405, f"use {', '.join(methods)}", "invalid_request_error")
+                response = error_response(err, {"allow": ", ".join(methods)})
+            else:
+                response = error_response(GatewayError(404, "not found", "invalid_request_error"))
+            await response(scope, receive, send)
+        finally:
+            meter.end(route_label(scope["path"]), _status(response), time.perf_counter() - started)
+
+
+def _status(response: Response | None) -> int:
+    """The status a request is counted with: a stream's is the one its exchange recorded
+    (499 when the client left, the in-band error's after a failure mid-stream)."""
+    if response is None:
+        return 500
+    if isinstance(response, RelayedStream):
+        return response.ex.status
+    return response.status_code
 
 
 def build_app(settings: Settings, relay: Relay, store: SessionStore) -> GatewayApp:

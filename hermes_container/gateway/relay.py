@@ -27,6 +27,8 @@ from hermes_container.gateway.upstream import (
     UpstreamError,
     UpstreamResponse,
 )
+from hermes_container.metrics.gateway import NULL_METER, Meter
+from hermes_container.metrics.names import http_status_kind
 
 log = logging.getLogger("hermes.gateway")
 
@@ -152,11 +154,13 @@ class Relay:
         if settings.model_api_key:
             headers += f"authorization: Bearer {settings.model_api_key}\r\n"
         self.headers = headers.encode("latin-1")
+        self.meter: Meter = NULL_METER  # runner.py swaps in the real one once ready
 
     def close(self) -> None:
         self.client.close()
 
     def upstream_error(self, exc: UpstreamError) -> GatewayError:
+        self.meter.upstream_error(exc.kind)
         if exc.kind in ("connect_timeout", "read_timeout"):
             timeout = (
                 self.settings.connect_timeout_s
@@ -201,6 +205,7 @@ class Relay:
                 content = b""
             finally:
                 response.close()
+            self.meter.upstream_error(http_status_kind(response.status))
             raise error_for_status(response.status, content, response.headers)
         return response
 

@@ -173,22 +173,32 @@ def _serve(settings: Settings, sock: socket.socket, notify_fd: int | None) -> st
 async def _serve_async(settings: Settings, sock: socket.socket, notify_fd: int | None) -> str:
     from hermes_container.gateway.http_api import build_app
     from hermes_container.gateway.relay import Relay
-    from hermes_container.gateway.sessions import SessionStore
     from hermes_container.gateway.uvicorn_server import GatewayServer
+    from hermes_container.metrics.gateway import MeteredSessionStore
 
-    store = SessionStore(settings.profile_dir / SESSIONS_DB)
+    store = MeteredSessionStore(settings.profile_dir / SESSIONS_DB)
     store.start()
     relay = Relay(settings)
     try:
         app = build_app(settings, relay, store)
-        server = GatewayServer(
-            app, settings, on_started=lambda: _announce_running(settings, notify_fd)
-        )
+
+        def started() -> None:
+            _announce_running(settings, notify_fd)
+            # After readiness (s6 never waits for it), before the first request is
+            # served (this runs before uvicorn's loop takes any): every request counts.
+            from hermes_container.home import resolve_home
+            from hermes_container.metrics.gateway import start
+
+            app.gateway.meter = relay.meter = store.meter = start(resolve_home(), settings.profile)
+            gc.freeze()  # prometheus-client's modules are as long-lived as the rest
+
+        server = GatewayServer(app, settings, on_started=started)
         await server.serve(sockets=[sock])
         return server.exit_reason
     finally:
         relay.close()
         await asyncio.to_thread(store.close)
+        await asyncio.to_thread(store.meter.close)  # its last flush, after the last tokens
 
 
 def _announce_running(settings: Settings, notify_fd: int | None) -> None:

@@ -19,7 +19,7 @@ import time
 from types import FrameType
 
 from hermes_container.home import HermesHome
-from hermes_container.kanban import wake
+from hermes_container.kanban import holders, wake
 from hermes_container.kanban.dispatcher import Dispatcher, TickReport
 from hermes_container.kanban.store import Store
 
@@ -30,6 +30,8 @@ ERROR_PAUSE_SECONDS = 5.0
 # On SIGTERM, runs in flight get this long to finish before they are handed back
 # (s6 waits longer than this before it sends SIGKILL).
 STOP_GRACE_SECONDS = 3.0
+CHECKPOINT_EVERY_SECONDS = 10.0
+GATEWAY_RECHECK_SECONDS = 2.0
 
 
 def summary(report: TickReport) -> str:
@@ -63,10 +65,11 @@ class Daemon:
         boards: list[str] | None = None,
         dispatcher: Dispatcher | None = None,
     ) -> None:
-        self.store = store
+        self.home, self.store = home, store
         self.dispatcher = dispatcher or Dispatcher(home, store)
         self.only_boards = boards
         self.stopping = False
+        self._last_checkpoint = time.monotonic()
         self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def stop(self) -> None:
@@ -87,22 +90,59 @@ class Daemon:
         """One tick of every board; the next moment a tick is due for a scheduled
         reason (None: only a change or the interval wakes us)."""
         due: float | None = None
+        from hermes_container.metrics.dispatch import observe_tick
+
         for board in self.boards():
+            started = time.monotonic()
             report = self.dispatcher.tick(board)
+            observe_tick(time.monotonic() - started, board)
             if report.busy():
                 log.info("%s", summary(report))
+            if report.skipped_gateway_down:
+                # Nothing announces a gateway coming back: look again soon, not at the
+                # next interval (a probe of a down port costs a refused connect).
+                soon = self.store.now() + GATEWAY_RECHECK_SECONDS
+                due = soon if due is None else min(due, soon)
             nxt = self.store.next_due(board)
             if nxt is not None:
                 due = nxt if due is None else min(due, nxt)
         for outcome in self.dispatcher.reap():
             log.info("task %s: %s %s", outcome.task_id, outcome.kind, outcome.detail)
+        self._carry()
         return due
+
+    def _checkpoint_when_idle(self) -> None:
+        """With nothing in flight, fold the board's WAL into its file (SQLite), at most
+        every CHECKPOINT_EVERY_SECONDS: commits under load then seldom checkpoint."""
+        if self.dispatcher.inflight:
+            return
+        now = time.monotonic()
+        if now - self._last_checkpoint < CHECKPOINT_EVERY_SECONDS:
+            return
+        self._last_checkpoint = now
+        try:
+            self.store.checkpoint()
+        except Exception as exc:  # a busy board: the next idle moment will do
+            log.debug("checkpoint skipped: %s", exc)
+
+    def _carry(self) -> None:
+        """Copy the board's new events into the event ledger (never stops dispatching)."""
+        from hermes_container.events.append import enabled, open_ledger
+        from hermes_container.kanban.ledger_copy import carry
+
+        if not enabled():
+            return
+        try:
+            carry(self.store, open_ledger(self.home.root))
+        except Exception as exc:  # busy or broken ledger: the cursor waits, nothing lost
+            log.warning("event ledger: board events not copied yet: %s", exc)
 
     def run(self, install_signals: bool = True) -> None:
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         listener = self.store.listen()
+        holders.sweep(self.dispatcher.holders_dir)  # locks of dispatchers killed before
         log.info(
             "dispatcher started (holder %s pid %s)",
             self.dispatcher.holder.host,
@@ -125,6 +165,7 @@ class Daemon:
                 timeout = min(pause, renew_every - (time.monotonic() - last_renew))
                 if due is not None:
                     timeout = min(timeout, max(0.0, due - self.store.now()) + 0.01)
+                self._checkpoint_when_idle()
                 if self.dispatcher.inflight:
                     # A run's outcome is announced too, but a lost announcement must not
                     # leave a finished run unreaped for a whole interval.
@@ -142,6 +183,7 @@ class Daemon:
         finally:
             listener.close()
             self._finish_inflight()
+            self.dispatcher.close()
 
     def _finish_inflight(self) -> None:
         """Give runs in flight a moment to finish, then hand the rest back to the board

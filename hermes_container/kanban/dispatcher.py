@@ -12,7 +12,9 @@ A tick, in order (each step's results are in its TickReport):
    which is what makes them hold across dispatchers) and run in a thread of its own.
 
 A dry run reports what a real tick would do and writes nothing; it counts its would-be
-spawns against the caps, so it reports the same subset.
+spawns against the caps, so it reports the same subset. (One difference remains: a
+task a real tick reclaims is ready again at once and may be dispatched in that same
+tick; the preview lists it as reclaimed only.)
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from hermes_container.home import HermesHome
+from hermes_container.kanban import holders
 from hermes_container.kanban.errors import InvalidTransition, NotFound, NotHolder
-from hermes_container.kanban.gateways import GatewayDirectory
+from hermes_container.kanban.gateways import Endpoint, GatewayDirectory
 from hermes_container.kanban.model import BLOCKED, DEFAULT_BOARD, Holder, Run, Task
 from hermes_container.kanban.runner import Outcome, TaskRun
 from hermes_container.kanban.runs import cap
@@ -125,6 +128,8 @@ class TickReport:
             "timed_out": self.timed_out,
             "gave_up": self.gave_up,
             "rate_limited": self.rate_limited,
+            # released unrun: the gateway stopped between the probe and the request
+            "gateway_down": self.skipped_gateway_down,
         }.get(outcome.kind)
         if bucket is not None:
             bucket.append(outcome.task_id)
@@ -151,6 +156,14 @@ class Dispatcher:
         self.workers = max(1, workers)
         self.inflight: dict[int, TaskRun] = {}  # run id -> its thread
         self._warned: set[str] = set()
+        self.holders_dir = home.root / "kanban" / holders.HOLDERS_DIR
+        self._life: holders.LifeLock | None = None  # taken before our first claim
+
+    def close(self) -> None:
+        """Give up our life lock (a clean exit; a killed process loses it anyway)."""
+        if self._life is not None:
+            self._life.release()
+            self._life = None
 
     # -- bookkeeping of our own runs --------------------------------------------------
 
@@ -172,8 +185,12 @@ class Dispatcher:
                 log.warning("task %s: its claim was taken back; abandoning it", task_run.task.id)
                 task_run.abort()
 
-    def wait_all(self, timeout: float | None = None, renew_every: float = 30.0) -> list[Outcome]:
-        """Block until every run we started has finished (renewing their claims)."""
+    def wait_all(
+        self, timeout: float | None = None, renew_every: float | None = None
+    ) -> list[Outcome]:
+        """Block until every run we started has finished, renewing their claims every
+        third of the claim TTL (as the daemon does), so that no other dispatcher takes
+        a long run of a foreground `dispatch` back as expired."""
         outcomes: list[Outcome] = []
         deadline = None if timeout is None else time.monotonic() + timeout
         last_renew = time.monotonic()
@@ -181,8 +198,9 @@ class Dispatcher:
             for task_run in list(self.inflight.values()):
                 task_run.thread.join(0.05)
             outcomes += self.reap()
-            if time.monotonic() - last_renew >= renew_every:
-                self.renew(self._settings().claim_ttl_seconds)
+            ttl = self._settings().claim_ttl_seconds
+            if time.monotonic() - last_renew >= (renew_every or ttl / 3):
+                self.renew(ttl)
                 last_renew = time.monotonic()
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -217,10 +235,19 @@ class Dispatcher:
         self._time_out(runs, running, gone, now, settings, dry_run, report)
         if dry_run:
             queue = self.store.ready_queue(board, with_promotable=True)
+            ready_now = {task_id for task_id, _ in self.store.ready_queue(board)}
+            report.promoted = [task_id for task_id, _ in queue if task_id not in ready_now]
         else:
             report.promoted = self.store.promote(board)
             queue = self.store.ready_queue(board)
-        self._dispatch(board, queue, settings, dry_run, max_spawn, report)
+        counts = self.store.running_counts(board)
+        if dry_run:
+            # A real tick counts after its releases and time-outs: so does the preview.
+            for task_id in {*report.reclaimed, *report.timed_out}:
+                task = running.get(task_id)
+                if task is not None and task.assignee and counts.get(task.assignee, 0) > 0:
+                    counts[task.assignee] -= 1
+        self._dispatch(board, queue, counts, settings, dry_run, max_spawn, report)
         report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
         return report
 
@@ -229,18 +256,8 @@ class Dispatcher:
         for run in runs:
             if run.id in self.inflight:
                 continue  # ours and alive; renew() keeps it from expiring
-            if run.host == self.holder.host:
-                if run.pid == self.holder.pid:
-                    reason = "its dispatcher restarted"  # our pid, but not a run of ours
-                elif not pid_alive(run.pid):
-                    reason = f"its dispatcher (pid {run.pid}) is gone"
-                elif run.claim_expires_at <= now:
-                    reason = "its claim expired"
-                else:
-                    continue
-            elif run.claim_expires_at <= now:
-                reason = f"its claim by {run.host} expired"
-            else:
+            reason = self._why_gone(run, now)
+            if reason is None:
                 continue
             gone.add(run.id)
             if not dry_run:
@@ -250,6 +267,19 @@ class Dispatcher:
                     continue  # finished or released meanwhile
             report.reclaimed.append(run.task_id)
         return gone
+
+    def _why_gone(self, run: Run, now: float) -> str | None:
+        """Why `run`'s holder no longer holds it, or None while it may."""
+        if run.host == self.holder.host and run.pid == self.holder.pid:
+            return "its dispatcher restarted"  # our pid, but not a run of ours
+        verdict = holders.gone(self.holders_dir, Holder(run.host, run.pid))
+        if verdict is True:
+            return f"its dispatcher (pid {run.pid} on {run.host}) is gone"
+        if verdict is None and run.host == self.holder.host and not pid_alive(run.pid):
+            return f"its dispatcher (pid {run.pid}) is gone"
+        if run.claim_expires_at <= now:
+            return f"its claim by {run.host} expired"
+        return None
 
     def _time_out(
         self,
@@ -285,17 +315,18 @@ class Dispatcher:
         self,
         board: str,
         queue: Iterable[tuple[int, str | None]],
+        counts: dict[str, int],
         settings: KanbanSettings,
         dry_run: bool,
         max_spawn: int | None,
         report: TickReport,
     ) -> None:
-        counts = self.store.running_counts(board)
         total = sum(counts.values())
         board_cap = cap(settings.max_in_progress)
         profile_cap = cap(settings.max_in_progress_per_profile)
         room_here = self.workers - len(self.inflight)
         spawned = 0
+        chosen: dict[int, Endpoint] = {}  # in dispatch order
         for task_id, assigned in queue:
             full = (
                 (board_cap is not None and total >= board_cap)
@@ -331,23 +362,35 @@ class Dispatcher:
             if endpoint is None or not self.gateways.is_up(assignee):
                 report.skipped_gateway_down.append(task_id)
                 continue
-            if not dry_run and not self._start(board, task_id, endpoint, settings):
-                report.skipped_taken.append(task_id)
-                continue
             counts[assignee] = current + 1
             total += 1
             spawned += 1
-            report.spawned.append({"task_id": task_id, "assignee": assignee})
+            chosen[task_id] = endpoint
+        if dry_run:
+            report.spawned = [{"task_id": t, "assignee": e.profile} for t, e in chosen.items()]
+        elif chosen:
+            self._start(board, chosen, settings, report)
 
-    def _start(self, board: str, task_id: int, endpoint: Any, settings: KanbanSettings) -> bool:
-        run = self.store.claim(self.holder, settings.limits, board=board, task_id=task_id)
-        if run is None:
-            return False
-        try:
-            task = self.store.get_task(task_id)
-        except NotFound:  # pragma: no cover - a running task is never deleted
-            return False
-        task_run = TaskRun(self.store, run, task, endpoint, settings)
-        self.inflight[run.id] = task_run
-        task_run.start()
-        return True
+    def _start(
+        self,
+        board: str,
+        chosen: dict[int, Endpoint],
+        settings: KanbanSettings,
+        report: TickReport,
+    ) -> None:
+        """Claim the chosen tasks in one transaction (the store re-checks the caps, which
+        is what makes them hold across dispatchers), then run each in its thread."""
+        if self._life is None:  # others must be able to tell when we are gone
+            self._life = holders.LifeLock(self.holders_dir, self.holder)
+        runs = self.store.claim_tasks(self.holder, list(chosen), settings.limits, board=board)
+        claimed = {run.task_id: run for run in runs}
+        tasks = self.store.get_tasks(list(claimed)) if claimed else {}
+        for task_id, endpoint in chosen.items():
+            run = claimed.get(task_id)
+            if run is None:
+                report.skipped_taken.append(task_id)  # another dispatcher was quicker
+                continue
+            task_run = TaskRun(self.store, run, tasks[task_id], endpoint, settings)
+            self.inflight[run.id] = task_run
+            task_run.start()
+            report.spawned.append({"task_id": task_id, "assignee": endpoint.profile})

@@ -108,6 +108,21 @@ class PostgresStore(SqlStore):
     def _retryable(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.Error) and exc.sqlstate in _RETRY_SQLSTATES
 
+    def _translate(self, exc: BaseException) -> Exception | None:
+        # e.g. a role without rights on the schema: one line, not a traceback.
+        if isinstance(exc, psycopg.Error):
+            return StoreUnavailable(
+                f"the board database {self.where} refused: {_first_line(exc, self._url)}"
+            )
+        return None
+
+    def checkpoint(self) -> None:
+        """Nothing to do: the server manages its own write-ahead log."""
+
+    @property
+    def identity(self) -> str:
+        return self.where  # user@host:port/dbname, never the password
+
     def listen(self) -> PostgresListener:
         try:
             return PostgresListener(self._url)

@@ -87,6 +87,8 @@ def tasks_from_rows(tx: Tx, rows: list[Row]) -> list[Task]:
 def load_task(tx: Tx, task_id: int, *, lock: bool = False) -> Task:
     """The task, or NotFound. `lock`: the caller is about to change it (a row lock on
     PostgreSQL, so two writers cannot both act on the same old status)."""
+    if not isinstance(task_id, int) or not 0 < task_id < 2**63:  # no such id can exist
+        raise NotFound(f"no task {task_id}")
     row = tx.one(
         f"SELECT {TASK_COLUMNS} FROM kanban_tasks WHERE id = ?"
         + (tx.dialect.row_lock if lock else ""),
@@ -98,6 +100,8 @@ def load_task(tx: Tx, task_id: int, *, lock: bool = False) -> Task:
 
 
 def load_run(tx: Tx, run_id: int) -> Run:
+    if not isinstance(run_id, int) or not 0 < run_id < 2**63:
+        raise NotFound(f"no run {run_id}")
     row = tx.one(f"SELECT {RUN_COLUMNS} FROM kanban_runs WHERE id = ?", (run_id,))
     if row is None:
         raise NotFound(f"no run {run_id}")

@@ -6,6 +6,7 @@ outcome written to the board by the run's holder.
                           not a failure
     anything else      -> fail: counted, retried after a backoff, blocked past the limit
     past max_runtime   -> time_out: counted like a failure
+    connection refused -> release: the gateway stopped after the tick's probe; not counted
 
 Stdlib http.client on loopback: the dispatcher stays small (no httpx import), and a
 task's request is one connection that `abort()` can cut from another thread.
@@ -48,7 +49,7 @@ class Outcome:
     """How a run ended, as the tick and `dispatch` report it."""
 
     task_id: int
-    kind: str  # completed | failed | gave_up | rate_limited | timed_out | lost
+    kind: str  # completed | failed | gave_up | rate_limited | timed_out | gateway_down | lost
     detail: str = ""
 
 
@@ -108,6 +109,10 @@ class TaskRun:
         self.endpoint, self.settings = endpoint, settings
         self.outcome: Outcome | None = None
         self.lost = False  # the claim went to someone else: record nothing
+        # The run was claimed a moment ago: max_runtime is measured from here on this
+        # host's monotonic clock. run.claimed_at is the store's time (the PostgreSQL
+        # server's, or a test's fake clock), which time.time() here need not agree with.
+        self._started = time.monotonic()
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
         self.thread = threading.Thread(
@@ -135,7 +140,7 @@ class TaskRun:
         """Seconds to wait for the reply, and whether that is the task's max_runtime."""
         limit = self.settings.request_timeout_seconds
         if self.task.max_runtime is not None:
-            left = self.task.max_runtime - (time.time() - self.run.claimed_at)
+            left = self.task.max_runtime - (time.monotonic() - self._started)
             if left <= limit:
                 return max(0.1, left), True
         return limit, False
@@ -178,6 +183,15 @@ class TaskRun:
             if is_runtime:
                 return self._record_timeout()
             return self._fail(f"no reply from the gateway within {timeout:g}s", latency)
+        except ConnectionRefusedError:
+            # Nothing listens on the gateway's port: it stopped between the tick's health
+            # probe and this request, which never left. A gateway that is not running
+            # is never the task's failure: hand the task back, as the tick would have.
+            if self.lost:
+                return Outcome(task.id, "lost", "the run was taken back while it ran")
+            detail = f"the gateway of profile {self.endpoint.profile!r} is not running"
+            self.store.release(self.run.id, reason=detail)
+            return Outcome(task.id, "gateway_down", detail)
         except (OSError, http.client.HTTPException) as exc:
             latency = int((time.monotonic() - started) * 1000)
             if self.lost:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import replace
 
 from hermes_container.errors import UsageError
 from hermes_container.kanban import boards
@@ -100,7 +101,50 @@ def claim(
     )
     if row is None:
         return None
-    task_id = int(row[0])
+    return _take(tx, board, holder, limits, int(row[0]), row[1])
+
+
+def claim_tasks(
+    tx: Tx, board: str, holder: Holder, limits: ClaimLimits, task_ids: Sequence[int]
+) -> list[Run]:
+    """Claim each of `task_ids` (in that order) that is still ready, due and under the
+    caps, in one transaction: what a dispatcher's tick decided to start, for the price
+    of one commit instead of one per task. The caps are checked as in `claim`, counting
+    the claims made earlier in the same call."""
+    boards.require(tx, board, lock=True)
+    wanted = list(dict.fromkeys(task_ids))
+    if not wanted:
+        return []
+    counts = running_counts(tx, board)
+    total = sum(counts.values())
+    board_cap = cap(limits.max_in_progress)
+    profile_cap = cap(limits.max_in_progress_per_profile)
+    rows = tx.all(
+        f"SELECT id, assignee FROM kanban_tasks WHERE id IN ({placeholders(len(wanted))}) "
+        "AND board = ? AND status = ? AND assignee IS NOT NULL "
+        "AND (not_before IS NULL OR not_before <= ?)" + tx.dialect.skip_locked,
+        [*wanted, board, READY, tx.now],
+    )
+    ready = {int(row[0]): row[1] for row in rows}
+    taken = []
+    for task_id in wanted:
+        assignee = ready.get(task_id)
+        if assignee is None:
+            continue  # taken, changed or not due meanwhile
+        if board_cap is not None and total >= board_cap:
+            break
+        if profile_cap is not None and counts.get(assignee, 0) >= profile_cap:
+            continue
+        taken.append(_take(tx, board, holder, limits, task_id, assignee))
+        counts[assignee] = counts.get(assignee, 0) + 1
+        total += 1
+    return taken
+
+
+def _take(
+    tx: Tx, board: str, holder: Holder, limits: ClaimLimits, task_id: int, assignee: str
+) -> Run:
+    """ready -> running for one task the caller found claimable under its locks."""
     token = secrets.token_hex(16)
     expires = tx.now + max(1.0, float(limits.claim_ttl_seconds))
     run_id = tx.insert(
@@ -123,10 +167,23 @@ def claim(
         run_id=run_id,
         host=holder.host,
         pid=holder.pid,
-        assignee=row[1],
+        assignee=assignee,
         expires_at=expires,
     )
-    return load_run(tx, run_id)
+    return Run(
+        id=run_id,
+        task_id=task_id,
+        host=holder.host,
+        pid=holder.pid,
+        token=token,
+        claimed_at=tx.now,
+        claim_expires_at=expires,
+        finished_at=None,
+        outcome=None,
+        error=None,
+        latency_ms=None,
+        tokens=None,
+    )
 
 
 def _open_run(tx: Tx, run_id: int, token: str | None) -> tuple[Task, Run]:
@@ -190,7 +247,15 @@ def complete(tx: Tx, run: Run, result: str, latency_ms: int | None, tokens: int 
     tx.emit(
         task.id, task.board, "completed", run_id=stored.id, latency_ms=latency_ms, tokens=tokens
     )
-    return load_task(tx, task.id)
+    return replace(
+        task,
+        status=DONE,
+        finished_at=tx.now,
+        result=result,
+        current_run=None,
+        consecutive_failures=0,
+        not_before=None,
+    )
 
 
 def backoff_delay(policy: RetryPolicy, failures: int, rng: random.Random) -> float:
@@ -305,7 +370,9 @@ def runs_of(tx: Tx, task_id: int) -> list[Run]:
     return [run_from_row(row) for row in rows]
 
 
-def ready_queue(tx: Tx, board: str, with_promotable: bool = False) -> list[tuple[int, str | None]]:
+def ready_queue(
+    tx: Tx, board: str, with_promotable: bool = False, limit: int | None = None
+) -> list[tuple[int, str | None]]:
     """(id, assignee) of every ready task due now, in dispatch order: priority, then age.
     Two columns only: a tick walks this list for 10,000 tasks in a few milliseconds.
     `with_promotable` adds the todo tasks `promote` would make ready now (a dry run
@@ -322,8 +389,8 @@ def ready_queue(tx: Tx, board: str, with_promotable: bool = False) -> list[tuple
         params += [TODO, DONE]
     rows = tx.all(
         f"SELECT id, assignee FROM kanban_tasks WHERE board = ? AND {due} AND {which} "
-        "ORDER BY priority DESC, created_at, id",
-        params,
+        "ORDER BY priority DESC, created_at, id" + ("" if limit is None else " LIMIT ?"),
+        params if limit is None else [*params, limit],
     )
     return [(int(row[0]), row[1]) for row in rows]
 

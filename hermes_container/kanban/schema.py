@@ -1,7 +1,9 @@
 """The board's tables, one definition for SQLite and PostgreSQL.
 
 The dialects differ in three places only, spelled out in `Dialect`:
-- the auto-increment key (SQLite AUTOINCREMENT never reuses an id; PostgreSQL identity);
+- the auto-increment key (SQLite's rowid key; PostgreSQL identity). Rows are never
+  deleted, so SQLite's max(id) + 1 never reuses an id; AUTOINCREMENT would add a write
+  to sqlite_sequence to every insert for a guarantee we do not need;
 - the 64-bit integer and float type names;
 - the placeholder (`?` in our SQL; psycopg wants `%s`, so `Dialect.sql` rewrites it —
   no statement here contains a literal `?` or `%`).
@@ -42,7 +44,7 @@ class Dialect:
 
 SQLITE = Dialect(
     name="sqlite",
-    id_pk="INTEGER PRIMARY KEY AUTOINCREMENT",
+    id_pk="INTEGER PRIMARY KEY",
     bigint="INTEGER",
     real="REAL",
     placeholder="?",
@@ -96,11 +98,13 @@ CREATE TABLE IF NOT EXISTS kanban_tasks (
     result TEXT,
     last_error TEXT,
     idempotency_key TEXT,
-    current_run {bigint},
-    UNIQUE (board, idempotency_key)
+    current_run {bigint}
 );
-CREATE INDEX IF NOT EXISTS kanban_tasks_queue
-    ON kanban_tasks (board, status, priority, created_at);
+CREATE UNIQUE INDEX IF NOT EXISTS kanban_tasks_idempotency
+    ON kanban_tasks (board, idempotency_key) WHERE idempotency_key IS NOT NULL;
+DROP INDEX IF EXISTS kanban_tasks_queue;
+CREATE INDEX IF NOT EXISTS kanban_tasks_order
+    ON kanban_tasks (board, status, priority DESC, created_at, id);
 CREATE TABLE IF NOT EXISTS kanban_task_parents (
     task_id {bigint} NOT NULL REFERENCES kanban_tasks (id),
     parent_id {bigint} NOT NULL REFERENCES kanban_tasks (id),
@@ -112,7 +116,7 @@ CREATE TABLE IF NOT EXISTS kanban_runs (
     task_id {bigint} NOT NULL REFERENCES kanban_tasks (id),
     host TEXT NOT NULL,
     pid {bigint} NOT NULL,
-    token TEXT NOT NULL UNIQUE,
+    token TEXT NOT NULL,
     claimed_at {real} NOT NULL,
     claim_expires_at {real} NOT NULL,
     finished_at {real},

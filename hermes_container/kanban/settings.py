@@ -1,9 +1,10 @@
 """The dispatcher's settings: the `kanban:` section of the default profile's config.yaml.
 
-Re-read on every tick (cheaply: only when the file's mtime or size changed), so an
-operator changes a cap or the default assignee without restarting anything. A value
-that cannot be used falls back to its default with a warning naming the key; the
-dispatcher never stops over its own configuration.
+Re-read on every tick (cheaply: the file's bytes are read and parsed again only when
+they differ from the last ones), so an operator changes a cap or the default assignee
+without restarting anything. A value that cannot be used falls back to its default with
+a warning naming the key, and so does a key that is not one of these (a typo would
+otherwise do nothing, silently); the dispatcher never stops over its own configuration.
 
     kanban:
       default_assignee: coder          # empty or whitespace: off
@@ -21,7 +22,6 @@ dispatcher never stops over its own configuration.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,8 +74,12 @@ _SECONDS = (
     "rate_limit_cooldown_seconds",
     "request_timeout_seconds",
 )
-# Below these a value would spin the dispatcher or reclaim live claims.
-_MINIMUM_SECONDS = {"dispatch_interval_seconds": 0.1, "claim_ttl_seconds": 5.0}
+# Below these a value would spin the dispatcher, reclaim live claims, or fail every task.
+_MINIMUM_SECONDS = {
+    "dispatch_interval_seconds": 0.1,
+    "claim_ttl_seconds": 5.0,
+    "request_timeout_seconds": 0.1,  # 0 would be a non-blocking socket: instant failure
+}
 
 
 def _is_int(value: object) -> bool:
@@ -89,7 +93,11 @@ def parse(section: Any, where: str = f"{CONFIG_FILE} kanban") -> KanbanSettings:
         return defaults
     if not isinstance(section, dict):
         return KanbanSettings(warnings=(f"{where}: expected a mapping, using the defaults",))
-    warnings: list[str] = []
+    warnings: list[str] = [
+        f"{where}.{key}: not a kanban setting; ignored"
+        for key in sorted(map(str, section))
+        if key not in _KNOWN
+    ]
     values: dict[str, Any] = {}
 
     raw = section.get("default_assignee")
@@ -145,27 +153,31 @@ def parse(section: Any, where: str = f"{CONFIG_FILE} kanban") -> KanbanSettings:
 
 
 class SettingsFile:
-    """The default profile's config.yaml, parsed again only when it changed."""
+    """The default profile's config.yaml, parsed again only when its bytes changed.
+
+    The bytes, not the mtime: two saves within one clock tick of the file system (a
+    few milliseconds on Linux) with the same size would look unchanged by mtime and
+    size, and the second edit would be missed until the next one. Reading a small
+    file costs microseconds; parsing YAML is what is worth skipping."""
 
     def __init__(self, home: HermesHome) -> None:
         self.path: Path = home.root / CONFIG_FILE
-        self._stamp: tuple[int, int, int] | None = None
+        self._content: bytes | None = None
         self._settings = KanbanSettings()
 
     def read(self) -> KanbanSettings:
         from hermes_container.config import load_yaml
 
         try:
-            st = os.stat(self.path)
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            content = self.path.read_bytes()
         except FileNotFoundError:
-            stamp = None
+            content = b""
         except OSError as exc:
             return KanbanSettings(warnings=(f"{self.path}: cannot be read ({exc}); defaults",))
-        if stamp is not None and stamp == self._stamp:
+        if content == self._content:
             return self._settings
         try:
-            raw = load_yaml(self.path)
+            raw = load_yaml(self.path) if content else {}
         except ConfigError as exc:
             # Keep what worked last: a half-saved edit must not drop every cap.
             return KanbanSettings(
@@ -173,8 +185,9 @@ class SettingsFile:
                 warnings=(f"{exc}; keeping the kanban settings read before",),
             )
         self._settings = parse(raw.get(SECTION), f"{self.path.name} {SECTION}")
-        self._stamp = stamp
+        self._content = content
         return self._settings
 
 
 _FIELDS = tuple(f for f in KanbanSettings.__dataclass_fields__ if f != "warnings")
+_KNOWN = frozenset(_FIELDS)

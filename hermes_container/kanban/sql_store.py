@@ -63,6 +63,10 @@ class SqlStore:
     def _server_now(self, cursor: Cursor) -> float:
         return time.time()
 
+    def _translate(self, exc: BaseException) -> Exception | None:
+        """The one-line error a driver's failure becomes (None: raise it as it is)."""
+        return None
+
     def _changed(self, boards: set[str]) -> None:
         """After a commit that wrote events: wake whoever waits for changes to `boards`
         (PostgreSQL needs nothing here: its NOTIFY went out with the COMMIT)."""
@@ -84,6 +88,9 @@ class SqlStore:
                     changed = events.flush(tx)
             except Exception as exc:
                 if not self._retryable(exc):
+                    translated = self._translate(exc)
+                    if translated is not None:
+                        raise translated from None
                     raise
                 if time.monotonic() >= deadline:
                     raise StoreUnavailable(
@@ -166,6 +173,9 @@ class SqlStore:
     def get_task(self, task_id: int) -> Task:
         return self._read(lambda tx: tasks.get(tx, task_id))
 
+    def get_tasks(self, task_ids: Sequence[int]) -> dict[int, Task]:
+        return self._read(lambda tx: tasks.get_many(tx, task_ids))
+
     def list_tasks(
         self,
         *,
@@ -207,6 +217,17 @@ class SqlStore:
     ) -> Run | None:
         limits = limits or ClaimLimits()
         return self._do(lambda tx: runs.claim(tx, board, holder, limits, assignees, task_id))
+
+    def claim_tasks(
+        self,
+        holder: Holder,
+        task_ids: Sequence[int],
+        limits: ClaimLimits | None = None,
+        *,
+        board: str = DEFAULT_BOARD,
+    ) -> list[Run]:
+        rules = limits or ClaimLimits()
+        return self._do(lambda tx: runs.claim_tasks(tx, board, holder, rules, task_ids))
 
     def extend_claim(self, run: Run, ttl_seconds: float) -> Run:
         return self._do(lambda tx: runs.extend(tx, run, ttl_seconds))
@@ -254,9 +275,13 @@ class SqlStore:
         return self._read(lambda tx: runs.running_counts(tx, board))
 
     def ready_queue(
-        self, board: str = DEFAULT_BOARD, *, with_promotable: bool = False
+        self,
+        board: str = DEFAULT_BOARD,
+        *,
+        with_promotable: bool = False,
+        limit: int | None = None,
     ) -> list[tuple[int, str | None]]:
-        return self._read(lambda tx: runs.ready_queue(tx, board, with_promotable))
+        return self._read(lambda tx: runs.ready_queue(tx, board, with_promotable, limit))
 
     def next_due(self, board: str = DEFAULT_BOARD) -> float | None:
         return self._read(lambda tx: runs.next_due(tx, board))

@@ -22,6 +22,7 @@ import os
 import secrets
 import select
 import socket
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,30 +53,71 @@ def wait(listener: Listener, timeout: float | None, *extra_fds: int) -> set[str]
     return listener.drain() if listener.fileno() in ready else set()
 
 
+# sun_path holds 108 bytes; a deep HERMES_HOME can be longer than that.
+_MAX_SOCKET_PATH = 100
+# A directory listing is reused only while the directory's mtime is older than this:
+# a coarse mtime could otherwise hide a listener that arrived within the same tick.
+_STABLE_NS = 1_000_000_000
+
+
+class _ShortPaths:
+    """Socket addresses in `directory` that fit sun_path: the real path when short
+    enough, else `/proc/self/fd/<n>/<name>` through a descriptor of the directory
+    (Linux resolves it like any path; the descriptor stays open while we need it)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._fd: int | None = None
+
+    def address(self, name: str) -> str:
+        path = str(self.directory / name)
+        if len(path.encode()) <= _MAX_SOCKET_PATH:
+            return path
+        if self._fd is None:
+            self._fd = os.open(self.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self._fd}/{name}"
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class SocketNotifier:
     """The SQLite writer's side: one unbound, non-blocking datagram socket."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._paths = _ShortPaths(directory)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
+        self._listing: tuple[int, list[str]] | None = None  # (mtime_ns, socket names)
+
+    def _listeners(self) -> list[str]:
+        """The socket names in the directory; one stat() per write when nothing
+        changed (a listdir per commit costs a tenth of a small transaction)."""
+        st = os.stat(self.directory)
+        cached = self._listing
+        stable = time.time_ns() - st.st_mtime_ns > _STABLE_NS
+        if cached is not None and cached[0] == st.st_mtime_ns and stable:
+            return cached[1]
+        names = [n for n in os.listdir(self.directory) if n.endswith(_SUFFIX)]
+        self._listing = (st.st_mtime_ns, names)
+        return names
 
     def announce(self, boards: Iterable[str]) -> None:
         payload = "\n".join(sorted(boards)).encode()[:_MAX_DATAGRAM]
         try:
-            names = os.listdir(self.directory)
+            names = self._listeners()
         except OSError:
             return  # nobody ever listened here
         for name in names:
-            if not name.endswith(_SUFFIX):
-                continue
-            path = self.directory / name
             try:
-                self._sock.sendto(payload, str(path))
+                self._sock.sendto(payload, self._paths.address(name))
             except ConnectionRefusedError:
                 # Bound by a process that is gone: nobody will ever read it.
                 with contextlib.suppress(OSError):
-                    path.unlink()
+                    (self.directory / name).unlink()
             except OSError:
                 # EAGAIN: its queue is full, so a wake-up is pending there already;
                 # ENOENT: it went away between listdir and sendto. Hints either way.
@@ -83,6 +125,7 @@ class SocketNotifier:
 
     def close(self) -> None:
         self._sock.close()
+        self._paths.close()
 
 
 class SocketListener:
@@ -90,10 +133,15 @@ class SocketListener:
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(mode=0o700, exist_ok=True)
-        self.path = directory / f"{os.getpid()}-{secrets.token_hex(4)}{_SUFFIX}"
+        name = f"{os.getpid()}-{secrets.token_hex(4)}{_SUFFIX}"
+        self.path = directory / name
+        self._paths = _ShortPaths(directory)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
-        self._sock.bind(str(self.path))
+        try:
+            self._sock.bind(self._paths.address(name))
+        finally:
+            self._paths.close()  # bound: the address is no longer needed
 
     def fileno(self) -> int:
         return self._sock.fileno()

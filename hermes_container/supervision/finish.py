@@ -21,7 +21,7 @@ import signal as signals
 import time
 from pathlib import Path
 
-from hermes_container.errors import EXIT_CONFIG, EXIT_PARK
+from hermes_container.errors import EXIT_CONFIG, EXIT_PARK, HermesError
 from hermes_container.events.append import record
 from hermes_container.home import HermesHome
 from hermes_container.state import read_state, write_observed
@@ -103,15 +103,14 @@ def finish(
         if state.gateway_state in ("starting", "running", "stopping"):
             write_observed(profile_dir, gateway_state="stopped", pid=None, exit_code=recorded_code)
         return 0
-    record(
-        home.root,
-        "gateway.exited",
-        profile=profile,
-        expected=False,
-        code=recorded_code,
-        signal=died_of,
-        how=how,
-    )
+    # The exit and what follows it (parked or restarted) go to the ledger together, in
+    # one transaction: whole and in order, whatever else appends meanwhile.
+    exited: dict[str, object] = {
+        "expected": False,
+        "code": recorded_code,
+        "signal": died_of,
+        "how": how,
+    }
 
     hist = history.read_history(slot_dir)
     hist.restarts += 1
@@ -128,7 +127,7 @@ def finish(
             exit_reason=reason,
         )
         history.park(slot_dir, f"startup_failed: {reason}")
-        record(home.root, "gateway.parked", profile=profile, reason=f"startup_failed: {reason}")
+        _tell(home, profile, exited, "gateway.parked", reason=f"startup_failed: {reason}")
         return PARK
 
     most, window = loop_limits()
@@ -143,10 +142,10 @@ def finish(
             exit_reason=reason,
         )
         history.park(slot_dir, reason)
-        record(home.root, "gateway.parked", profile=profile, reason=reason)
+        _tell(home, profile, exited, "gateway.parked", reason=reason)
         return PARK
 
-    record(home.root, "gateway.restarted", profile=profile, restarts=hist.restarts)
+    _tell(home, profile, exited, "gateway.restarted", restarts=hist.restarts)
     write_observed(
         profile_dir,
         gateway_state="crashed",
@@ -155,6 +154,23 @@ def finish(
         exit_reason=f"{how}; restarting",
     )
     return 0
+
+
+def _tell(
+    home: HermesHome, profile: str, exited: dict[str, object], then: str, **data: object
+) -> None:
+    """Record `gateway.exited` and the event that follows it in one append."""
+    from hermes_container.events.append import write
+    from hermes_container.events.ledger import make_pending
+
+    try:
+        events = [
+            make_pending("gateway.exited", profile=profile, actor="supervisor", data=exited),
+            make_pending(then, profile=profile, actor="supervisor", data=data),
+        ]
+    except HermesError:  # pragma: no cover - the kinds above are in the catalogue
+        return
+    write(home.root, events)
 
 
 def settle(

@@ -2,7 +2,9 @@
 
 One supervisor per HERMES_HOME (flock on $HERMES_HOME/run/supervise.lock; a second one
 refuses). Runs s6-svscan on $HERMES_HOME/run/service (or HERMES_S6_SCANDIR), reconciles
-every profile, and on SIGTERM/SIGINT brings the whole tree down with `s6-svscanctl -t`.
+every profile, supervises the kanban dispatcher (`hermes kanban daemon`, the image's
+`dispatcher` service; HERMES_KANBAN_DISPATCHER=0 leaves it out) and, with --dashboard,
+the dashboard; on SIGTERM/SIGINT it brings the whole tree down with `s6-svscanctl -t`.
 Desired states are left alone, so the next `hermes supervise` restores them.
 """
 
@@ -16,6 +18,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from hermes_container.envflags import env_switch
 from hermes_container.errors import HermesError
 from hermes_container.gateway.environment import dashboard_variables, filtered
 from hermes_container.home import HermesHome
@@ -40,6 +43,13 @@ if TYPE_CHECKING:
 
 SHUTDOWN_TIMEOUT = 60.0
 LOCK_NAME = "supervise.lock"
+DASHBOARD_SLOT = "dashboard"
+DISPATCHER_SLOT = "dispatcher"
+# On unless 0|false|no, as in the image (its dispatcher service reads the same switch).
+DISPATCHER_SWITCH = "HERMES_KANBAN_DISPATCHER"
+KANBAN_PREFIX = "HERMES_KANBAN_"
+# Temp dirs of an interrupted registration of these slots (build_slot's `.<name>.tmp-`).
+OWN_TEMP_PREFIXES = (f".{DASHBOARD_SLOT}.", f".{DISPATCHER_SLOT}.")
 
 
 def take_home_lock(home: HermesHome) -> int:
@@ -74,13 +84,32 @@ def render_dashboard_finish() -> str:
 
 def dashboard_spec(home: HermesHome) -> SlotSpec:
     return SlotSpec(
-        name="dashboard",
+        name=DASHBOARD_SLOT,
         run_argv=[hermes_bin(), "dashboard"],
         log_dir=home.logs_dir / "dashboard",
         finish=render_dashboard_finish(),
         notification_fd=None,
         # The tree runs without HERMES_DASHBOARD_* (see supervise): only this slot has them.
         env=dashboard_variables(os.environ),
+    )
+
+
+def dispatcher_spec(home: HermesHome) -> SlotSpec:
+    """`hermes kanban daemon` in a slot of its own, logged to $HERMES_HOME/logs/dispatcher.
+
+    No finish script: s6-supervise restarts it whatever the exit (a kill -9 loses
+    nothing: the next dispatcher hands a dead one's runs back to the board). Its
+    HERMES_KANBAN_* settings come back through the slot's env/, so an operator may keep
+    HERMES_KANBAN_DATABASE_URL from the gateways (HERMES_GATEWAY_ENV_DENY) and the
+    dispatcher still reaches a shared board.
+    """
+    return SlotSpec(
+        name=DISPATCHER_SLOT,
+        run_argv=[hermes_bin(), "kanban", "daemon"],
+        log_dir=home.logs_dir / DISPATCHER_SLOT,
+        finish=None,
+        notification_fd=None,
+        env={k: v for k, v in os.environ.items() if k.startswith(KANBAN_PREFIX)},
     )
 
 
@@ -91,8 +120,8 @@ def _fresh_scandir(scandir: Path) -> None:
     """
     scandir.mkdir(parents=True, mode=0o755, exist_ok=True)
     for entry in scandir.iterdir():
-        ours = entry.name in (".s6-svscan", "dashboard") or entry.name.startswith(
-            (GATEWAY_PREFIX, *TEMP_PREFIXES)
+        ours = entry.name in (".s6-svscan", DASHBOARD_SLOT, DISPATCHER_SLOT) or (
+            entry.name.startswith((GATEWAY_PREFIX, *TEMP_PREFIXES, *OWN_TEMP_PREFIXES))
         )
         if ours and entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
@@ -104,6 +133,7 @@ def supervise(home: HermesHome, *, say: Callable[[str], None], dashboard: bool =
     from hermes_container.profiles import ensure_default_profile
     from hermes_container.reconcile import reconcile
 
+    dispatcher = env_switch(DISPATCHER_SWITCH)
     dropped = drop_to_home_owner(home.root)
     if dropped is not None:
         say(
@@ -144,14 +174,22 @@ def supervise(home: HermesHome, *, say: Callable[[str], None], dashboard: bool =
         if not wait_until(lambda: svscan_alive(scandir), 5.0):
             raise HermesError(f"s6-svscan did not start on {scandir}")
         records = reconcile(home)
+        # After the gateways: the dispatcher's first tick finds them up.
+        specs = [dispatcher_spec(home)] if dispatcher else []
         if dashboard:
+            specs.append(dashboard_spec(home))
+        if specs:
             from hermes_container.supervision.s6 import S6Manager
 
-            S6Manager(home, scandir).register_slots([dashboard_spec(home)], up=True)
+            errors = S6Manager(home, scandir).register_slots(specs, up=True)
+            for name, error in errors.items():
+                if error is not None:
+                    say(f"hermes: warning: the {name} is not supervised: {error}")
         started = sum(r.action == "started" for r in records)
+        extras = "" if dispatcher else f"; the kanban dispatcher is off ({DISPATCHER_SWITCH})"
         say(
-            f"hermes: supervising {len(records)} profile(s) ({started} started) on {scandir}; "
-            "SIGTERM or Ctrl-C stops the tree"
+            f"hermes: supervising {len(records)} profile(s) ({started} started) on {scandir}"
+            f"{extras}; SIGTERM or Ctrl-C stops the tree"
         )
         while svscan.poll() is None:
             received = signal.sigtimedwait(watched, 1.0)

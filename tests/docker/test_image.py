@@ -448,3 +448,83 @@ def test_14_docker_stop_lets_an_inflight_stream_finish(start_container: Start) -
         assert "[DONE]" in body
         assert c.inspect("{{.State.ExitCode}}") == "0"
         assert c.state_file("default")["desired_state"] == "running"
+
+
+# 15 ----------------------------------------------------------------------------------------
+# Every `hermes kanban daemon` process: "<uid> <pid>" per line. The pattern is split by
+# quotes so that this probe's own command line does not match it.
+DISPATCHERS = (
+    "for p in /proc/[0-9]*; do"
+    ' case "$(tr "\\0" " " < "$p/cmdline" 2>/dev/null)" in'
+    ' *"kanban"" daemon"*) echo "$(stat -c %u "$p") ${p#/proc/}" ;;'
+    " esac;"
+    " done"
+)
+
+
+def _dispatchers(c: Container) -> list[tuple[int, int]]:
+    lines = c.exec("sh", "-c", DISPATCHERS).stdout.split("\n")
+    return [(int(uid), int(pid)) for uid, pid in (line.split() for line in lines if line)]
+
+
+def test_15_the_image_runs_the_kanban_dispatcher(start_container: Start) -> None:
+    """The s6-rc longrun `dispatcher` runs `hermes kanban daemon` as hermes, logs to
+    $HERMES_HOME/logs/dispatcher (and `docker logs`), and runs a task created with
+    `docker exec ... hermes kanban create` through the default gateway to the provider;
+    s6 restarts it after a kill -9. HERMES_KANBAN_DISPATCHER=0 keeps it down, no loop."""
+    with FakeUpstream() as upstream:
+        c = start_container()
+        off = start_container(env={"HERMES_KANBAN_DISPATCHER": "0"})
+        c.wait_healthy_gateway(c.port_base, timeout=90)
+        config = c.volume / "config.yaml"
+        config.write_text(
+            config.read_text().replace("https://api.openai.com/v1", upstream.base_url)
+        )
+        c.hermes("gateway", "restart", "--timeout", "30")
+        active = c.exec("s6-rc", "-a", "list").stdout.split()
+        assert "dispatcher" in active and "dispatcher-log" in active, active
+        ((uid, pid),) = wait_for(lambda: _dispatchers(c), 30, "the dispatcher process")
+        assert uid == HERMES_UID
+
+        task_id = c.hermes(
+            "kanban", "create", "container task", "--body", "say hi", "--assignee", "default"
+        ).stdout.strip()
+
+        def done() -> dict[str, object] | None:
+            task = json.loads(c.hermes("kanban", "show", task_id, "--json").stdout)
+            return task if task["status"] == "done" else None
+
+        task = wait_for(done, 60, "the task to be done")
+        asked = [r for r in upstream.requests if r.path.endswith("/chat/completions")]
+        assert len(asked) == 1
+        prompt = asked[0].body["messages"][-1]["content"]
+        assert "container task" in prompt and "say hi" in prompt
+        assert task["result"] == f"echo: {prompt}"
+        runs = task["runs"]
+        assert isinstance(runs, list) and [r["outcome"] for r in runs] == ["completed"]
+
+        log = c.volume / "logs" / "dispatcher" / "current"
+        assert "dispatcher started" in log.read_text()
+        assert log.stat().st_uid == HERMES_UID and log.parent.stat().st_uid == HERMES_UID
+        assert "dispatcher started" in c.logs()  # s6-log tees it to stdout
+
+        c.exec("sh", "-c", f"kill -9 {pid}")
+        again = wait_for(
+            lambda: [p for p in _dispatchers(c) if p[1] != pid], 30, "s6 to restart the dispatcher"
+        )
+        assert [u for u, _ in again] == [HERMES_UID]
+        wait_for(
+            lambda: "dispatcher: exited (code 256, signal 9)" in log.read_text(),
+            15,
+            "the finish script's line",
+        )
+
+        off.wait_healthy_gateway(off.port_base, timeout=90)
+        wait_for(lambda: "dispatcher: disabled" in off.logs(), 30, "the disabled message")
+        time.sleep(3)  # the point: a parked service is not restarted (s6 would after 1 s)
+        assert off.logs().count("dispatcher: disabled") == 1, off.logs()[-2000:]
+        svstat = off.exec("s6-svstat", "/run/service/dispatcher").stdout
+        assert svstat.startswith("down"), svstat
+        assert _dispatchers(off) == []
+        wrong = [(str(p), s.st_uid) for p, s in volume_files(c.volume) if s.st_uid != HERMES_UID]
+        assert wrong == []

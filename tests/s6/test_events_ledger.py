@@ -41,7 +41,9 @@ def _live(tree: Tree) -> tuple[float, dict[str, dict[str, Any]]]:
 
 
 def _at(tree: Tree, moment: float) -> dict[str, dict[str, Any]]:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment % 1 * 1e6):06d}Z"
+    stamp = (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment % 1 * 1e6):06d}Z"
+    )
     data = json.loads(tree.ok("gateway", "status", "--all", "--json", "--at", stamp))
     return {item["profile"]: item for item in data}
 

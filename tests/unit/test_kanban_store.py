@@ -340,6 +340,33 @@ def test_claim_respects_the_caps_and_the_assignee_filter(store: Store) -> None:
     assert store.claim(HOLDER, loose) is None  # nothing ready left
 
 
+def test_claim_tasks_claims_the_chosen_ones_in_one_go_under_the_caps(store: Store) -> None:
+    ids = [store.create_task(f"t{i}", assignee=name).id for i, name in enumerate("aabbc")]
+    unassigned = store.create_task("nobody").id
+    blocked = store.create_task("held", assignee="c")
+    store.block(blocked.id, "not yet")
+    per_profile = ClaimLimits(max_in_progress_per_profile=1)
+    wanted = [ids[1], ids[0], unassigned, blocked.id, ids[2], ids[4], ids[3]]
+    runs = store.claim_tasks(HOLDER, wanted, per_profile)
+    # In the order given; the second "a" and second "b" are over the per-profile cap;
+    # the unassigned and the blocked task are not claimable.
+    assert [r.task_id for r in runs] == [ids[1], ids[2], ids[4]]
+    assert store.running_counts() == {"a": 1, "b": 1, "c": 1}
+    for run in runs:
+        task = store.get_task(run.task_id)
+        assert task.status == "running" and task.current_run == run.id and task.attempts == 1
+        assert store.runs_of(run.task_id) == [run]  # the returned run is the stored one
+    # Claimed already: nothing twice. The board cap stops the walk.
+    assert store.claim_tasks(HOLDER, [ids[1]], ClaimLimits()) == []
+    assert store.claim_tasks(HOLDER, [ids[0], ids[3]], ClaimLimits(max_in_progress=4)) == [
+        store.runs_of(ids[0])[0]
+    ]
+    assert store.get_task(ids[3]).status == "ready"
+    assert store.claim_tasks(HOLDER, [], ClaimLimits()) == []
+    kinds = [e.kind for e in store.events_since(0) if e.kind == "claimed"]
+    assert len(kinds) == 4
+
+
 def test_claim_on_another_board_and_on_an_archived_one(store: Store) -> None:
     store.create_board("ops")
     task = store.create_task("t", board="ops", assignee="coder")
@@ -659,3 +686,16 @@ def test_concurrent_claims_never_double_claim_or_exceed_caps(
     tasks = setup.list_tasks()
     assert {t.status for t in tasks} == {"done"}
     assert all(t.attempts == 1 for t in tasks)
+
+
+def test_what_create_and_complete_return_is_what_is_stored(store: Store) -> None:
+    parent = store.create_task("parent", assignee="a", max_runtime=30, max_retries=2)
+    assert parent == store.get_task(parent.id)
+    child = store.create_task(
+        "child", body="b", assignee="a", priority=3, parents=[parent.id], idempotency_key="k"
+    )
+    assert child == store.get_task(child.id)
+    run = store.claim(HOLDER)
+    assert run is not None
+    done = store.complete(run, "the answer", latency_ms=5, tokens=7)
+    assert done == store.get_task(parent.id)

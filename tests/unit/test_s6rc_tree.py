@@ -12,6 +12,12 @@ and dependencies.d/ with executable scripts; every dependency and bundle member 
 everything; and the Dockerfile installs root/ as a whole, so that every file lands where
 s6-overlay and the scripts look for it. The tree is also compiled for real with
 s6-rc-compile (the host's, or the release's).
+
+The kanban dispatcher's pair is checked here too: `dispatcher` pipes its output to
+`dispatcher-log` (an s6-rc pipeline), and its scripts run with the checkout's lib.sh and
+fake `id`/`s6-setuidgid`/`s6-log`: parked when HERMES_KANBAN_DISPATCHER is off, dropped
+to hermes before any program runs as root. tests/s6/test_kanban_dispatcher.py runs the
+same scripts under a real root s6-svscan.
 """
 
 from __future__ import annotations
@@ -90,6 +96,8 @@ def test_the_expected_services_exist() -> None:
     assert services.get("init-reconcile-profiles") == "oneshot"
     assert services.get("dashboard") == "longrun"
     assert services.get("svscan-gateways") == "longrun"
+    assert services.get("dispatcher") == "longrun"
+    assert services.get("dispatcher-log") == "longrun"
     assert services.get("user") == "bundle"
 
 
@@ -161,6 +169,19 @@ def test_order_is_volume_then_reconcile_then_dashboard() -> None:
     assert (TREE / "svscan-gateways" / "dependencies.d" / "init-volume").exists()
     assert (TREE / "init-reconcile-profiles" / "dependencies.d" / "svscan-gateways").exists()
     assert (TREE / "dashboard" / "dependencies.d" / "init-reconcile-profiles").exists()
+    # The dispatcher reads the default profile's config.yaml (made by the reconcile
+    # oneshot) on a repaired volume; its logger drops to hermes once init-volume gave
+    # that user its final ids (PUID/PGID).
+    assert (TREE / "dispatcher" / "dependencies.d" / "init-volume").exists()
+    assert (TREE / "dispatcher" / "dependencies.d" / "init-reconcile-profiles").exists()
+    assert (TREE / "dispatcher-log" / "dependencies.d" / "init-volume").exists()
+
+
+def test_the_dispatcher_pipes_its_output_to_its_logger() -> None:
+    assert (TREE / "dispatcher" / "producer-for").read_text().strip() == "dispatcher-log"
+    assert (TREE / "dispatcher-log" / "consumer-for").read_text().strip() == "dispatcher"
+    run = (TREE / "dispatcher" / "run").read_text()
+    assert "exec 2>&1" in run  # errors go down the pipe too
 
 
 def test_user_bundle_contains_every_service_and_only_existing_ones() -> None:
@@ -255,8 +276,9 @@ def test_tree_compiles_with_s6_rc(tmp_path: Path) -> None:
     (overlay / "base" / "type").write_text("bundle\n")
     # The source directories in s6-overlay's order (its rc.init): s6-rc.d, user-bundles.d.
     sources = [str(TREE), str(BUNDLES), str(overlay)]
+    compiler = _s6_rc_compile(tmp_path)
     proc = subprocess.run(
-        [_s6_rc_compile(tmp_path), "-v2", str(tmp_path / "db"), *sources],
+        [compiler, "-v2", str(tmp_path / "db"), *sources],
         capture_output=True,
         text=True,
         timeout=60,
@@ -264,7 +286,21 @@ def test_tree_compiles_with_s6_rc(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     # The compiled database knows every service of ours.
     names = (tmp_path / "db" / "servicedirs").iterdir()
-    assert {"svscan-gateways", "dashboard"} <= {n.name for n in names}
+    assert {"svscan-gateways", "dashboard", "dispatcher", "dispatcher-log"} <= {
+        n.name for n in names
+    }
+    # ... and the dispatcher and its logger as one pipeline.
+    s6_rc_db = Path(compiler).with_name("s6-rc-db")
+    if s6_rc_db.is_file():
+        proc = subprocess.run(
+            [str(s6_rc_db), "-c", str(tmp_path / "db"), "pipeline", "dispatcher"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        # Producer first, then its consumer.
+        assert proc.stdout.split() == ["dispatcher/dispatcher-log"], proc.stdout
 
 
 def test_gateway_svscan_runs_as_hermes_and_signals_readiness() -> None:
@@ -281,3 +317,127 @@ def test_gateway_svscan_runs_as_hermes_and_signals_readiness() -> None:
     # The reconcile oneshot no longer opens s6-overlay's root scandir to hermes.
     reconcile = (TREE / "init-reconcile-profiles" / "run").read_text()
     assert "chgrp" not in reconcile and "chmod" not in reconcile
+
+
+# -- the dispatcher's scripts, run on the host --------------------------------------------
+
+LIB = REPO / "root" / "opt" / "hermes" / "libexec" / "lib.sh"
+LIB_LINE = ". /opt/hermes/libexec/lib.sh"
+PARK = 125
+# `id -u` answers FAKE_UID; `s6-setuidgid` says whom it drops to (and whether the log
+# directory existed at that moment), then runs the rest; `s6-log` and the stand-in for
+# `hermes` say how they were called.
+FAKES = {
+    "id": '#!/bin/sh\n[ "$1" = -u ] && { echo "${FAKE_UID:?}"; exit 0; }\nexit 1\n',
+    "s6-setuidgid": (
+        "#!/bin/sh\n"
+        'echo "dropped to $1 home=$HOME user=$USER"\n'
+        '[ -e "${WATCH:-/nonexistent}" ] && echo "watched path existed before the drop"\n'
+        'shift\nexec "$@"\n'
+    ),
+    "s6-log": '#!/bin/sh\necho "s6-log $* umask=$(umask)"\n',
+    "fake-hermes": (
+        '#!/bin/sh\necho "hermes $* home=$HOME hermes_home=$HERMES_HOME umask=$(umask)"\n'
+    ),
+}
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in FAKES.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+def _run_image_script(
+    tmp_path: Path, fakes: Path, name: str, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    text = (TREE / name).read_text()
+    assert LIB_LINE in text
+    script = tmp_path / name.replace("/", "-")
+    script.write_text(text.replace(LIB_LINE, f". {LIB}"))
+    return subprocess.run(
+        ["sh", str(script), *args],
+        env={
+            "PATH": f"{fakes}:{os.environ['PATH']}",
+            "HERMES_BIN": str(fakes / "fake-hermes"),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("switch", ["0", "false", "NO"])
+def test_a_dispatcher_switched_off_exits_and_is_parked(
+    tmp_path: Path, fakes: Path, switch: str
+) -> None:
+    env = {"HERMES_KANBAN_DISPATCHER": switch, "FAKE_UID": "0", "HERMES_HOME": str(tmp_path)}
+    run = _run_image_script(tmp_path, fakes, "dispatcher/run", env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"dispatcher: disabled (HERMES_KANBAN_DISPATCHER={switch})\n"
+    finish = _run_image_script(tmp_path, fakes, "dispatcher/finish", env, "0", "0")
+    assert finish.returncode == PARK
+    assert finish.stdout == finish.stderr == ""
+
+
+@pytest.mark.parametrize("switch", [None, "", "1", "yes", "of"])
+def test_the_dispatcher_is_on_unless_switched_off(
+    tmp_path: Path, fakes: Path, switch: str | None
+) -> None:
+    """On by default, and a typo never turns it off; a killed one is restarted."""
+    env = {"FAKE_UID": "10000", "HERMES_HOME": str(tmp_path)}
+    if switch is not None:
+        env["HERMES_KANBAN_DISPATCHER"] = switch
+    run = _run_image_script(tmp_path, fakes, "dispatcher/run", env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("hermes kanban daemon "), run.stdout
+    killed = _run_image_script(tmp_path, fakes, "dispatcher/finish", env, "256", "9")
+    assert killed.returncode == 0
+    assert killed.stdout == "dispatcher: exited (code 256, signal 9); s6 restarts it\n"
+    stopped = _run_image_script(tmp_path, fakes, "dispatcher/finish", env, "0", "0")
+    assert (stopped.returncode, stopped.stdout) == (0, "")
+
+
+def test_root_runs_the_dispatcher_as_hermes(tmp_path: Path, fakes: Path) -> None:
+    env = {"FAKE_UID": "0", "HERMES_HOME": str(tmp_path / "data")}
+    run = _run_image_script(tmp_path, fakes, "dispatcher/run", env)
+    assert run.returncode == 0, run.stderr
+    data = tmp_path / "data"
+    assert run.stdout.splitlines() == [
+        f"dropped to hermes home={data} user=hermes",
+        f"hermes kanban daemon home={data} hermes_home={data} umask=0077",
+    ]
+    as_user = _run_image_script(tmp_path, fakes, "dispatcher/run", {**env, "FAKE_UID": "10000"})
+    assert as_user.stdout.splitlines() == [
+        f"hermes kanban daemon home={data} hermes_home={data} umask=0077"
+    ]
+
+
+def test_root_drops_before_the_logger_makes_its_directory(tmp_path: Path, fakes: Path) -> None:
+    data = tmp_path / "data"
+    log_dir = data / "logs" / "dispatcher"
+    env = {"FAKE_UID": "0", "HERMES_HOME": str(data), "WATCH": str(log_dir)}
+    run = _run_image_script(tmp_path, fakes, "dispatcher-log/run", env)
+    assert run.returncode == 0, run.stderr
+    # The directory did not exist when root handed over: the hermes user made it.
+    assert run.stdout.splitlines() == [
+        f"dropped to hermes home={data} user=hermes",
+        f"s6-log 1 n10 s1000000 T {log_dir} umask=0077",
+    ]
+    assert log_dir.is_dir()
+    again = _run_image_script(tmp_path, fakes, "dispatcher-log/run", env)
+    assert "watched path existed before the drop" in again.stdout  # the fake can tell
+    finish = subprocess.run(
+        ["sh", str(TREE / "dispatcher-log" / "finish"), "256", "9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finish.returncode == 0
+    assert "s6-log exited (code 256, signal 9)" in finish.stderr

@@ -175,12 +175,16 @@ class AuditLog:
         self._clock = clock
         self._lock = threading.Lock()
         self._next_flush = clock() + FLUSH_INTERVAL
+        # Told of every event before any rate limit (the metrics' login counters).
+        self.observer: Callable[[str, dict[str, Any]], None] | None = None
 
     @property
     def path(self) -> Path:
         return self.security.path
 
     def write(self, event: str, **fields: Any) -> None:
+        if self.observer is not None:
+            self.observer(event, fields)
         self.security.append({"ts": utc_now_iso(), "event": event, **scrub(fields)})
 
     def client_event(
@@ -191,6 +195,8 @@ class AuditLog:
         `security=True` (a provider-verified identity was refused) writes to the
         security log; everything else goes to the pre-auth log.
         """
+        if self.observer is not None:
+            self.observer(event, fields)
         kind = "login_denied" if security else "preauth"
         with self._lock:
             allowed = self._limiters[kind].allow(client_key(ip))

@@ -1,0 +1,52 @@
+"""The board's events, carried into the container's event ledger exactly once.
+
+The board keeps its own append-only event list (written in the same transaction as the
+change it records: the board's source of truth). The ledger gets a copy of each, as
+`kanban.<kind>` with the board's event id, board and task. The copy and the ledger's
+cursor for this board store move in one ledger transaction, and each copy carries a
+unique source key, so a crash between the board's write and the copy neither loses an
+event (the cursor has not moved: it is copied next time) nor doubles one.
+"""
+
+from __future__ import annotations
+
+from hermes_container.events.ledger import Ledger, Pending, make_pending
+from hermes_container.kanban.store import Store
+
+PAGE = 1000
+
+
+def stream_name(store: Store) -> str:
+    """Which board store the cursor follows: one per database, not per board."""
+    return f"board:{store.identity}"
+
+
+def carry(store: Store, ledger: Ledger, *, limit_pages: int = 20) -> int:
+    """Copy the board events the ledger has not seen; how many were new."""
+    stream = stream_name(store)
+    after = ledger.cursor(stream)
+    copied = 0
+    for _ in range(limit_pages):  # bounded per call: a huge backlog goes over ticks
+        page = store.events_since(after, limit=PAGE)
+        if not page:
+            break
+        batch: list[Pending] = []
+        for event in page:
+            data = {"board": event.board, "task_id": event.task_id, "board_event_id": event.id}
+            data.update(event.data)
+            profile = event.data.get("assignee")
+            batch.append(
+                make_pending(
+                    f"kanban.{event.kind}",
+                    profile=profile if isinstance(profile, str) else None,
+                    actor="board",
+                    data=data,
+                    at=event.at,
+                    source=f"{stream}:{event.id}",
+                )
+            )
+        after = page[-1].id
+        copied += ledger.write(batch, cursor=(stream, after))
+        if len(page) < PAGE:
+            break
+    return copied
