@@ -20,7 +20,13 @@ from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from hermes_container.dashboard import api, pages
+from hermes_container.dashboard import (
+    api,
+    kanban_api,
+    kanban_page,
+    metrics_endpoint,
+    pages,
+)
 from hermes_container.dashboard.asgi import Scope
 from hermes_container.dashboard.auth import routes as auth_routes
 from hermes_container.dashboard.auth.audit import AuditLog
@@ -32,6 +38,8 @@ from hermes_container.dashboard.auth.session import SessionCodec, SessionMiddlew
 from hermes_container.dashboard.auth.token_mode import TokenAuthMiddleware
 from hermes_container.dashboard.context import PACKAGE_DIR, DashboardContext
 from hermes_container.dashboard.headers import SecurityHeadersMiddleware
+from hermes_container.dashboard.kanban_board import KanbanBoard
+from hermes_container.dashboard.kanban_live import BoardWatch
 from hermes_container.dashboard.manager import ManagerSource, supervision_lookup
 from hermes_container.dashboard.public_status import StatusBody, StatusFastPath
 from hermes_container.dashboard.read_model import RowsCache, StatusCounts
@@ -119,9 +127,14 @@ def create_app(
         providers=providers,
     )
 
+    kanban = KanbanBoard(home)  # opens the board on first use
+    kanban_watch = BoardWatch(kanban)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        kanban_watch.close()
+        kanban.close()
         audit.close()  # also writes the pending `suppressed` aggregates
 
     app = FastAPI(
@@ -135,11 +148,15 @@ def create_app(
     app.state.hermes = context
     status_body = StatusBody(settings, context.counts)
     app.state.status_body = status_body
+    app.state.kanban = kanban
+    app.state.kanban_watch = kanban_watch
     # A plain Starlette route: no FastAPI dependency solving on the hottest path.
     app.router.routes.append(Route("/api/status", api.status_endpoint, methods=["GET"]))
     app.include_router(api.router)
     app.include_router(auth_routes.router)
     app.include_router(pages.router)
+    app.include_router(kanban_api.router)
+    app.include_router(kanban_page.router)
     app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")
 
     def on_refresh(scope: Scope, data: dict[str, Any]) -> None:
@@ -168,4 +185,5 @@ def create_app(
     app.add_middleware(StatusFastPath, body=status_body, check_host=settings.mode == "token")
     if settings.host_check is not None:  # outermost: unknown Hosts never reach auth logic
         app.add_middleware(HostCheckMiddleware, hosts=settings.host_check)
+    metrics_endpoint.install(app, home)  # outermost: GET /metrics has its own bearer gate
     return app

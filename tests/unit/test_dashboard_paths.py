@@ -47,7 +47,9 @@ PUBLIC_TARGETS = frozenset(
     }
 )
 # Pages the loopback mode serves without the header (they carry the token).
-TOKEN_PAGES = frozenset({"/", "/logs/boot", "/logs/audit", "/profiles/default", "/profiles/alpha"})
+TOKEN_PAGES = frozenset(
+    {"/", "/kanban", "/logs/boot", "/logs/audit", "/profiles/default", "/profiles/alpha"}
+)
 
 GATED = [
     "/api/profiles",
