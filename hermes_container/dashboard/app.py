@@ -22,6 +22,8 @@ from starlette.templating import Jinja2Templates
 
 from hermes_container.dashboard import (
     api,
+    events_api,
+    events_page,
     kanban_api,
     kanban_page,
     metrics_endpoint,
@@ -157,6 +159,8 @@ def create_app(
     app.include_router(pages.router)
     app.include_router(kanban_api.router)
     app.include_router(kanban_page.router)
+    app.include_router(events_api.router)
+    app.include_router(events_page.router)
     app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")
 
     def on_refresh(scope: Scope, data: dict[str, Any]) -> None:

@@ -325,8 +325,12 @@ class Ledger:
 
     def bounds(self) -> tuple[int, int]:
         """(first id kept, last id written); (0, 0) when empty."""
+        # Two subqueries: SQLite answers a lone MIN or MAX from the index's ends, but
+        # MIN and MAX together scan the whole table.
         with self._lock:
-            row = self._conn.execute("SELECT MIN(id), MAX(id) FROM events").fetchone()
+            row = self._conn.execute(
+                "SELECT (SELECT MIN(id) FROM events), (SELECT MAX(id) FROM events)"
+            ).fetchone()
         return (int(row[0] or 0), int(row[1] or 0))
 
 

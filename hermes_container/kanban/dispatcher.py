@@ -133,6 +133,7 @@ class TickReport:
         }.get(outcome.kind)
         if bucket is not None:
             bucket.append(outcome.task_id)
+            bucket.sort()  # runs finish in any order; reports list ids in order
 
 
 class Dispatcher:

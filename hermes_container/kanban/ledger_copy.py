@@ -31,10 +31,13 @@ def carry(store: Store, ledger: Ledger, *, limit_pages: int = 20) -> int:
         if not page:
             break
         batch: list[Pending] = []
+        # The profile of each event is its task's assignee (most board events do not
+        # name it): one query per page, so a profile's history includes its tasks.
+        assignees = {t.id: t.assignee for t in store.get_tasks([e.task_id for e in page]).values()}
         for event in page:
             data = {"board": event.board, "task_id": event.task_id, "board_event_id": event.id}
             data.update(event.data)
-            profile = event.data.get("assignee")
+            profile = event.data.get("assignee") or assignees.get(event.task_id)
             batch.append(
                 make_pending(
                     f"kanban.{event.kind}",

@@ -48,7 +48,7 @@ PUBLIC_TARGETS = frozenset(
 )
 # Pages the loopback mode serves without the header (they carry the token).
 TOKEN_PAGES = frozenset(
-    {"/", "/kanban", "/logs/boot", "/logs/audit", "/profiles/default", "/profiles/alpha"}
+    {"/", "/kanban", "/events", "/logs/boot", "/logs/audit", "/profiles/default", "/profiles/alpha"}
 )
 
 GATED = [

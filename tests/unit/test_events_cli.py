@@ -21,6 +21,8 @@ from hermes_container.events.ledger import Ledger, make_pending
 from hermes_container.home import HermesHome
 from tests.conftest import run_hermes
 
+# Reset by the `home` fixture: relative windows ("15m") are measured from when the
+# events were written, not from when pytest imported this module.
 NOW = time.time()
 HOUR = 3600.0
 # (kind, profile, seconds ago, data)
@@ -38,6 +40,8 @@ ROWS: list[tuple[str, str | None, float, dict[str, Any]]] = [
 
 @pytest.fixture
 def home(hermes_home: HermesHome, monkeypatch: pytest.MonkeyPatch) -> Iterator[HermesHome]:
+    global NOW
+    NOW = time.time()
     monkeypatch.delenv("HERMES_EVENTS", raising=False)
     hermes_home.root.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(hermes_home.root)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -51,10 +53,21 @@ def test_spawn_capture_kills_and_reaps_on_timeout(tmp_path: Path) -> None:
 
 
 def test_spawn_capture_leaks_no_descriptors() -> None:
-    before = set(os.listdir("/proc/self/fd"))
-    for _ in range(20):
-        tools.spawn_capture(["/bin/true"], 10)
-    assert set(os.listdir("/proc/self/fd")) == before
+    # In a fresh interpreter: threads that earlier tests left in this process (a
+    # ledger connection, a metrics flusher) open and close descriptors of their own.
+    script = (
+        "import os\n"
+        "from hermes_container.supervision import tools\n"
+        "before = set(os.listdir('/proc/self/fd'))\n"
+        "for _ in range(20):\n"
+        "    tools.spawn_capture(['/bin/true'], 10)\n"
+        "after = set(os.listdir('/proc/self/fd'))\n"
+        "print(sorted(after - before), sorted(before - after))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.strip() == "[] []"
 
 
 def test_spawn_capture_of_a_missing_program_raises_and_leaks_nothing(tmp_path: Path) -> None:
