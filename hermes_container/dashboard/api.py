@@ -14,6 +14,7 @@ from hermes_container.dashboard.logtail import follow
 from hermes_container.dashboard.public_status import StatusBody
 from hermes_container.dashboard.read_model import profile_status, status_json
 from hermes_container.errors import HermesError
+from hermes_container.events.append import ACTOR
 from hermes_container.names import is_valid_profile_name
 from hermes_container.profiles import profile_exists
 
@@ -91,6 +92,8 @@ async def gateway_action(request: Request, name: str, action: str) -> JSONRespon
             "run the container (or `hermes supervise`) to manage gateways",
         )
     method = getattr(manager, action)
+    # The ledger's desired.changed names who asked (the threadpool copies the context).
+    acting = ACTOR.set(f"dashboard:{audit['user']}")
     try:
         status = await run_in_threadpool(lambda: method(name, wait=ACTION_WAIT_S))
     except HermesError as exc:
@@ -101,6 +104,7 @@ async def gateway_action(request: Request, name: str, action: str) -> JSONRespon
         context.audit.write("gateway_action", action=action, result="error", **audit)
         return _error(500, "action_failed", f"{action} failed: {type(exc).__name__}")
     finally:
+        ACTOR.reset(acting)
         # Whatever happened, the next read of the rows asks the supervisor again.
         await run_in_threadpool(context.rows.invalidate)
     context.audit.write("gateway_action", action=action, result="ok", **audit)

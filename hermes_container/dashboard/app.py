@@ -42,6 +42,7 @@ from hermes_container.dashboard.context import PACKAGE_DIR, DashboardContext
 from hermes_container.dashboard.headers import SecurityHeadersMiddleware
 from hermes_container.dashboard.kanban_board import KanbanBoard
 from hermes_container.dashboard.kanban_live import BoardWatch
+from hermes_container.dashboard.ledger_audit import chain, ledger_observer
 from hermes_container.dashboard.manager import ManagerSource, supervision_lookup
 from hermes_container.dashboard.public_status import StatusBody, StatusFastPath
 from hermes_container.dashboard.read_model import RowsCache, StatusCounts
@@ -189,5 +190,8 @@ def create_app(
     app.add_middleware(StatusFastPath, body=status_body, check_host=settings.mode == "token")
     if settings.host_check is not None:  # outermost: unknown Hosts never reach auth logic
         app.add_middleware(HostCheckMiddleware, hosts=settings.host_check)
-    metrics_endpoint.install(app, home)  # outermost: GET /metrics has its own bearer gate
+    metrics_endpoint.install(app, home)
+    audit.observer = chain(
+        audit.observer, ledger_observer(home.root)
+    )  # outermost: GET /metrics has its own bearer gate
     return app

@@ -29,6 +29,7 @@ class FakeManager:
     def __init__(self, profiles: list[str]) -> None:
         self.running = dict.fromkeys(profiles, True)
         self.calls: list[tuple[str, str]] = []
+        self.actors: list[str | None] = []
 
     def register(self, profile: str, *, start: bool = False) -> None:
         self.running.setdefault(profile, start)
@@ -37,7 +38,10 @@ class FakeManager:
         self.running.pop(profile, None)
 
     def _do(self, action: str, profile: str, up: bool) -> ServiceStatus:
+        from hermes_container.events.append import ACTOR
+
         self.calls.append((action, profile))
+        self.actors.append(ACTOR.get())  # who the ledger would name as acting
         self.running[profile] = up
         return self.status(profile)
 

@@ -23,6 +23,7 @@ from hermes_container.dashboard.auth.allowlist import Allowlist
 from hermes_container.dashboard.auth.audit import PREAUTH_FILE
 from hermes_container.dashboard.auth.session import COOKIE_NAME
 from hermes_container.dashboard.settings import DashboardSettings, OidcConfig
+from hermes_container.events.ledger import Ledger
 from hermes_container.home import HermesHome
 from tests.unit.dashboard_support import FakeManager, oidc_provider
 
@@ -151,6 +152,16 @@ def test_full_flow_login_api_action_logout(
     assert stopped.status_code == 200, stopped.text
     assert stopped.json()["status"]["gateway_state"] == "stopped"
     assert manager.calls == [("stop", "alpha")]
+    assert manager.actors == ["dashboard:alice@example.com"]
+    ledger = Ledger(home.root)
+    try:
+        copied = [(e.kind, e.actor, e.profile, e.data) for e in ledger.iterate(0)]
+    finally:
+        ledger.close()
+    assert ("dashboard.action", "dashboard:alice@example.com", "alpha") == copied[-1][:3]
+    assert copied[-1][3] == {"action": "stop", "result": "ok"}
+    logins = [c for c in copied if c[0] == "dashboard.login"]
+    assert len(logins) == 1 and logins[0][1] == "dashboard:alice@example.com"
     evil = client.post(
         "/api/profiles/alpha/gateway/start",
         headers={"X-CSRF-Token": token, "Origin": "http://evil.example"},
