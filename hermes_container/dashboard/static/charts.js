@@ -5,47 +5,12 @@
 // Every value reaches the DOM through textContent.
 "use strict";
 (function () {
-  const meta = (name) => {
-    const el = document.querySelector(`meta[name="${name}"]`);
-    return el ? el.getAttribute("content") : null;
-  };
-  const sessionToken = meta("hermes-session-token"); // loopback mode only
+  const { api, el, stamp, follow } = window.Hermes;
   const TIMELINE_PREFIXES = ["gateway.", "desired.", "slot.", "profile.", "boot."];
   const REFRESH_MS = { hour: 30000, day: 300000 };
   const ACTIVITY_MS = 15000;
   const TIMELINE_MAX = 200;
   const COLORS = { a: "#4f46e5", b: "#b91c1c", c: "#15803d", d: "#b45309" };
-
-  function headers(extra) {
-    const h = Object.assign({ Accept: "application/json" }, extra || {});
-    if (sessionToken) h["X-Hermes-Session-Token"] = sessionToken;
-    return h;
-  }
-
-  function toLogin(body) {
-    const url = (body && body.login_url) || "/login";
-    const next = encodeURIComponent(location.pathname + location.search);
-    location.href = url.replace(/next=[^&]*/, "next=" + next);
-  }
-
-  async function api(path) {
-    const res = await fetch(path, { credentials: "same-origin", headers: headers() });
-    let body = null;
-    try { body = await res.json(); } catch (e) { body = null; }
-    if (res.status === 401) { toLogin(body); throw new Error("not logged in"); }
-    return { status: res.status, body: body };
-  }
-
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function stamp(at) {
-    return new Date(at * 1000).toISOString().replace("T", " ").slice(0, 19);
-  }
 
   function number(value, digits) {
     if (value === null || value === undefined) return "-";
@@ -181,35 +146,6 @@
   }
 
   // -- a profile's timeline -----------------------------------------------------------
-
-  async function follow(url, onMessage) {
-    const res = await fetch(url, {
-      credentials: "same-origin", headers: headers({ Accept: "text/event-stream" }),
-    });
-    if (res.status === 401) { toLogin(null); return; }
-    if (!res.ok || !res.body) throw new Error(`stream unavailable (${res.status})`);
-    const reader = res.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        if (block.startsWith(":")) continue;
-        let name = "message";
-        const data = [];
-        for (const line of block.split("\n")) {
-          if (line.startsWith("event: ")) name = line.slice(7);
-          else if (line.startsWith("data: ")) data.push(line.slice(6));
-        }
-        onMessage(name, JSON.parse(data.join("\n")));
-      }
-    }
-  }
 
   function timelineItem(entry) {
     const li = el("li", "tone-" + entry.tone);

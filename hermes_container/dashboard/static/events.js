@@ -3,45 +3,10 @@
 // No build step, no framework; every value reaches the DOM through textContent.
 "use strict";
 (function () {
-  const meta = (name) => {
-    const el = document.querySelector(`meta[name="${name}"]`);
-    return el ? el.getAttribute("content") : null;
-  };
-  const sessionToken = meta("hermes-session-token"); // loopback mode only
+  const { api, el, stamp, follow } = window.Hermes;
   const FIELDS = ["profile", "kind", "since", "until"];
   const MAX_ROWS = 2000;
   const RECONNECT_MS = 2000;
-
-  function headers(extra) {
-    const h = Object.assign({ Accept: "application/json" }, extra || {});
-    if (sessionToken) h["X-Hermes-Session-Token"] = sessionToken;
-    return h;
-  }
-
-  function toLogin(body) {
-    const url = (body && body.login_url) || "/login";
-    const next = encodeURIComponent(location.pathname + location.search);
-    location.href = url.replace(/next=[^&]*/, "next=" + next);
-  }
-
-  async function api(path) {
-    const res = await fetch(path, { credentials: "same-origin", headers: headers() });
-    let body = null;
-    try { body = await res.json(); } catch (e) { body = null; }
-    if (res.status === 401) { toLogin(body); throw new Error("not logged in"); }
-    return { status: res.status, body: body };
-  }
-
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function stamp(at) {
-    return new Date(at * 1000).toISOString().replace("T", " ").slice(0, 19);
-  }
 
   function row(event) {
     const tr = el("tr", "tone-" + event.tone);
@@ -74,37 +39,6 @@
     for (const key of FIELDS) if (filters[key]) params.set(key, filters[key]);
     for (const [key, value] of Object.entries(extra || {})) params.set(key, String(value));
     return params.toString();
-  }
-
-  // SSE over fetch(): EventSource cannot send the loopback token header.
-  async function follow(url, signal, onMessage) {
-    const res = await fetch(url, {
-      credentials: "same-origin", signal: signal,
-      headers: headers({ Accept: "text/event-stream" }),
-    });
-    if (res.status === 401) { toLogin(null); return; }
-    if (!res.ok || !res.body) throw new Error(`stream unavailable (${res.status})`);
-    const reader = res.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        if (block.startsWith(":")) continue;
-        let name = "message";
-        const data = [];
-        for (const line of block.split("\n")) {
-          if (line.startsWith("event: ")) name = line.slice(7);
-          else if (line.startsWith("data: ")) data.push(line.slice(6));
-        }
-        onMessage(name, JSON.parse(data.join("\n")));
-      }
-    }
   }
 
   document.addEventListener("DOMContentLoaded", () => {
@@ -171,12 +105,12 @@
       controller = new AbortController();
       const url = "/api/events/stream?" + query(
         { profile: filters.profile, kind: filters.kind }, { after: lastId });
-      follow(url, controller.signal, (name, data) => {
+      follow(url, (name, data) => {
         if (mine !== generation) return;
         if (name === "hello") setLive("live", "ok");
         else if (name === "events") prepend(data);
         else if (name === "unavailable") setLive("ledger unavailable", "warn");
-      }).then(() => {
+      }, controller.signal).then(() => {
         if (mine === generation) {
           setLive("reconnecting…", "warn");
           setTimeout(() => { if (mine === generation) startStream(mine); }, RECONNECT_MS);

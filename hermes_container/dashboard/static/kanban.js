@@ -3,53 +3,13 @@
 // No build step, no framework; every value reaches the DOM through textContent.
 "use strict";
 (function () {
-  const meta = (name) => {
-    const el = document.querySelector(`meta[name="${name}"]`);
-    return el ? el.getAttribute("content") : null;
-  };
-  const sessionToken = meta("hermes-session-token"); // loopback mode only
-  const csrfToken = meta("csrf-token");
+  const { api, el } = window.Hermes;
   const TASK_BUTTONS = {
     assign: (t) => !["running", "done", "archived"].includes(t.status),
     unblock: (t) => t.status === "blocked" || t.status === "triage",
     reclaim: (t) => t.status === "running",
     archive: (t) => t.status !== "running" && t.status !== "archived",
   };
-
-  function headers(extra) {
-    const h = Object.assign({ Accept: "application/json" }, extra || {});
-    if (sessionToken) h["X-Hermes-Session-Token"] = sessionToken;
-    if (csrfToken) h["X-CSRF-Token"] = csrfToken;
-    return h;
-  }
-
-  function toLogin(body) {
-    const url = (body && body.login_url) || "/login";
-    const next = encodeURIComponent(location.pathname + location.search);
-    location.href = url.replace(/next=[^&]*/, "next=" + next);
-  }
-
-  async function api(path, options) {
-    const opts = Object.assign({ credentials: "same-origin" }, options || {});
-    opts.headers = headers(opts.headers);
-    if (opts.json !== undefined) {
-      opts.body = JSON.stringify(opts.json);
-      opts.headers["Content-Type"] = "application/json";
-      delete opts.json;
-    }
-    const res = await fetch(path, opts);
-    let body = null;
-    try { body = await res.json(); } catch (e) { body = null; }
-    if (res.status === 401) { toLogin(body); throw new Error("not logged in"); }
-    return { status: res.status, body: body };
-  }
-
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
 
   function age(seconds) {
     // Two units at most, like the profiles table: `3m 4s`, `2h 5m`, `1d 0h`.
@@ -428,35 +388,13 @@
     }
   }
 
-  // SSE over fetch(), as the log tail does: EventSource cannot send the token header.
-  async function follow() {
+  // The board's events as they are written (Hermes.follow: SSE over fetch()).
+  function follow() {
     const since = page.lastEventId === null ? "" : `&since=${page.lastEventId}`;
-    const res = await fetch(`/api/kanban/stream?board=${encodeURIComponent(page.board)}${since}`, {
-      credentials: "same-origin", headers: headers({ Accept: "text/event-stream" }),
+    const url = `/api/kanban/stream?board=${encodeURIComponent(page.board)}${since}`;
+    return Hermes.follow(url, (event, data) => {
+      try { onStreamMessage(event, data); } catch (e) { /* skip */ }
     });
-    if (res.status === 401) { toLogin(null); return; }
-    if (!res.ok || !res.body) throw new Error(`live updates unavailable (${res.status})`);
-    const reader = res.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        let event = "message";
-        const data = [];
-        for (const line of block.split("\n")) {
-          if (line.startsWith("event: ")) event = line.slice(7);
-          else if (line.startsWith("data: ")) data.push(line.slice(6));
-        }
-        if (!data.length) continue; // a keep-alive comment
-        try { onStreamMessage(event, JSON.parse(data.join("\n"))); } catch (e) { /* skip */ }
-      }
-    }
   }
 
   async function keepFollowing() {
