@@ -18,10 +18,10 @@ import pytest
 
 from hermes_container.commands.kanban import _last_events
 from hermes_container.home import HermesHome
-from hermes_container.kanban.model import Holder
 from hermes_container.kanban.store import Store
 from tests.conftest import run_hermes
-from tests.unit.test_kanban_dispatcher import (
+from tests.unit.kanban_support import (
+    ELSEWHERE,
     Site,
     fresh_board,
     open_test_store,
@@ -29,8 +29,6 @@ from tests.unit.test_kanban_dispatcher import (
     set_kanban,
     snapshot,
 )
-
-ELSEWHERE = Holder("elsewhere#0badc0de", 4242)
 
 
 @pytest.fixture

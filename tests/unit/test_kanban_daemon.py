@@ -25,11 +25,12 @@ import pytest
 from hermes_container.home import HermesHome
 from hermes_container.kanban.daemon import STOP_GRACE_SECONDS, Daemon
 from hermes_container.kanban.dispatcher import Dispatcher, TickReport
-from hermes_container.kanban.model import Holder, Task
+from hermes_container.kanban.model import Task
 from hermes_container.kanban.store import Store, open_store
 from tests.conftest import wait_for
 from tests.fake_upstream import FakeUpstream
-from tests.unit.test_kanban_dispatcher import (
+from tests.unit.kanban_support import (
+    ELSEWHERE,
     Site,
     events_of,
     fresh_board,
@@ -49,7 +50,6 @@ IDLE_SECONDS = 3.0
 IDLE_CPU_SECONDS = 0.15
 MAX_RSS_MB = 30.0
 PSYCOPG_RSS_MB = 15.0
-ELSEWHERE = Holder("elsewhere#0badc0de", 4242)  # another host's dispatcher
 
 
 @pytest.fixture(scope="module")

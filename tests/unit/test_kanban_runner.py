@@ -21,62 +21,31 @@ import pytest
 from hermes_container.home import HermesHome
 from hermes_container.kanban.dispatcher import Dispatcher
 from hermes_container.kanban.gateways import GatewayDirectory
-from hermes_container.kanban.model import Holder
 from hermes_container.kanban.prompt import MAX_PIECE_CHARS, task_text
 from hermes_container.kanban.runner import retry_after_seconds, session_id
 from hermes_container.kanban.store import Store
 from tests.conftest import wait_for
 from tests.fake_upstream import FakeUpstream
+from tests.unit import kanban_support
 from tests.unit.conftest import GatewayProfile
-from tests.unit.test_kanban_dispatcher import (
+from tests.unit.kanban_support import (
+    ELSEWHERE,
     Clock,
-    Site,
     events_of,
-    fresh_board,
     kinds,
     last_event,
     open_test_store,
-    running_site,
     set_kanban,
     tick_and_wait,
 )
 
-ELSEWHERE = Holder("elsewhere#0badc0de", 4242)
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with running_site(tmp_path_factory.mktemp("site")) as running:
-        yield running
-
-
-@pytest.fixture
-def home(site: Site, monkeypatch: pytest.MonkeyPatch) -> HermesHome:
-    return fresh_board(site, monkeypatch)
-
-
-@pytest.fixture
-def upstream(site: Site, home: HermesHome) -> FakeUpstream:
-    return site.upstream
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(home: HermesHome, clock: Clock) -> Iterator[Store]:
-    opened = open_test_store(home, clock)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def dispatcher(home: HermesHome, store: Store) -> Iterator[Dispatcher]:
-    made = Dispatcher(home, store)
-    yield made
-    made.wait_all(timeout=30)
+# The shared fixtures (kanban_support): pytest finds them by name in this module.
+clock = kanban_support.clock
+dispatcher = kanban_support.dispatcher
+home = kanban_support.home
+site = kanban_support.site
+store = kanban_support.store
+upstream = kanban_support.upstream
 
 
 @contextlib.contextmanager
