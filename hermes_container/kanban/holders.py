@@ -50,14 +50,11 @@ class LifeLock:
             self._fd = None
 
 
-def gone(directory: Path, holder: Holder) -> bool | None:
-    """True: the holder's lock is free (it is gone; its stale file is removed).
-    False: someone holds it. None: no lock file here, so this home cannot tell."""
-    path = lock_path(directory, holder)
+def _remove_if_free(path: Path) -> bool | None:
+    """Take `path`'s lock if nobody holds it and remove the file: True. False: it is
+    held. None: there is no such lock file (or it cannot be opened)."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return None
     except OSError:
         return None
     try:
@@ -72,27 +69,16 @@ def gone(directory: Path, holder: Holder) -> bool | None:
         os.close(fd)
 
 
+def gone(directory: Path, holder: Holder) -> bool | None:
+    """True: the holder's lock is free (it is gone; its stale file is removed).
+    False: someone holds it. None: no lock file here, so this home cannot tell."""
+    return _remove_if_free(lock_path(directory, holder))
+
+
 def sweep(directory: Path) -> int:
     """Remove lock files nobody holds (dispatchers killed before they could); how many."""
-    removed = 0
     try:
         names = os.listdir(directory)
     except OSError:
         return 0
-    for name in names:
-        if not name.endswith(".lock"):
-            continue
-        path = directory / name
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            path.unlink()
-            removed += 1
-        except OSError:
-            pass  # held: its dispatcher lives
-        finally:
-            os.close(fd)
-    return removed
+    return sum(1 for name in names if name.endswith(".lock") and _remove_if_free(directory / name))
