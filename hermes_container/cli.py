@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "healthcheck": "hermes_container.commands.healthcheck",
     "kanban": "hermes_container.commands.kanban",
     "events": "hermes_container.commands.events",
+    "jobs": "hermes_container.commands.jobs",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 

@@ -43,21 +43,32 @@ def format_duration(seconds: float | None, *, parts: int = 4) -> str:
     return " ".join(f"{value}{unit}" for value, unit in units[:parts])
 
 
-_AGO_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = r"(?:\d+(?:\.\d+)?[smhd])+"
+
+
+def duration_seconds(text: str) -> float | None:
+    """`90s`, `15m`, `1h30m`, `2d` as seconds; None when `text` is not such a duration."""
+    import re
+
+    value = text.strip()
+    if not re.fullmatch(_DURATION, value):
+        return None
+    return sum(
+        float(number) * _UNITS[unit]
+        for number, unit in re.findall(r"(\d+(?:\.\d+)?)([smhd])", value)
+    )
 
 
 def parse_when(text: str, option: str, now: float | None = None) -> float:
     """A moment given on the command line: an ISO time (`2026-12-03T03:00:00Z`) or a
     time ago (`90s`, `15m`, `2h`, `1d`). Unix seconds; a one-line UsageError otherwise."""
-    import re
-
     from hermes_container.errors import UsageError
 
     value = text.strip()
-    ago = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value)
-    if ago:
-        seconds = float(ago.group(1)) * _AGO_UNITS[ago.group(2)]
-        return (time.time() if now is None else now) - seconds
+    ago = duration_seconds(value)
+    if ago is not None:
+        return (time.time() if now is None else now) - ago
     parsed = parse_iso(value)
     if parsed is None:
         raise UsageError(

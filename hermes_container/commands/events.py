@@ -8,6 +8,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 FOLLOW_POLL_SECONDS = 0.5
@@ -25,10 +26,10 @@ def parse_since(text: str, now: float | None = None) -> tuple[int | None, float 
 
 
 def _kind_exists(kind: str) -> bool:
-    from hermes_container.events.model import BOARD_PREFIX, KINDS, known_kind
+    from hermes_container.events.model import BOARD_PREFIX, JOB_PREFIX, KINDS, known_kind
 
     if kind.endswith("."):
-        return kind == BOARD_PREFIX or any(k.startswith(kind) for k in KINDS)
+        return kind in (BOARD_PREFIX, JOB_PREFIX) or any(k.startswith(kind) for k in KINDS)
     return known_kind(kind)
 
 
@@ -78,7 +79,23 @@ def _events(args: argparse.Namespace) -> int:
             "a trailing '.' matches a prefix such as gateway.)"
         )
     filters = {"profile": args.profile, "kind": args.kind, "since": since}
-    after = after or 0
+    return print_events(
+        ledger, after or 0, filters, follow=args.follow, limit=args.limit, as_json=as_json
+    )
+
+
+def print_events(
+    ledger: Any,
+    after: int,
+    filters: dict[str, Any],
+    *,
+    follow: bool,
+    limit: int | None,
+    as_json: bool,
+    keep: Callable[[Any], bool] | None = None,
+) -> int:
+    """Print the ledger's events after `after` that match `filters` (and `keep`), then,
+    with `follow`, what comes, until interrupted."""
     printed = 0
     try:
         while True:
@@ -87,12 +104,14 @@ def _events(args: argparse.Namespace) -> int:
             # newest events would spin on them without sleeping).
             newest = ledger.bounds()[1]
             for event in ledger.iterate(after, **filters):
-                print(json.dumps(event.to_json(), sort_keys=True) if as_json else _line(event))
                 after = event.id
+                if keep is not None and not keep(event):
+                    continue
+                print(json.dumps(event.to_json(), sort_keys=True) if as_json else _line(event))
                 printed += 1
-                if args.limit is not None and printed >= args.limit and not args.follow:
+                if limit is not None and printed >= limit and not follow:
                     return 0
-            if not args.follow:
+            if not follow:
                 return 0
             after = max(after, newest)
             sys.stdout.flush()  # a pipe (`| grep`) sees each batch as it comes

@@ -33,11 +33,14 @@ KINDS: dict[str, str] = {
     "dashboard.action": "a gateway action taken from the dashboard",
 }
 BOARD_PREFIX = "kanban."  # every board event is carried as kanban.<its kind>
+JOB_PREFIX = "job."  # every job event (kanban/jobs/model.py EVENT_KINDS) as job.<its kind>
 ACTOR_MAX = 120
 
 
 def known_kind(kind: str) -> bool:
-    return kind in KINDS or (kind.startswith(BOARD_PREFIX) and len(kind) > len(BOARD_PREFIX))
+    return kind in KINDS or any(
+        kind.startswith(prefix) and len(kind) > len(prefix) for prefix in (BOARD_PREFIX, JOB_PREFIX)
+    )
 
 
 @dataclass(frozen=True, slots=True)

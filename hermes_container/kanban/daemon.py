@@ -21,6 +21,9 @@ from types import FrameType
 from hermes_container.home import HermesHome
 from hermes_container.kanban import holders, wake
 from hermes_container.kanban.dispatcher import Dispatcher, TickReport
+from hermes_container.kanban.errors import InvalidTransition, NotFound, NotHolder
+from hermes_container.kanban.jobs.scheduler import Scheduler
+from hermes_container.kanban.model import ClaimLimits
 from hermes_container.kanban.store import Store
 
 log = logging.getLogger("hermes.kanban")
@@ -67,6 +70,7 @@ class Daemon:
     ) -> None:
         self.home, self.store = home, store
         self.dispatcher = dispatcher or Dispatcher(home, store)
+        self.scheduler = Scheduler(home, store, lambda: self.dispatcher.settings().jobs)
         self.only_boards = boards
         self.stopping = False
         self._last_checkpoint = time.monotonic()
@@ -92,6 +96,11 @@ class Daemon:
         due: float | None = None
         from hermes_container.metrics.dispatch import observe_tick
 
+        try:
+            due = self.scheduler.tick()
+        except Exception as exc:  # the board's own tasks go on whatever the jobs do
+            log.error("jobs: scheduler pass failed: %s", exc)
+        waiting: list[int] = []
         for board in self.boards():
             started = time.monotonic()
             report = self.dispatcher.tick(board)
@@ -99,6 +108,7 @@ class Daemon:
             if report.busy():
                 log.info("%s", summary(report))
             if report.skipped_gateway_down:
+                waiting += report.skipped_gateway_down
                 # Nothing announces a gateway coming back: look again soon, not at the
                 # next interval (a probe of a down port costs a refused connect).
                 soon = self.store.now() + GATEWAY_RECHECK_SECONDS
@@ -106,10 +116,41 @@ class Daemon:
             nxt = self.store.next_due(board)
             if nxt is not None:
                 due = nxt if due is None else min(due, nxt)
+        self._fail_waiting_jobs(waiting)
         for outcome in self.dispatcher.reap():
             log.info("task %s: %s %s", outcome.task_id, outcome.kind, outcome.detail)
         self._carry()
         return due
+
+    def _fail_waiting_jobs(self, waiting: list[int]) -> None:
+        """A job step whose gateway stays down past the jobs' grace fails (counted, so it
+        retries with backoff and can reach the dead-letter queue); other tasks wait."""
+        tasks = self.store.get_tasks(waiting) if waiting else {}
+        job_tasks = [t for t in tasks.values() if (t.idempotency_key or "").startswith("job:")]
+        overdue = self.scheduler.gateway_down(t.id for t in job_tasks)
+        if not overdue:
+            return
+        grace = self.dispatcher.settings().jobs.gateway_grace_seconds
+        policies = self.scheduler.jobs.policies([tasks[t] for t in overdue])
+        for task_id in overdue:
+            task = tasks[task_id]
+            try:
+                run = self.store.claim(
+                    self.dispatcher.holder,
+                    ClaimLimits(claim_ttl_seconds=60.0),
+                    board=task.board,
+                    task_id=task_id,
+                )
+                if run is None:
+                    continue  # started or changed meanwhile
+                self.store.fail(
+                    run,
+                    f"the gateway of {task.assignee} stayed down for more than {grace:g}s",
+                    policies.get(task_id),
+                )
+                log.warning("task %s: gateway of %s down past the grace", task_id, task.assignee)
+            except (InvalidTransition, NotFound, NotHolder) as exc:
+                log.debug("task %s: not failed: %s", task_id, exc)
 
     def _checkpoint_when_idle(self) -> None:
         """With nothing in flight, fold the board's WAL into its file (SQLite), at most
@@ -128,12 +169,15 @@ class Daemon:
     def _carry(self) -> None:
         """Copy the board's new events into the event ledger (never stops dispatching)."""
         from hermes_container.events.append import enabled, open_ledger
+        from hermes_container.kanban.jobs.output import export_events
         from hermes_container.kanban.ledger_copy import carry
 
         if not enabled():
             return
         try:
-            carry(self.store, open_ledger(self.home.root))
+            ledger = open_ledger(self.home.root)
+            carry(self.store, ledger)
+            export_events(self.home.root, ledger)
         except Exception as exc:  # busy or broken ledger: the cursor waits, nothing lost
             log.warning("event ledger: board events not copied yet: %s", exc)
 
@@ -183,6 +227,7 @@ class Daemon:
         finally:
             listener.close()
             self._finish_inflight()
+            self.scheduler.wait_deliveries(STOP_GRACE_SECONDS)
             self.dispatcher.close()
 
     def _finish_inflight(self) -> None:

@@ -34,6 +34,7 @@ from hermes_container.home import HermesHome
 from hermes_container.kanban import holders
 from hermes_container.kanban.errors import InvalidTransition, NotFound, NotHolder
 from hermes_container.kanban.gateways import Endpoint, GatewayDirectory
+from hermes_container.kanban.jobs.api import Jobs
 from hermes_container.kanban.model import BLOCKED, DEFAULT_BOARD, Holder, Run, Task
 from hermes_container.kanban.runner import Outcome, TaskRun
 from hermes_container.kanban.runs import cap
@@ -292,17 +293,21 @@ class Dispatcher:
         dry_run: bool,
         report: TickReport,
     ) -> None:
-        for run in runs:
-            task = running.get(run.task_id)
-            if run.id in gone or task is None or task.max_runtime is None:
-                continue
-            if now - run.claimed_at <= task.max_runtime + TIMEOUT_GRACE_SECONDS:
-                continue
+        overdue = [
+            (run, task)
+            for run in runs
+            if run.id not in gone
+            and (task := running.get(run.task_id)) is not None
+            and task.max_runtime is not None
+            and now - run.claimed_at > task.max_runtime + TIMEOUT_GRACE_SECONDS
+        ]
+        policies = Jobs(self.store).policies([task for _, task in overdue]) if overdue else {}
+        for run, task in overdue:
             if dry_run:
                 report.timed_out.append(task.id)
                 continue
             try:
-                after = self.store.time_out(run.id, settings.retry_policy)
+                after = self.store.time_out(run.id, policies.get(task.id, settings.retry_policy))
             except (NotHolder, NotFound):
                 continue
             mine = self.inflight.get(run.id)
@@ -386,12 +391,15 @@ class Dispatcher:
         runs = self.store.claim_tasks(self.holder, list(chosen), settings.limits, board=board)
         claimed = {run.task_id: run for run in runs}
         tasks = self.store.get_tasks(list(claimed)) if claimed else {}
+        policies = Jobs(self.store).policies(list(tasks.values()))
         for task_id, endpoint in chosen.items():
             run = claimed.get(task_id)
             if run is None:
                 report.skipped_taken.append(task_id)  # another dispatcher was quicker
                 continue
-            task_run = TaskRun(self.store, run, tasks[task_id], endpoint, settings)
+            task_run = TaskRun(
+                self.store, run, tasks[task_id], endpoint, settings, policies.get(task_id)
+            )
             self.inflight[run.id] = task_run
             task_run.start()
             report.spawned.append({"task_id": task_id, "assignee": endpoint.profile})

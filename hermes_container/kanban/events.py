@@ -24,7 +24,7 @@ NOTIFY_CHANNEL = "hermes_kanban"
 
 def flush(tx: Tx) -> set[str]:
     """Write the transaction's queued events; the boards they belong to."""
-    if not tx.pending_events:
+    if not tx.pending_events and not tx.pending_job_events:
         return set()
     postgres = tx.dialect.name == "postgresql"
     if postgres:
@@ -36,11 +36,19 @@ def flush(tx: Tx) -> set[str]:
             (task_id, board, kind, data, at),
         )
         changed.add(board)
+    for job, board, run_id, slot, kind, data, at in tx.pending_job_events:
+        tx.run(
+            "INSERT INTO kanban_job_events (job, board, run_id, slot, kind, data, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (job, board, run_id, slot, kind, data, at),
+        )
+        changed.add(board)
     if postgres:
         # Delivered at COMMIT and only then, so a listener never sees an uncommitted change.
         for board in sorted(changed):
             tx.one("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, board))
     tx.pending_events.clear()
+    tx.pending_job_events.clear()
     return changed
 
 

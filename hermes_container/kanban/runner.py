@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from hermes_container.errors import HermesError
 from hermes_container.kanban.errors import NotHolder
 from hermes_container.kanban.gateways import LOOPBACK, Endpoint
-from hermes_container.kanban.model import BLOCKED, Run, Task
+from hermes_container.kanban.model import BLOCKED, RetryPolicy, Run, Task
 from hermes_container.kanban.prompt import messages_for
 from hermes_container.kanban.settings import KanbanSettings
 from hermes_container.kanban.store import Store
@@ -104,9 +104,12 @@ class TaskRun:
         task: Task,
         endpoint: Endpoint,
         settings: KanbanSettings,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self.store, self.run, self.task = store, run, task
         self.endpoint, self.settings = endpoint, settings
+        # A job's task retries on its job's delays; any other on the board's.
+        self.policy = policy or settings.retry_policy
         self.outcome: Outcome | None = None
         self.lost = False  # the claim went to someone else: record nothing
         # The run was claimed a moment ago: max_runtime is measured from here on this
@@ -223,10 +226,10 @@ class TaskRun:
         return self._fail(f"gateway answered HTTP {status}: {_error_detail(reply)}", latency)
 
     def _fail(self, error: str, latency: int | None) -> Outcome:
-        after = self.store.fail(self.run, error, self.settings.retry_policy, latency_ms=latency)
+        after = self.store.fail(self.run, error, self.policy, latency_ms=latency)
         return Outcome(self.task.id, "gave_up" if after.status == BLOCKED else "failed", error)
 
     def _record_timeout(self) -> Outcome:
-        after = self.store.time_out(self.run.id, self.settings.retry_policy)
+        after = self.store.time_out(self.run.id, self.policy)
         kind = "gave_up" if after.status == BLOCKED else "timed_out"
         return Outcome(self.task.id, kind, "ran past its max_runtime")

@@ -300,7 +300,17 @@ def fail(
             "consecutive_failures = ?, not_before = NULL WHERE id = ?",
             (BLOCKED, error, failures, task.id),
         )
-        tx.emit(task.id, task.board, "gave_up", error=error, failures=failures, limit=limit)
+        # A job's run that gives up is a dead letter (kanban/jobs lists and retries it).
+        reason = "dead_letter" if (task.idempotency_key or "").startswith("job:") else "limit"
+        tx.emit(
+            task.id,
+            task.board,
+            "gave_up",
+            error=error,
+            failures=failures,
+            limit=limit,
+            reason=reason,
+        )
     else:
         delay = backoff_delay(policy, failures, rng)
         tx.run(

@@ -135,6 +135,60 @@ CREATE TABLE IF NOT EXISTS kanban_events (
     at {real} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS kanban_events_task ON kanban_events (task_id, id);
+CREATE TABLE IF NOT EXISTS kanban_jobs (
+    name TEXT PRIMARY KEY,
+    board TEXT NOT NULL REFERENCES kanban_boards (slug),
+    spec TEXT NOT NULL,
+    secret TEXT,
+    paused {bigint} NOT NULL DEFAULT 0,
+    created_at {real} NOT NULL,
+    anchor {real} NOT NULL,
+    next_slot {real},
+    last_slot {real}
+);
+CREATE INDEX IF NOT EXISTS kanban_jobs_due ON kanban_jobs (next_slot) WHERE paused = 0;
+CREATE TABLE IF NOT EXISTS kanban_job_runs (
+    id {id_pk},
+    job TEXT NOT NULL,
+    board TEXT NOT NULL,
+    slot {real} NOT NULL,
+    state TEXT NOT NULL,
+    manual {bigint} NOT NULL DEFAULT 0,
+    created_at {real} NOT NULL,
+    finished_at {real},
+    first_task {bigint},
+    last_task {bigint},
+    error TEXT,
+    delivery TEXT,
+    delivery_attempts {bigint} NOT NULL DEFAULT 0,
+    delivery_next_at {real},
+    delivery_error TEXT,
+    UNIQUE (job, slot)
+);
+CREATE INDEX IF NOT EXISTS kanban_job_runs_state ON kanban_job_runs (state, board, job);
+CREATE INDEX IF NOT EXISTS kanban_job_runs_delivery
+    ON kanban_job_runs (delivery_next_at) WHERE delivery = 'pending';
+CREATE TABLE IF NOT EXISTS kanban_job_tasks (
+    task_id {bigint} PRIMARY KEY REFERENCES kanban_tasks (id),
+    run_id {bigint} NOT NULL REFERENCES kanban_job_runs (id),
+    step {bigint} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kanban_job_tasks_run ON kanban_job_tasks (run_id);
+CREATE TABLE IF NOT EXISTS kanban_job_events (
+    id {id_pk},
+    job TEXT NOT NULL,
+    board TEXT NOT NULL,
+    run_id {bigint},
+    slot {real},
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    at {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kanban_job_events_job ON kanban_job_events (job, id);
+CREATE TABLE IF NOT EXISTS kanban_job_cursor (
+    id {bigint} PRIMARY KEY,
+    board_event {bigint} NOT NULL
+);
 """
 
 

@@ -22,12 +22,14 @@ otherwise do nothing, silently); the dispatcher never stops over its own configu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from hermes_container.errors import ConfigError, UsageError
 from hermes_container.home import CONFIG_FILE, HermesHome
+from hermes_container.kanban.jobs import settings as jobs_settings
+from hermes_container.kanban.jobs.settings import JobsSettings
 from hermes_container.kanban.model import ClaimLimits, RetryPolicy
 from hermes_container.names import validate_profile_name
 
@@ -47,6 +49,7 @@ class KanbanSettings:
     retry_backoff_max_seconds: float = 3600.0
     rate_limit_cooldown_seconds: float = 60.0
     request_timeout_seconds: float = 1800.0
+    jobs: JobsSettings = field(default_factory=JobsSettings)  # the `jobs:` section
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -184,10 +187,12 @@ class SettingsFile:
                 **{k: getattr(self._settings, k) for k in _FIELDS},
                 warnings=(f"{exc}; keeping the kanban settings read before",),
             )
-        self._settings = parse(raw.get(SECTION), f"{self.path.name} {SECTION}")
+        settings = parse(raw.get(SECTION), f"{self.path.name} {SECTION}")
+        jobs, jobs_warnings = jobs_settings.parse(raw.get(jobs_settings.SECTION), self.path.name)
+        self._settings = replace(settings, jobs=jobs, warnings=(*settings.warnings, *jobs_warnings))
         self._content = content
         return self._settings
 
 
 _FIELDS = tuple(f for f in KanbanSettings.__dataclass_fields__ if f != "warnings")
-_KNOWN = frozenset(_FIELDS)
+_KNOWN = frozenset(_FIELDS) - {"jobs"}  # `jobs:` is a section of its own

@@ -106,6 +106,14 @@ class SqlStore:
     def _read(self, fn: Callable[[Tx], T]) -> T:
         return self._do(fn, write=False)
 
+    def transact(self, fn: Callable[[Tx], T], *, write: bool = True) -> T:
+        """Run `fn` as one transaction of this store (retried whole when busy)."""
+        return self._do(fn, write=write)
+
+    @property
+    def rng(self) -> random.Random:
+        return self._rng
+
     def _init_schema(self) -> None:
         def init(tx: Tx) -> None:
             if tx.dialect.name == "postgresql":

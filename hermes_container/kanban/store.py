@@ -9,9 +9,10 @@ together; a busy database is retried inside, never reported as "locked".
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from hermes_container.home import HermesHome
 from hermes_container.kanban.model import (
@@ -23,7 +24,10 @@ from hermes_container.kanban.model import (
     Run,
     Task,
 )
+from hermes_container.kanban.tx import Tx
 from hermes_container.kanban.wake import Listener
+
+T = TypeVar("T")
 
 DATABASE_URL_ENV = "HERMES_KANBAN_DATABASE_URL"
 
@@ -45,6 +49,16 @@ class Store(Protocol):
     def close(self) -> None: ...
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the database (SQLite; a no-op elsewhere)."""
+        ...
+
+    def transact(self, fn: Callable[[Tx], T], *, write: bool = ...) -> T:
+        """Run `fn` as one transaction (retried whole while the database is busy): for
+        the work layer's own records beside the board's (kanban/jobs)."""
+        ...
+
+    @property
+    def rng(self) -> random.Random:
+        """The store's random source (jitter), replaceable in tests."""
         ...
 
     def listen(self) -> Listener:

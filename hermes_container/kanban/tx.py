@@ -30,6 +30,9 @@ class Tx:
         self.dialect = dialect
         self.now = now
         self.pending_events: list[tuple[int, str, str, str, float]] = []
+        self.pending_job_events: list[
+            tuple[str, str, int | None, float | None, str, str, float]
+        ] = []
 
     def one(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Row | None:
         self.cursor.execute(self.dialect.sql(sql), tuple(params))
@@ -55,6 +58,23 @@ class Tx:
         """Queue an event; the store writes it in this transaction, after every other
         statement (events.flush explains why last)."""
         self.pending_events.append((task_id, board, kind, json.dumps(data), self.now))
+
+    def emit_job(
+        self,
+        job: str,
+        board: str,
+        kind: str,
+        *,
+        run_id: int | None = None,
+        slot: float | None = None,
+        at: float | None = None,
+        **data: Any,
+    ) -> None:
+        """Queue a job event (kanban/jobs); written with the task events, the same way.
+        `at`: when it happened, if not now (a board event translated later keeps its time)."""
+        self.pending_job_events.append(
+            (job, board, run_id, slot, kind, json.dumps(data), self.now if at is None else at)
+        )
 
 
 def placeholders(count: int) -> str:
