@@ -136,6 +136,7 @@ def _run_locked(settings: Settings, notify_fd: int | None) -> str:
             exit_code=None,
             exit_reason=None,
         )
+        _note_settings_change(settings)
         _ledger(settings, "gateway.starting", pid=os.getpid(), port=settings.port)
         return _serve(settings, bind_socket(settings.host, settings.port), notify_fd)
     except HermesError as exc:
@@ -150,6 +151,19 @@ def _ledger(settings: Settings, kind: str, **data: object) -> None:
     from hermes_container.home import resolve_home
 
     record(resolve_home(), kind, profile=settings.profile, data=data)
+
+
+def _note_settings_change(settings: Settings) -> None:
+    """`profile.config_changed` when the settings differ from the last start's."""
+    from hermes_container.config_changes import check, event_data
+
+    try:
+        keys = check(settings.profile_dir)
+    except OSError as exc:  # never a reason not to start
+        log.warning("cannot compare the settings with the last start's: %s", exc)
+        return
+    if keys:
+        _ledger(settings, "profile.config_changed", **event_data(keys))
 
 
 def _record_failure(settings: Settings, exc: HermesError) -> None:

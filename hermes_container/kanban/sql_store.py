@@ -51,6 +51,9 @@ class SqlStore:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self._retry_deadline = retry_deadline
+        # Told (board, kind) of the job events each committed transaction wrote: the
+        # dispatcher counts them for its metrics (kanban/jobs/scheduler.py).
+        self.job_event_observer: Callable[[list[tuple[str, str]]], None] | None = None
 
     # -- backend hooks --------------------------------------------------------------
 
@@ -101,6 +104,8 @@ class SqlStore:
                 continue
             if changed:
                 self._changed(changed)
+            if tx.job_kinds and self.job_event_observer is not None:
+                self.job_event_observer(tx.job_kinds)
             return result
 
     def _read(self, fn: Callable[[Tx], T]) -> T:

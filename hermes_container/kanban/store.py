@@ -41,6 +41,9 @@ class Store(Protocol):
     InvalidTransition (status forbids it), NotHolder (not the current run's holder),
     StoreUnavailable. Whenever one is raised, nothing was written."""
 
+    # Told (board, kind) of the job events each committed transaction wrote.
+    job_event_observer: Callable[[list[tuple[str, str]]], None] | None
+
     @property
     def identity(self) -> str:
         """Which database this is, for the event ledger's copy cursor (no secrets)."""

@@ -30,6 +30,7 @@ class Tx:
         self.dialect = dialect
         self.now = now
         self.pending_events: list[tuple[int, str, str, str, float]] = []
+        self.job_kinds: list[tuple[str, str]] = []  # (board, kind) of every job event
         self.pending_job_events: list[
             tuple[str, str, int | None, float | None, str, str, float]
         ] = []
@@ -75,6 +76,7 @@ class Tx:
         self.pending_job_events.append(
             (job, board, run_id, slot, kind, json.dumps(data), self.now if at is None else at)
         )
+        self.job_kinds.append((board, kind))
 
 
 def placeholders(count: int) -> str:

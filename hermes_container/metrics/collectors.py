@@ -218,18 +218,52 @@ class SupervisionCollector:
                 pool.shutdown(wait=False)
 
 
-_TASKS_SQL = "SELECT board, status, COUNT(*) FROM kanban_tasks GROUP BY board, status"
-_RUNS_SQL = (
-    "SELECT t.board, r.outcome, COUNT(*) FROM kanban_runs r "
-    "JOIN kanban_tasks t ON t.id = r.task_id "
-    "WHERE r.outcome IS NOT NULL GROUP BY t.board, r.outcome"
-)
-# A ready task has waited since its creation, or since its retry time if it has one.
-_OLDEST_READY_SQL = (
-    "SELECT board, MIN(CASE WHEN not_before IS NOT NULL AND not_before > created_at "
-    "THEN not_before ELSE created_at END) FROM kanban_tasks "
-    "WHERE status = 'ready' GROUP BY board"
-)
+_SQL = {
+    "boards": "SELECT slug FROM kanban_boards",
+    "tasks": "SELECT board, status, COUNT(*) FROM kanban_tasks GROUP BY board, status",
+    "runs": (
+        "SELECT t.board, r.outcome, COUNT(*) FROM kanban_runs r "
+        "JOIN kanban_tasks t ON t.id = r.task_id "
+        "WHERE r.outcome IS NOT NULL GROUP BY t.board, r.outcome"
+    ),
+    # A ready task has waited since its creation, or since its retry time if it has one.
+    "oldest_ready": (
+        "SELECT board, MIN(CASE WHEN not_before IS NOT NULL AND not_before > created_at "
+        "THEN not_before ELSE created_at END) FROM kanban_tasks "
+        "WHERE status = 'ready' GROUP BY board"
+    ),
+    "jobs": "SELECT board, paused, COUNT(*) FROM kanban_jobs GROUP BY board, paused",
+    "job_runs": "SELECT board, state, COUNT(*) FROM kanban_job_runs GROUP BY board, state",
+    "job_deliveries": (
+        "SELECT board, delivery, COUNT(*) FROM kanban_job_runs "
+        "WHERE delivery IS NOT NULL GROUP BY board, delivery"
+    ),
+}
+
+
+def _job_families(found: dict[str, Any]) -> list[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    jobs = GaugeMetricFamily(
+        names.JOBS, "Scheduled jobs by board and whether paused", labels=["board", "paused"]
+    )
+    for board, paused, n in sorted(found["jobs"]):
+        jobs.add_metric([str(board), "true" if paused else "false"], float(n))
+    runs = GaugeMetricFamily(
+        names.JOB_RUNS,
+        "Job runs by state (queued, active, completed, dead_lettered, skipped, cancelled)",
+        labels=["board", "state"],
+    )
+    for board, state, n in sorted(found["job_runs"]):
+        runs.add_metric([str(board), str(state)], float(n))
+    deliveries = GaugeMetricFamily(
+        names.JOB_DELIVERIES,
+        "Deliveries of job results by state (pending, delivered, dead)",
+        labels=["board", "state"],
+    )
+    for board, state, n in sorted(found["job_deliveries"]):
+        deliveries.add_metric([str(board), str(state)], float(n))
+    return [jobs, runs, deliveries]
 
 
 class BoardCollector:
@@ -258,24 +292,19 @@ class BoardCollector:
             self._store = open_store(self.home, environ)
         return self._store
 
-    def _query(self) -> tuple[list[Any], list[Any], list[Any], list[Any], float] | None:
+    def _query(self) -> dict[str, Any] | None:
         store = self._open()
         if store is None:
             return None
 
-        def read(tx: Any) -> tuple[list[Any], list[Any], list[Any], list[Any], float]:
-            boards = tx.all("SELECT slug FROM kanban_boards")
-            return (
-                boards,
-                tx.all(_TASKS_SQL),
-                tx.all(_RUNS_SQL),
-                tx.all(_OLDEST_READY_SQL),
-                tx.now,
-            )
+        def read(tx: Any) -> dict[str, Any]:
+            found = {name: tx.all(sql) for name, sql in _SQL.items()}
+            found["now"] = tx.now
+            return found
 
         try:
-            # SqlStore's read transaction: the Store protocol has no aggregate queries.
-            result: tuple[list[Any], list[Any], list[Any], list[Any], float] = store._read(read)
+            # One read transaction: the Store protocol has no aggregate queries.
+            result: dict[str, Any] = store.transact(read, write=False)
         except Exception:
             self.close()  # reopened at the next scrape
             raise
@@ -290,7 +319,8 @@ class BoardCollector:
             found = self._query()
         if found is None:
             return []
-        boards, task_rows, run_rows, ready_rows, now = found
+        boards, task_rows, run_rows = found["boards"], found["tasks"], found["runs"]
+        ready_rows, now = found["oldest_ready"], found["now"]
         tasks = GaugeMetricFamily(
             names.BOARD_TASKS, "Tasks on the board by status", labels=["board", "status"]
         )
@@ -313,7 +343,7 @@ class BoardCollector:
         since = {str(b): float(t) for b, t in ready_rows if t is not None}
         for slug in slugs:
             oldest.add_metric([slug], max(0.0, now - since[slug]) if slug in since else 0.0)
-        return [tasks, runs, oldest]
+        return [tasks, runs, oldest, *_job_families(found)]
 
     def close(self) -> None:
         store, self._store = self._store, None

@@ -32,6 +32,10 @@ UPSTREAM_ERRORS_HELP = "Failed exchanges with the model provider, by kind"
 # Written by the dispatcher process.
 TICK_DURATION = "hermes_board_dispatch_tick_duration_seconds"
 TICK_DURATION_HELP = "Duration of one dispatcher tick of a board"
+JOB_EVENTS = "hermes_job_events"  # exported as ..._total
+JOB_EVENTS_HELP = "Job events written by this dispatcher, by kind (scheduled, retry_scheduled, ...)"
+JOB_SLOT_LAG = "hermes_job_slot_lag_seconds"
+JOB_SLOT_LAG_HELP = "Seconds from a job's slot time to the moment it fired"
 
 # Collected when scraped, by the dashboard.
 GATEWAY_UP = "hermes_gateway_up"
@@ -43,6 +47,9 @@ GATEWAY_MISMATCH = "hermes_gateway_desired_mismatch"
 BOARD_TASKS = "hermes_board_tasks"
 BOARD_RUNS = "hermes_board_runs"  # exported as ..._total
 BOARD_OLDEST_READY = "hermes_board_oldest_ready_task_age_seconds"
+JOBS = "hermes_jobs"
+JOB_RUNS = "hermes_job_runs"
+JOB_DELIVERIES = "hermes_job_deliveries"
 LOGINS = "hermes_dashboard_logins"  # exported as ..._total
 LOGIN_DENIALS = "hermes_dashboard_login_denials"
 LOGIN_FAILURES = "hermes_dashboard_login_failures"
@@ -82,6 +89,8 @@ CATALOGUE: dict[str, str] = {
     IN_FLIGHT: "gauge",
     UPSTREAM_ERRORS + "_total": "counter",
     TICK_DURATION: "histogram",
+    JOB_EVENTS + "_total": "counter",
+    JOB_SLOT_LAG: "histogram",
     GATEWAY_UP: "gauge",
     GATEWAY_READY: "gauge",
     GATEWAY_RESTARTS + "_total": "counter",
@@ -91,6 +100,9 @@ CATALOGUE: dict[str, str] = {
     BOARD_TASKS: "gauge",
     BOARD_RUNS + "_total": "counter",
     BOARD_OLDEST_READY: "gauge",
+    JOBS: "gauge",
+    JOB_RUNS: "gauge",
+    JOB_DELIVERIES: "gauge",
     LOGINS + "_total": "counter",
     LOGIN_DENIALS + "_total": "counter",
     LOGIN_FAILURES + "_total": "counter",

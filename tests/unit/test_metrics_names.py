@@ -33,8 +33,9 @@ def test_every_metric_is_named_by_the_conventions(
     alpha.start()
     fill(hermes_home)
     subprocess.run(
-        [sys.executable, "-c", "from hermes_container.metrics.dispatch import observe_tick; "
-         "observe_tick(0.01, 'default')"],
+        [sys.executable, "-c", "from hermes_container.metrics.dispatch import *; "
+         "observe_tick(0.01, 'default'); count_job_event('default', 'scheduled'); "
+         "observe_slot_lag(0.2, 'default')"],
         cwd=REPO,
         env={**os.environ, "HERMES_HOME": str(hermes_home.root)},
         check=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 from hermes_container.home import HermesHome
@@ -19,8 +20,15 @@ from hermes_container.kanban.jobs.fire import Limits
 from hermes_container.kanban.jobs.follow import Finished
 from hermes_container.kanban.jobs.settings import JobsSettings
 from hermes_container.kanban.store import Store
+from hermes_container.metrics.dispatch import count_job_event, observe_slot_lag
 
 log = logging.getLogger("hermes.jobs")
+
+
+def _count(kinds: list[tuple[str, str]]) -> None:
+    for (board, kind), count in Counter(kinds).items():
+        count_job_event(board, kind, count)
+
 
 MAX_DELIVERIES_IN_FLIGHT = 4
 
@@ -31,6 +39,7 @@ class Scheduler:
     ) -> None:
         self.home = home
         self.jobs = Jobs(store)
+        store.job_event_observer = _count
         self._settings = settings
         self._sending: dict[int, threading.Thread] = {}
         self._down_since: dict[int, float] = {}  # job task id -> monotonic first seen down
@@ -42,6 +51,7 @@ class Scheduler:
         self.jobs.follow(self._save)
         for run in self.jobs.fire_due(limits):
             log.info("job %s: slot %s %s (run %s)", run.job, run.slot, run.state, run.id)
+            observe_slot_lag(run.created_at - run.slot, run.board)
         self.jobs.start_queued(limits)
         self._deliver(settings)
         return self.jobs.next_due()
