@@ -61,13 +61,15 @@ def pending(tx: Tx) -> bool:
 def follow(tx: Tx, on_finished: OnFinished | None = None) -> int:
     """Translate the next page of board events; how many job events that made."""
     after = _cursor(tx)
+    if after is None:
+        # First follow on this database: start from the beginning (the join below skips
+        # other tasks' events). ON CONFLICT: two dispatchers' first follows may race.
+        tx.run(
+            "INSERT INTO kanban_job_cursor (id, board_event) VALUES (1, 0) ON CONFLICT DO NOTHING"
+        )
+        after = _cursor(tx) or 0
     top_row = tx.one("SELECT MAX(id) FROM kanban_events")
     top = 0 if top_row is None or top_row[0] is None else int(top_row[0])
-    if after is None:
-        # First follow on this database: job tasks cannot predate the jobs tables, but
-        # start from the beginning anyway, the join below skips other tasks' events.
-        tx.run("INSERT INTO kanban_job_cursor (id, board_event) VALUES (1, 0)")
-        after = 0
     if top <= after:
         return 0
     rows = tx.all(
