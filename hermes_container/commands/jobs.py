@@ -113,8 +113,14 @@ def _settings() -> Any:
     return SettingsFile(HermesHome.from_env()).read().jobs
 
 
+_FILE_EXCLUSIVE = (
+    "prompt", "step", "cron", "every", "at", "timezone", "max_retries", "retry_delay",
+    "retry_max_delay", "timeout", "overlap", "catchup", "deliver", "board",
+)  # fmt: skip
+
+
 def _spec_from(args: argparse.Namespace) -> Any:
-    from hermes_container.errors import UsageError
+    from hermes_container.errors import ConfigError, UsageError
     from hermes_container.kanban.jobs import spec as specs
 
     if args.file:
@@ -122,10 +128,20 @@ def _spec_from(args: argparse.Namespace) -> Any:
 
         from hermes_container.config import load_yaml
 
+        given = [f"--{name.replace('_', '-')}" for name in _FILE_EXCLUSIVE if getattr(args, name)]
+        if args.job_profile:
+            given.append("--profile")
+        if given:
+            # Silently preferring one of two answers would run a job nobody asked for.
+            raise UsageError(f"--file holds the whole job: drop {', '.join(given)}")
+
         path = Path(args.file)
         if not path.is_file():
             raise UsageError(f"--file {args.file}: no such file")
-        raw = load_yaml(path)
+        try:
+            raw = load_yaml(path)
+        except ConfigError as exc:  # bad input to this command: exit 2, not EX_CONFIG
+            raise UsageError(exc.message) from None
         if args.name:
             raw = {**raw, "name": args.name}
         return specs.from_mapping(raw, args.file)
@@ -196,8 +212,14 @@ def _run_json(run: Any, tasks: list[Any]) -> dict[str, Any]:
 
 
 def _add(args: argparse.Namespace) -> int:
+    from hermes_container.errors import UsageError
+
     spec = _spec_from(args)
     _check_profiles(spec)
+    if spec.schedule.kind == "at" and (spec.schedule.at or 0.0) <= time.time():
+        # Refused before the store is opened (book.add checks again against the store's
+        # clock), so a fresh home gets no kanban.db from bad input.
+        raise UsageError("--at is in the past: a one-time job must fire later than now")
     jobs = _open()
     try:
         job, secret = jobs.add(spec)
@@ -251,7 +273,10 @@ def _show(args: argparse.Namespace) -> int:
         now = jobs.store.now()
     finally:
         jobs.store.close()
-    preview = [] if job.paused else job.spec.schedule.preview(now, job.anchor)
+    preview = []
+    if not job.paused and job.next_slot is not None:  # the stored next slot, then the later
+        later = job.spec.schedule.preview(max(now, job.next_slot), job.anchor, 4)
+        preview = [job.next_slot, *later]
     if args.json:
         _emit({**job.to_json(), "next_slots": preview, "runs": [_run_json(r, t) for r, t in runs]})
         return 0
@@ -307,8 +332,9 @@ def _runs(args: argparse.Namespace) -> int:
         raise UsageError("--limit must be between 1 and 10000")
     jobs = _open()
     try:
-        jobs.get(args.name)  # NotFound for an unknown job, not an empty list
         runs = jobs.runs(args.name, limit=args.limit)
+        if not runs:
+            jobs.get(args.name)  # NotFound for an unknown job (a removed one keeps its runs)
     finally:
         jobs.store.close()
     if args.json:

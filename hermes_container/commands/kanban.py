@@ -575,10 +575,11 @@ def _daemon(args: argparse.Namespace) -> int:
     # Its log is a service log: INFO lines with a time, to stdout for s6-log.
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger = logging.getLogger("hermes.kanban")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    for name in ("hermes.kanban", "hermes.jobs"):  # the dispatcher and its jobs scheduler
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
     boards = [_board(args)] if args.board is not None else None
     store = _open()
     try:

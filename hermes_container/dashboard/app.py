@@ -24,6 +24,8 @@ from hermes_container.dashboard import (
     api,
     events_api,
     events_page,
+    jobs_api,
+    jobs_page,
     kanban_api,
     kanban_page,
     metrics_endpoint,
@@ -160,6 +162,8 @@ def create_app(
     app.include_router(pages.router)
     app.include_router(kanban_api.router)
     app.include_router(kanban_page.router)
+    app.include_router(jobs_api.router)
+    app.include_router(jobs_page.router)
     app.include_router(events_api.router)
     app.include_router(events_page.router)
     app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")

@@ -13,7 +13,8 @@ from hermes_container.dashboard.context import ctx
 from hermes_container.dashboard.pages import render
 from hermes_container.dashboard.timeline import LAYER_PREFIXES
 from hermes_container.events.append import enabled
-from hermes_container.events.model import BOARD_PREFIX, KINDS
+from hermes_container.events.model import BOARD_PREFIX, JOB_PREFIX, KINDS
+from hermes_container.kanban.jobs.model import EVENT_KINDS as JOB_EVENT_KINDS
 from hermes_container.kanban.model import EVENT_KINDS
 from hermes_container.profiles import list_profiles
 
@@ -23,13 +24,17 @@ router = APIRouter()
 @router.get("/events")
 async def events_page(request: Request) -> Response:
     profiles = await run_in_threadpool(list_profiles, ctx(request).home)
-    kinds = [*KINDS, *(BOARD_PREFIX + kind for kind in EVENT_KINDS)]
+    kinds = [
+        *KINDS,
+        *(BOARD_PREFIX + kind for kind in EVENT_KINDS),
+        *(JOB_PREFIX + kind for kind in JOB_EVENT_KINDS),
+    ]
     return render(
         request,
         "events.html",
         profiles=profiles,
         prefixes=LAYER_PREFIXES,
         kinds=kinds,
-        descriptions=KINDS,
+        descriptions={**KINDS, **{JOB_PREFIX + k: v for k, v in JOB_EVENT_KINDS.items()}},
         recording=enabled(),
     )

@@ -1,4 +1,4 @@
-"""The dashboard's logins, denials and gateway actions, copied into the event ledger.
+"""The dashboard's logins, denials and actions (gateways, board, jobs), in the ledger.
 
 The auth audit log stays the security record (rate-limited, scrubbed, its own file);
 the ledger gets the events a history view needs, with the few fields it shows, never
@@ -20,7 +20,12 @@ _KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "login_success": ("dashboard.login", ("user", "provider")),
     "login_denied": ("dashboard.denied", ("user", "provider", "reason")),
     "gateway_action": ("dashboard.action", ("action", "result")),
+    "kanban_action": ("dashboard.action", ("action", "task", "result")),
+    "jobs_action": ("dashboard.action", ("action", "job", "run", "result")),
 }
+# Board and jobs actions say whose they are (`kanban.create`, `jobs.pause`); a gateway
+# action keeps its bare name (`restart`), as the ledger has always had it.
+_ACTION_PREFIX = {"kanban_action": "kanban.", "jobs_action": "jobs."}
 
 
 def ledger_observer(root: Path) -> Observer:
@@ -30,6 +35,8 @@ def ledger_observer(root: Path) -> Observer:
             return
         kind, keep = mapped
         data = {key: str(fields[key]) for key in keep if fields.get(key) is not None}
+        if "action" in data:
+            data["action"] = _ACTION_PREFIX.get(event, "") + data["action"]
         user = fields.get("user")
         profile = fields.get("profile")
         record(

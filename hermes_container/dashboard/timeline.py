@@ -18,12 +18,12 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from hermes_container.events.model import BOARD_PREFIX, KINDS, LedgerEvent
+from hermes_container.events.model import BOARD_PREFIX, JOB_PREFIX, KINDS, LedgerEvent, known_kind
 
 TIMELINE_PREFIXES = ("gateway.", "desired.", "slot.", "profile.", "boot.")
 # The layer prefixes a filter may use (`gateway.` matches every gateway event).
 LAYER_PREFIXES: tuple[str, ...] = tuple(
-    sorted({kind.split(".", 1)[0] + "." for kind in KINDS} | {BOARD_PREFIX})
+    sorted({kind.split(".", 1)[0] + "." for kind in KINDS} | {BOARD_PREFIX, JOB_PREFIX})
 )
 DETAIL_MAX = 300
 
@@ -35,10 +35,10 @@ def is_timeline_kind(kind: str) -> bool:
 
 
 def kind_filter_ok(kind: str) -> bool:
-    """A kind filter names a catalogued kind, any board kind, or a layer prefix."""
+    """A kind filter names a catalogued kind, any board or job kind, or a layer prefix."""
     if kind.endswith("."):
         return kind in LAYER_PREFIXES
-    return kind in KINDS or (kind.startswith(BOARD_PREFIX) and len(kind) > len(BOARD_PREFIX))
+    return known_kind(kind)
 
 
 def _text(value: Any) -> str | None:

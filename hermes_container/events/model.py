@@ -30,7 +30,7 @@ KINDS: dict[str, str] = {
     # dashboard
     "dashboard.login": "someone signed in to the dashboard",
     "dashboard.denied": "a dashboard sign-in or request was refused",
-    "dashboard.action": "a gateway action taken from the dashboard",
+    "dashboard.action": "an action taken from the dashboard (a gateway, a task, a job)",
 }
 BOARD_PREFIX = "kanban."  # every board event is carried as kanban.<its kind>
 JOB_PREFIX = "job."  # every job event (kanban/jobs/model.py EVENT_KINDS) as job.<its kind>

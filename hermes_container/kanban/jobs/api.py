@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from hermes_container.kanban.jobs import book, delivery, fire, follow
-from hermes_container.kanban.jobs.fire import Limits
+from hermes_container.kanban.jobs.fire import LIVE_BOARDS, Limits
 from hermes_container.kanban.jobs.model import Job, JobEvent, JobRun
 from hermes_container.kanban.jobs.settings import JobsSettings
 from hermes_container.kanban.jobs.spec import JobSpec
@@ -103,8 +103,10 @@ class Jobs:
             return 0
         return self.store.transact(lambda tx: follow.follow(tx, on_finished))
 
-    def lease_deliveries(self) -> list[delivery.Delivery]:
-        return self.store.transact(lambda tx: delivery.lease_due(tx))
+    def lease_deliveries(
+        self, limit: int, timeout: float, skip: Sequence[int] = ()
+    ) -> list[delivery.Delivery]:
+        return self.store.transact(lambda tx: delivery.lease_due(tx, limit, timeout, skip))
 
     def record_delivery(
         self, item: delivery.Delivery, error: str | None, status: int | None, max_attempts: int
@@ -117,7 +119,8 @@ class Jobs:
 
         def read(tx: Tx) -> float | None:
             row = tx.one(
-                "SELECT (SELECT MIN(next_slot) FROM kanban_jobs WHERE paused = 0), "
+                "SELECT (SELECT MIN(next_slot) FROM kanban_jobs WHERE paused = 0 "
+                f"AND board IN ({LIVE_BOARDS})), "
                 "(SELECT MIN(delivery_next_at) FROM kanban_job_runs WHERE delivery = 'pending')"
             )
             values = [float(v) for v in (row or ()) if v is not None]

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from hermes_container.kanban.tx import Tx
 SIGNATURE_HEADER = "X-Hermes-Signature-256"
 DELIVERY_HEADER = "X-Hermes-Delivery"
 TIMEOUT_SECONDS = 10.0
-LEASE_SECONDS = TIMEOUT_SECONDS + 20.0
+LEASE_MARGIN_SECONDS = 20.0  # a lease outlasts the POST's timeout by this much
 MAX_ATTEMPTS = 8
 BASE_DELAY_SECONDS = 10.0
 MAX_DELAY_SECONDS = 600.0
@@ -69,16 +70,21 @@ def payload(run: Any, profile: str | None, result: str, attempts: int) -> bytes:
     ).encode()
 
 
-def lease_due(tx: Tx, limit: int = BATCH) -> list[Delivery]:
-    """Deliveries whose time has come, leased to the caller."""
+def lease_due(
+    tx: Tx, limit: int = BATCH, timeout: float = TIMEOUT_SECONDS, skip: Sequence[int] = ()
+) -> list[Delivery]:
+    """Deliveries whose time has come (not among `skip`: being sent here), leased to the
+    caller for longer than a POST with `timeout` can take."""
     rows = tx.all(
         f"SELECT {book.RUN_COLUMNS} FROM kanban_job_runs WHERE delivery = ? "
         "AND delivery_next_at <= ? ORDER BY delivery_next_at LIMIT ?" + tx.dialect.skip_locked,
-        (DELIVERY_PENDING, tx.now, limit),
+        (DELIVERY_PENDING, tx.now, limit + len(skip)),
     )
     out: list[Delivery] = []
     for row in rows:
         run = book.run_from_row(row)
+        if run.id in skip or len(out) >= limit:
+            continue
         job_row = tx.one("SELECT spec, secret FROM kanban_jobs WHERE name = ?", (run.job,))
         url = None if job_row is None else json.loads(job_row[0]).get("deliver")
         if job_row is None or not url or not job_row[1]:
@@ -89,7 +95,7 @@ def lease_due(tx: Tx, limit: int = BATCH) -> list[Delivery]:
         last = tasks[-1] if tasks else None
         tx.run(
             "UPDATE kanban_job_runs SET delivery_next_at = ? WHERE id = ?",
-            (tx.now + LEASE_SECONDS, run.id),
+            (tx.now + timeout + LEASE_MARGIN_SECONDS, run.id),
         )
         out.append(
             Delivery(

@@ -23,6 +23,9 @@ from hermes_container.kanban.tx import Tx
 # A slot is "missed" when the scheduler first sees it this late; `catchup: none` skips it.
 MISFIRE_GRACE_SECONDS = 60.0
 FIRE_BATCH = 200  # jobs per transaction; more due jobs wait for the next pass
+# A job whose board was archived does not fire (its tasks could not be created): it
+# waits, as its board's other tasks do, and fires again if the board is restored.
+LIVE_BOARDS = "SELECT slug FROM kanban_boards WHERE archived_at IS NULL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +177,8 @@ def fire_due(tx: Tx, limits: Limits) -> list[JobRun]:
     """Fire every slot that has come; the runs made (scheduled, queued or skipped)."""
     rows = tx.all(
         f"SELECT {book.JOB_COLUMNS} FROM kanban_jobs WHERE paused = 0 "
-        "AND next_slot IS NOT NULL AND next_slot <= ? ORDER BY next_slot LIMIT ?"
-        + tx.dialect.skip_locked,
+        "AND next_slot IS NOT NULL AND next_slot <= ? AND board IN "
+        f"({LIVE_BOARDS}) ORDER BY next_slot LIMIT ?" + tx.dialect.skip_locked,
         (tx.now, FIRE_BATCH),
     )
     made: list[JobRun] = []
@@ -225,6 +228,7 @@ def start_queued(tx: Tx, limits: Limits) -> list[int]:
     started: list[int] = []
     rows = tx.all(
         f"SELECT {book.RUN_COLUMNS} FROM kanban_job_runs q WHERE q.state = ? "
+        f"AND q.board IN ({LIVE_BOARDS}) "
         "AND NOT EXISTS (SELECT 1 FROM kanban_job_runs a WHERE a.job = q.job AND a.state = ?) "
         "ORDER BY q.slot, q.id",
         (QUEUED, ACTIVE),

@@ -29,6 +29,7 @@ from hermes_container.kanban.tasks import get_many
 from hermes_container.kanban.tx import Tx
 
 PAGE = 1000  # board events per transaction
+PROMPT_IN_EVENT = 2000  # characters of a failed prompt in its dead_lettered event
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,9 @@ def _translate(
             "dead_lettered",
             attempts=data.get("failures"),
             error=error,
-            prompt=task.body,
+            # Cut: a 32,000-character prompt is up to 192 KB of JSON, past the ledger's
+            # limit for one event's data (jobs dead reads the whole prompt from the task).
+            prompt=task.body[:PROMPT_IN_EVENT],
         )
         return _set_state(tx, run, DEAD_LETTERED, at, error)
     if kind == "completed":

@@ -38,6 +38,7 @@ EVENT_KINDS: dict[str, str] = {
     "completed": "a run finished: its last step's result is saved",
     "failed": "an attempt failed (error, timeout)",
     "rate_limited": "the provider said 429: the attempt waits, no attempt used up",
+    "reclaimed": "an attempt's dispatcher went away: the step goes back, no attempt used up",
     "retry_scheduled": "a failed attempt will be retried after a backoff",
     "dead_lettered": "a run used up its retries: it waits in the dead-letter queue",
     "retried": "a dead-lettered run was sent back to the board",

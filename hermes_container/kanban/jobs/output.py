@@ -24,7 +24,7 @@ JOB_KIND_PREFIX = "job."
 EVENTS_FILE = "events.jsonl"
 ROTATE_BYTES = 8 * 1024 * 1024
 KEEP_ROTATED = 5
-TAIL_BYTES = 64 * 1024
+TAIL_BYTES = 4 * 64 * 1024  # past the longest line (the ledger caps one event's data at 64 KiB)
 
 
 def jobs_dir(root: Path) -> Path:

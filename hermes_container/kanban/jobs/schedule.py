@@ -80,9 +80,10 @@ class Schedule:
             zone_part = "" if self.timezone.upper() == "UTC" else f" ({self.timezone})"
             return f"cron {self.cron}{zone_part}"
         if self.kind == EVERY:
-            from hermes_container.timeutil import format_duration
+            from hermes_container.timeutil import split_duration
 
-            return f"every {format_duration(self.every or 0, parts=2)}"
+            parts = zip(split_duration(self.every or 0), "dhms", strict=True)
+            return "every " + (" ".join(f"{n}{unit}" for n, unit in parts if n) or "0s")
         return f"at {slot_name(self.at or 0.0)}"
 
     def next_after(self, moment: float, anchor: float) -> float | None:
@@ -99,7 +100,8 @@ class Schedule:
             return
         if self.kind == EVERY:
             assert self.every is not None
-            step = 0 if moment < anchor else math.floor((moment - anchor) / self.every) + 1
+            # The anchor itself is not a slot: the first is one interval after it.
+            step = 1 if moment < anchor else math.floor((moment - anchor) / self.every) + 1
             while True:
                 yield anchor + step * self.every
                 step += 1

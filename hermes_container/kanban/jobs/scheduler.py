@@ -71,7 +71,11 @@ class Scheduler:
                 del self._sending[run_id]
         if len(self._sending) >= MAX_DELIVERIES_IN_FLIGHT:
             return
-        for item in self.jobs.lease_deliveries()[: MAX_DELIVERIES_IN_FLIGHT - len(self._sending)]:
+        room = MAX_DELIVERIES_IN_FLIGHT - len(self._sending)
+        leased = self.jobs.lease_deliveries(
+            room, settings.delivery_timeout_seconds, skip=list(self._sending)
+        )
+        for item in leased:
             thread = threading.Thread(
                 target=self._send, args=(item, settings), name=f"deliver-{item.run_id}", daemon=True
             )

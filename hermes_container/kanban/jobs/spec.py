@@ -226,11 +226,13 @@ def from_mapping(obj: Any, where: str) -> JobSpec:
     if steps_in is not None:
         if not isinstance(steps_in, list) or not all(isinstance(s, dict) for s in steps_in):
             raise UsageError(f"{where}: steps must be a list of {{profile, prompt}} mappings")
-        steps = tuple(Step(str(s.get("profile", "")), str(s.get("prompt", ""))) for s in steps_in)
+        steps = tuple(
+            Step(str(s.get("profile") or ""), str(s.get("prompt") or "")) for s in steps_in
+        )
         if obj.get("profile") or obj.get("prompt"):
             raise UsageError(f"{where}: give either profile + prompt or steps, not both")
     else:
-        steps = (Step(str(obj.get("profile", "")), str(obj.get("prompt", ""))),)
+        steps = (Step(str(obj.get("profile") or ""), str(obj.get("prompt") or "")),)
     return build(
         name=obj.get("name"),
         steps=steps,
