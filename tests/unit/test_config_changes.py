@@ -36,9 +36,7 @@ def test_changed_added_and_removed_keys_are_named_without_values(
     alpha.configure(model={"name": "another-model"}, request_timeout_s=12)
     (alpha.dir / "SOUL.md").write_text("You are terse.\n")
     keys = check(alpha.dir)
-    assert keys == sorted(
-        ["env.OPENAI_API_KEY", "gateway.request_timeout_s", "model.name", "soul"]
-    )
+    assert keys == sorted(["env.OPENAI_API_KEY", "gateway.request_timeout_s", "model.name", "soul"])
     assert secret not in (alpha.dir / FINGERPRINT_FILE).read_text()
     assert check(alpha.dir) == []
 
