@@ -6,6 +6,7 @@
         upstream.set(chunks=["a", "b"], chunk_delay=0.2)   # streamed pieces, paced
         upstream.set(delay=30)                # hang before answering (timeouts); stop() ends it
         upstream.set(status=500, error="boom")
+        upstream.set(fail_first=2, status=500)  # chat requests 1-2 get the 500, later ones 200
         upstream.set(status=429, headers={"retry-after": "7"})
         upstream.set(body_bytes=4096)         # a JSON reply of exactly 4096 bytes
         upstream.body_sent                    # bytes of each sized body written before the end
@@ -37,6 +38,9 @@ class Behaviour:
     delay: float = 0.0  # seconds before the response starts
     status: int = 200
     error: str = "fake upstream error"  # message of a non-2xx (status >= 300) reply
+    # > 0: only the first this many chat requests (counted from `set`) answer with
+    # `status` and `error`; later ones succeed as if status were 200. 0: every one does.
+    fail_first: int = 0
     headers: dict[str, str] = field(default_factory=dict)  # extra headers of that reply
     body_bytes: int | None = None  # non-streaming: a JSON reply of exactly this size (>= 10)
     body_chunked: bool = False  # send body_bytes chunked, without a Content-Length
@@ -105,7 +109,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
-        elif b.status >= 300:
+        elif b.status >= 300 and owner._fails_now(b):
             error = {"error": {"message": b.error, "type": "fake_error"}}
             self._send_json(b.status, error, b.headers)
         elif isinstance(body, dict) and body.get("stream") is True:
@@ -220,6 +224,7 @@ class FakeUpstream:
         self.body_sent: list[int] = []
         self.stopping = threading.Event()
         self._cond = threading.Condition()
+        self._chats = 0  # chat requests answered under the current behaviour
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.owner = self
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -234,8 +239,18 @@ class FakeUpstream:
 
     def set(self, **fields: Any) -> Behaviour:
         """Replace the behaviour: unnamed fields go back to their defaults."""
-        self.behaviour = Behaviour(**fields)
-        return self.behaviour
+        behaviour = Behaviour(**fields)
+        with self._cond:
+            self.behaviour, self._chats = behaviour, 0
+        return behaviour
+
+    def _fails_now(self, b: Behaviour) -> bool:
+        """Whether this chat request gets the error (`fail_first` counts them)."""
+        with self._cond:
+            if b is not self.behaviour:  # replaced while this request waited: not counted
+                return b.fail_first == 0
+            self._chats += 1
+            return b.fail_first == 0 or self._chats <= b.fail_first
 
     def start(self) -> FakeUpstream:
         self._thread.start()

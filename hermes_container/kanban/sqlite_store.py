@@ -47,8 +47,16 @@ def prepare_file(path: Path) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.parent.stat().st_uid == os.geteuid():
         os.chmod(path.parent, 0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+    # Create only a new file: closing a descriptor of an existing board file would drop
+    # every POSIX lock this process's SQLite connections hold on it (close(2) releases a
+    # process's locks on the file through any descriptor), and a second store opened in
+    # a process that has one would let another process delete the live WAL.
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)
     if path.stat().st_uid == os.geteuid():
         os.chmod(path, 0o600)
 
