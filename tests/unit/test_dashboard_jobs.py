@@ -36,6 +36,7 @@ from hermes_container.events.ledger import Ledger
 from hermes_container.home import HermesHome
 from hermes_container.kanban.jobs import book
 from hermes_container.kanban.jobs.api import Jobs
+from hermes_container.kanban.jobs.settings import JobsSettings
 from hermes_container.kanban.jobs.spec import Step, build
 from hermes_container.kanban.model import Holder
 from hermes_container.kanban.store import DATABASE_URL_ENV, Store, open_store
@@ -538,7 +539,7 @@ def test_a_dead_delivery_is_listed_and_retried(client: TestClient, store: Store)
     store.complete(board_run, "done")
     jobs.follow()
     (item,) = jobs.lease_deliveries(1, 10.0)
-    jobs.record_delivery(item, "connection refused", None, max_attempts=1)
+    jobs.record_delivery(item, "connection refused", None, JobsSettings(delivery_max_attempts=1))
     assert jobs.get_run(run_id).delivery == "dead"
 
     dead = client.get("/api/jobs/dead").json()

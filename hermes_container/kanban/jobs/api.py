@@ -109,10 +109,10 @@ class Jobs:
         return self.store.transact(lambda tx: delivery.lease_due(tx, limit, timeout, skip))
 
     def record_delivery(
-        self, item: delivery.Delivery, error: str | None, status: int | None, max_attempts: int
+        self, item: delivery.Delivery, error: str | None, status: int | None, settings: JobsSettings
     ) -> None:
         rng = self.store.rng
-        self.store.transact(lambda tx: delivery.record(tx, item, error, status, rng, max_attempts))
+        self.store.transact(lambda tx: delivery.record(tx, item, error, status, rng, settings))
 
     def next_due(self) -> float | None:
         """The next moment the scheduler has work: a slot or a delivery's retry."""

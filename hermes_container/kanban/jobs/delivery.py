@@ -23,15 +23,13 @@ from typing import Any
 from hermes_container.kanban.jobs import book
 from hermes_container.kanban.jobs.model import DELIVERY_DEAD, DELIVERY_DONE, DELIVERY_PENDING
 from hermes_container.kanban.jobs.schedule import slot_name
+from hermes_container.kanban.jobs.settings import JobsSettings
 from hermes_container.kanban.tx import Tx
 
 SIGNATURE_HEADER = "X-Hermes-Signature-256"
 DELIVERY_HEADER = "X-Hermes-Delivery"
 TIMEOUT_SECONDS = 10.0
 LEASE_MARGIN_SECONDS = 20.0  # a lease outlasts the POST's timeout by this much
-MAX_ATTEMPTS = 8
-BASE_DELAY_SECONDS = 10.0
-MAX_DELAY_SECONDS = 600.0
 BATCH = 16
 
 
@@ -117,8 +115,11 @@ def lease_due(
     return out
 
 
-def backoff(attempt: int, rng: random.Random) -> float:
-    delay = min(MAX_DELAY_SECONDS, BASE_DELAY_SECONDS * 2.0 ** max(0, attempt - 1))
+def backoff(attempt: int, rng: random.Random, settings: JobsSettings) -> float:
+    delay = min(
+        settings.delivery_retry_max_delay_seconds,
+        settings.delivery_retry_delay_seconds * 2.0 ** max(0, attempt - 1),
+    )
     return delay * (1.0 - 0.1 * rng.random())
 
 
@@ -147,7 +148,7 @@ def record(
     error: str | None,
     status: int | None,
     rng: random.Random,
-    max_attempts: int = MAX_ATTEMPTS,
+    settings: JobsSettings,
 ) -> None:
     """The outcome of one POST (error None: a 2xx answer)."""
     run = book.get_run(tx, delivery.run_id, lock=True)
@@ -162,11 +163,11 @@ def record(
         )
         tx.emit_job(run.job, run.board, "delivered", status=status, **common)
         return
-    if delivery.attempt >= max_attempts:
+    if delivery.attempt >= settings.delivery_max_attempts:
         tx.emit_job(run.job, run.board, "delivery_failed", error=error, status=status, **common)
         _dead(tx, run.id, run.job, run.board, run.slot, delivery.attempt, error)
         return
-    delay = backoff(delivery.attempt, rng)
+    delay = backoff(delivery.attempt, rng, settings)
     tx.run(
         "UPDATE kanban_job_runs SET delivery_attempts = ?, delivery_next_at = ?, "
         "delivery_error = ? WHERE id = ?",

@@ -87,7 +87,7 @@ class Scheduler:
         if error:
             log.warning("job %s: delivery of run %s failed: %s", item.job, item.run_id, error)
         try:
-            self.jobs.record_delivery(item, error, status, settings.delivery_max_attempts)
+            self.jobs.record_delivery(item, error, status, settings)
         except Exception as exc:  # the lease runs out and the delivery is tried again
             log.warning("job %s: delivery of run %s not recorded: %s", item.job, item.run_id, exc)
 

@@ -6,6 +6,8 @@ profile's config.yaml, read with it (kanban/settings.py) on every tick.
       gateway_grace_seconds: 300    # a job step whose gateway stays down this long fails
       delivery_max_attempts: 8      # POSTs of one result before it is dead-lettered
       delivery_timeout_seconds: 10  # one POST
+      delivery_retry_delay_seconds: 10       # first wait after a failed POST; doubles
+      delivery_retry_max_delay_seconds: 600  # ... up to this
 """
 
 from __future__ import annotations
@@ -23,9 +25,16 @@ class JobsSettings:
     gateway_grace_seconds: float = 300.0
     delivery_max_attempts: int = 8
     delivery_timeout_seconds: float = 10.0
+    delivery_retry_delay_seconds: float = 10.0
+    delivery_retry_max_delay_seconds: float = 600.0
 
 
-_MINIMUM = {"gateway_grace_seconds": 1.0, "delivery_timeout_seconds": 0.5}
+_MINIMUM = {
+    "gateway_grace_seconds": 1.0,
+    "delivery_timeout_seconds": 0.5,
+    "delivery_retry_delay_seconds": 0.1,
+    "delivery_retry_max_delay_seconds": 0.1,
+}
 
 
 def parse(section: Any, where: str) -> tuple[JobsSettings, list[str]]:
