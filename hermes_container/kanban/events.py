@@ -29,13 +29,13 @@ def flush(tx: Tx) -> set[str]:
     postgres = tx.dialect.name == "postgresql"
     if postgres:
         tx.one("SELECT pg_advisory_xact_lock(?)", (EVENT_LEDGER_LOCK,))
-    changed = set()
-    for task_id, board, kind, data, at in tx.pending_events:
-        tx.run(
-            "INSERT INTO kanban_events (task_id, board, kind, data, at) VALUES (?, ?, ?, ?, ?)",
-            (task_id, board, kind, data, at),
-        )
-        changed.add(board)
+    # executemany inserts the rows one after another, in the order they were queued,
+    # so ids stay in that order too.
+    tx.many(
+        "INSERT INTO kanban_events (task_id, board, kind, data, at) VALUES (?, ?, ?, ?, ?)",
+        tx.pending_events,
+    )
+    changed = {event[1] for event in tx.pending_events}
     if postgres:
         # Delivered at COMMIT and only then, so a listener never sees an uncommitted change.
         for board in sorted(changed):

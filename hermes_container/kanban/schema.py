@@ -36,6 +36,10 @@ class Dialect:
     board_lock: str  # after the SELECT of the board row that serialises claims
     share_lock: str  # after a SELECT of rows that must not change until COMMIT
 
+    def row_lock_of(self, alias: str) -> str:
+        """row_lock for a SELECT that joins tables: lock the rows of `alias` only."""
+        return f"{self.row_lock} OF {alias}" if self.row_lock else ""
+
     def sql(self, statement: str) -> str:
         if self.placeholder == "?":
             return statement
