@@ -97,6 +97,13 @@ _RUN_AND_TASK = (
     "FROM kanban_runs r JOIN kanban_tasks t ON t.id = r.task_id WHERE r.id = ?"
 )
 _TASK_WIDTH = len(TASK_COLUMNS.split(","))
+# The same for an UPDATE of kanban_tasks (SQLite's RETURNING takes no table alias).
+TASK_RETURNING = f"RETURNING {TASK_COLUMNS}, " + _HAS_PARENTS.replace("t.id", "kanban_tasks.id")
+
+
+def task_from_returning(tx: Tx, row: Row) -> Task:
+    """The task from a row of TASK_RETURNING."""
+    return _task_with_flag(tx, row)
 
 
 def _task_with_flag(tx: Tx, row: Row) -> Task:

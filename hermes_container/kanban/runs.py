@@ -33,12 +33,14 @@ from hermes_container.kanban.model import (
 )
 from hermes_container.kanban.rows import (
     RUN_COLUMNS,
+    TASK_RETURNING,
     load_run,
     load_run_and_task,
     load_task,
     run_from_row,
+    task_from_returning,
 )
-from hermes_container.kanban.tx import Tx, placeholders
+from hermes_container.kanban.tx import Row, Tx, placeholders
 
 
 def cap(value: int | None) -> int | None:
@@ -257,45 +259,48 @@ def extend(tx: Tx, run: Run, ttl_seconds: float) -> Run:
     return load_run(tx, stored.id)
 
 
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
+
+
 def complete(tx: Tx, run: Run, result: str, latency_ms: int | None, tokens: int | None) -> Task:
+    """running -> done. The commonest write after create, so it changes first and asks
+    afterwards: the task's UPDATE matches only while `run` is its current run and
+    returns the new row, and the run's UPDATE returns the token to check. Anything
+    wrong raises, which rolls both back, so nothing is written then, as in _open_run."""
     if not isinstance(result, str):
         raise UsageError("a task's result must be text")
     _metric(latency_ms, "latency_ms")
     _metric(tokens, "tokens")
-    task, stored = _open_run(tx, run.id, run.token)
-    _close_run(tx, stored, OUTCOME_COMPLETED, latency_ms=latency_ms, tokens=tokens)
-    tx.run(
-        "UPDATE kanban_tasks SET status = ?, finished_at = ?, result = ?, current_run = NULL, "
-        "consecutive_failures = 0, not_before = NULL WHERE id = ?",
-        (DONE, tx.now, result, task.id),
+
+    def finish(task_id: int) -> Row | None:
+        return tx.one(
+            "UPDATE kanban_tasks SET status = ?, finished_at = ?, result = ?, "
+            "current_run = NULL, consecutive_failures = 0, not_before = NULL "
+            f"WHERE id = ? AND status = ? AND current_run = ? {TASK_RETURNING}",
+            (DONE, tx.now, result, task_id, RUNNING, run.id),
+        )
+
+    row = finish(run.task_id) if _is_id(run.id) and _is_id(run.task_id) else None
+    if row is None:
+        # Not the holder (or no such run): _open_run says which and raises. If it does
+        # not, `run` named another task than its own: finish that one.
+        _task, stored = _open_run(tx, run.id, run.token)
+        row = finish(stored.task_id)
+        if row is None:
+            raise RuntimeError(f"task {stored.task_id} left running during its completion")
+    task = task_from_returning(tx, row)
+    closed = tx.one(
+        "UPDATE kanban_runs SET finished_at = ?, outcome = ?, error = NULL, latency_ms = ?, "
+        "tokens = ? WHERE id = ? AND outcome IS NULL RETURNING token",
+        (tx.now, OUTCOME_COMPLETED, latency_ms, tokens, run.id),
     )
-    tx.emit(
-        task.id, task.board, "completed", run_id=stored.id, latency_ms=latency_ms, tokens=tokens
-    )
-    # Built field by field: dataclasses.replace costs as much again (it looks every
-    # field up by name).
-    return Task(
-        id=task.id,
-        board=task.board,
-        title=task.title,
-        body=task.body,
-        assignee=task.assignee,
-        status=DONE,
-        priority=task.priority,
-        parents=task.parents,
-        created_at=task.created_at,
-        started_at=task.started_at,
-        finished_at=tx.now,
-        attempts=task.attempts,
-        consecutive_failures=0,
-        max_retries=task.max_retries,
-        max_runtime=task.max_runtime,
-        not_before=None,
-        result=result,
-        last_error=task.last_error,
-        idempotency_key=task.idempotency_key,
-        current_run=None,
-    )
+    if closed is None:  # the task named this run as current, so it cannot be closed
+        raise NotHolder(f"run {run.id} no longer holds task {task.id}")
+    if not secrets.compare_digest(closed[0], run.token):
+        raise NotHolder(f"run {run.id}: wrong run token, not the holder of task {task.id}")
+    tx.emit(task.id, task.board, "completed", run_id=run.id, latency_ms=latency_ms, tokens=tokens)
+    return task
 
 
 def backoff_delay(policy: RetryPolicy, failures: int, rng: random.Random) -> float:

@@ -78,11 +78,7 @@ def create(
     ):
         raise UsageError(f"an idempotency key is 1 to {MAX_KEY} characters")
     parent_ids = sorted({_int(parent, "a parent id") for parent in parents})
-    boards.validate_slug(board)
-    if idempotency_key is not None or parent_ids:
-        # The checks below read other tasks of the board: a wrong board is said first.
-        # Without them the INSERT checks the board itself (see there).
-        boards.require(tx, board)
+    boards.require(tx, board)
 
     if idempotency_key is not None:
         existing = tx.one(
@@ -117,21 +113,16 @@ def create(
         status = READY
     else:
         status = TODO
-    # The row comes from the board's row, so it is inserted only if the board exists
-    # and is not archived: the check costs no statement of its own (a fifth of a
-    # small create's statements). The casts: PostgreSQL types a SELECT's values from
-    # themselves, not from the columns they go to.
     # ON CONFLICT: two creators racing with one key (PostgreSQL) — the loser inserts
     # nothing and returns the winner's task below.
-    big, real = tx.dialect.bigint, tx.dialect.real
     task_id_row = tx.one(
         "INSERT INTO kanban_tasks (board, title, body, assignee, status, priority, "
         "created_at, max_retries, max_runtime, idempotency_key) "
-        f"SELECT slug, ?, ?, ?, ?, CAST(? AS {big}), CAST(? AS {real}), CAST(? AS {big}), "
-        f"CAST(? AS {real}), ? FROM kanban_boards WHERE slug = ? AND archived_at IS NULL "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (board, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
         "RETURNING id",
         (
+            board,
             title,
             body,
             assignee,
@@ -141,13 +132,9 @@ def create(
             max_retries,
             max_runtime,
             idempotency_key,
-            board,
         ),
     )
     if task_id_row is None:
-        boards.require(tx, board)  # no such board, or archived: this raises
-        if idempotency_key is None:
-            raise RuntimeError(f"a task on board {board!r} was not inserted")
         row = tx.one(
             f"SELECT {TASK_COLUMNS} FROM kanban_tasks WHERE board = ? AND idempotency_key = ?",
             (board, idempotency_key),

@@ -405,6 +405,24 @@ def test_only_the_current_holder_completes(store: Store, clock: Clock) -> None:
     assert kinds(store, task.id)[-1] == "completed"
 
 
+def test_complete_goes_by_the_stored_run_not_the_callers_copy(store: Store) -> None:
+    # complete() tries the task the Run names first; a Run whose task_id is wrong (built
+    # by hand) still completes the run's own task, and an unknown run is NotFound.
+    first = store.create_task("first", assignee="coder")
+    second = store.create_task("second", assignee="coder")
+    run = store.claim(HOLDER, task_id=second.id)
+    assert run is not None
+    before = store.events_since(0)
+    with pytest.raises(NotFound):
+        store.complete(type(run)(**{**{f: getattr(run, f) for f in run.__slots__}, "id": 999}), "x")
+    assert store.events_since(0) == before
+    misnamed = type(run)(**{**{f: getattr(run, f) for f in run.__slots__}, "task_id": first.id})
+    done = store.complete(misnamed, "answer")
+    assert (done.id, done.status, done.result) == (second.id, "done", "answer")
+    assert store.get_task(first.id).status == "ready"
+    assert [r.outcome for r in store.runs_of(second.id)] == ["completed"]
+
+
 def test_a_released_holder_cannot_complete(store: Store) -> None:
     task = store.create_task("t", assignee="coder")
     old = store.claim(HOLDER)
