@@ -600,6 +600,25 @@ def test_sqlite_busy_is_retried_not_reported(
         store.close()
 
 
+def test_sqlite_claim_tasks_looks_its_candidates_up_by_id(hermes_home: HermesHome) -> None:
+    # Without statistics SQLite once chose kanban_tasks_order (board, status) over the
+    # rowid lookups of `id IN (...)` once it held 8 or more ids, and walked the whole
+    # ready queue on every claim.
+    store = open_store(hermes_home, {})
+    conn = store._conn  # type: ignore[attr-defined]
+    try:
+        ids = [store.create_task(f"t{i}", assignee="coder").id for i in range(40)]
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        assert len(store.claim_tasks(HOLDER, ids[:16], ClaimLimits())) == 16
+        conn.set_trace_callback(None)
+        [lookup] = [sql for sql in statements if "WHERE id IN" in sql]
+        plan = " ".join(str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + lookup))
+        assert "PRIMARY KEY" in plan and "kanban_tasks_order" not in plan, plan
+    finally:
+        store.close()
+
+
 def test_newer_schema_is_refused(make_store: StoreFactory) -> None:
     store = make_store()
     store._do(lambda tx: tx.run("UPDATE kanban_schema SET version = 99"))  # type: ignore[attr-defined]
