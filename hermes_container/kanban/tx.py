@@ -64,7 +64,8 @@ class Tx:
     def emit(self, task_id: int, board: str, kind: str, **data: Any) -> None:
         """Queue an event; the store writes it in this transaction, after every other
         statement (events.flush explains why last)."""
-        # Compact separators: events are a third of the bytes a small task writes.
+        # Compact separators: a few bytes less in every event row, and a task writes
+        # three or more of them.
         self.pending_events.append((task_id, board, kind, _encode(data), self.now))
 
 
