@@ -29,20 +29,21 @@ def flush(tx: Tx) -> set[str]:
     postgres = tx.dialect.name == "postgresql"
     if postgres:
         tx.one("SELECT pg_advisory_xact_lock(?)", (EVENT_LEDGER_LOCK,))
-    changed = set()
-    for task_id, board, kind, data, at in tx.pending_events:
-        tx.run(
+    # executemany inserts the rows one after another, in the order they were queued,
+    # so ids stay in that order too.
+    if tx.pending_events:
+        tx.many(
             "INSERT INTO kanban_events (task_id, board, kind, data, at) VALUES (?, ?, ?, ?, ?)",
-            (task_id, board, kind, data, at),
+            tx.pending_events,
         )
-        changed.add(board)
-    for job, board, run_id, slot, kind, data, at in tx.pending_job_events:
-        tx.run(
+    if tx.pending_job_events:
+        tx.many(
             "INSERT INTO kanban_job_events (job, board, run_id, slot, kind, data, at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (job, board, run_id, slot, kind, data, at),
+            tx.pending_job_events,
         )
-        changed.add(board)
+    changed = {event[1] for event in tx.pending_events}
+    changed.update(event[1] for event in tx.pending_job_events)
     if postgres:
         # Delivered at COMMIT and only then, so a listener never sees an uncommitted change.
         for board in sorted(changed):

@@ -84,19 +84,44 @@ def tasks_from_rows(tx: Tx, rows: list[Row]) -> list[Task]:
     return [task_from_row(row, parents[int(row[0])]) for row in rows]
 
 
+def _prefixed(alias: str, columns: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in columns.split(","))
+
+
+# Whether a task has parents, read with its row: most tasks have none, and then the
+# second query for them (parents_of) is not needed.
+_HAS_PARENTS = "EXISTS (SELECT 1 FROM kanban_task_parents p WHERE p.task_id = t.id)"
+_TASK = f"SELECT {_prefixed('t', TASK_COLUMNS)}, {_HAS_PARENTS} FROM kanban_tasks t WHERE t.id = ?"
+_RUN_AND_TASK = (
+    f"SELECT {_prefixed('t', TASK_COLUMNS)}, {_HAS_PARENTS}, {_prefixed('r', RUN_COLUMNS)} "
+    "FROM kanban_runs r JOIN kanban_tasks t ON t.id = r.task_id WHERE r.id = ?"
+)
+_TASK_WIDTH = len(TASK_COLUMNS.split(","))
+# The same for an UPDATE of kanban_tasks (SQLite's RETURNING takes no table alias).
+TASK_RETURNING = f"RETURNING {TASK_COLUMNS}, " + _HAS_PARENTS.replace("t.id", "kanban_tasks.id")
+
+
+def task_from_returning(tx: Tx, row: Row) -> Task:
+    """The task from a row of TASK_RETURNING."""
+    return _task_with_flag(tx, row)
+
+
+def _task_with_flag(tx: Tx, row: Row) -> Task:
+    """A task from a row of its columns followed by the _HAS_PARENTS flag."""
+    task_id = int(row[0])
+    parents = parents_of(tx, [task_id])[task_id] if row[_TASK_WIDTH] else ()
+    return task_from_row(row, parents)
+
+
 def load_task(tx: Tx, task_id: int, *, lock: bool = False) -> Task:
     """The task, or NotFound. `lock`: the caller is about to change it (a row lock on
     PostgreSQL, so two writers cannot both act on the same old status)."""
     if not isinstance(task_id, int) or not 0 < task_id < 2**63:  # no such id can exist
         raise NotFound(f"no task {task_id}")
-    row = tx.one(
-        f"SELECT {TASK_COLUMNS} FROM kanban_tasks WHERE id = ?"
-        + (tx.dialect.row_lock if lock else ""),
-        (task_id,),
-    )
+    row = tx.one(_TASK + (tx.dialect.row_lock if lock else ""), (task_id,))
     if row is None:
         raise NotFound(f"no task {task_id}")
-    return task_from_row(row, parents_of(tx, [task_id])[task_id])
+    return _task_with_flag(tx, row)
 
 
 def load_run(tx: Tx, run_id: int) -> Run:
@@ -106,3 +131,16 @@ def load_run(tx: Tx, run_id: int) -> Run:
     if row is None:
         raise NotFound(f"no run {run_id}")
     return run_from_row(row)
+
+
+def load_run_and_task(tx: Tx, run_id: int) -> tuple[Run, Task]:
+    """The run and its task (row-locked, as load_task(lock=True)) in one query: what
+    every step of a run after its claim starts with, so it is the hot path."""
+    if not isinstance(run_id, int) or not 0 < run_id < 2**63:
+        raise NotFound(f"no run {run_id}")
+    # OF t: the task row is the one the caller changes under the lock; the run row is
+    # read as load_run reads it (the task's status and current_run guard it).
+    row = tx.one(_RUN_AND_TASK + tx.dialect.row_lock_of("t"), (run_id,))
+    if row is None:
+        raise NotFound(f"no run {run_id}")
+    return run_from_row(row[_TASK_WIDTH + 1 :]), _task_with_flag(tx, row)

@@ -35,6 +35,12 @@ class Dialect:
     skip_locked: str  # after the claim's candidate SELECT
     board_lock: str  # after the SELECT of the board row that serialises claims
     share_lock: str  # after a SELECT of rows that must not change until COMMIT
+    # Before a column in a WHERE term that must not choose the index (SQLite's unary +).
+    unindexed: str
+
+    def row_lock_of(self, alias: str) -> str:
+        """row_lock for a SELECT that joins tables: lock the rows of `alias` only."""
+        return f"{self.row_lock} OF {alias}" if self.row_lock else ""
 
     def sql(self, statement: str) -> str:
         if self.placeholder == "?":
@@ -52,6 +58,7 @@ SQLITE = Dialect(
     skip_locked="",
     board_lock="",
     share_lock="",
+    unindexed="+",
 )
 POSTGRES = Dialect(
     name="postgresql",
@@ -66,6 +73,7 @@ POSTGRES = Dialect(
     skip_locked=" FOR NO KEY UPDATE SKIP LOCKED",
     board_lock=" FOR NO KEY UPDATE",
     share_lock=" FOR SHARE",
+    unindexed="",
 )
 
 _STATUS_LIST = ", ".join(f"'{status}'" for status in STATUSES)

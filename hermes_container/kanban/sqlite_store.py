@@ -10,18 +10,17 @@ locked" never reaches a caller.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from hermes_container.kanban.errors import StoreUnavailable
 from hermes_container.kanban.schema import SQLITE
 from hermes_container.kanban.sql_store import SqlStore
-from hermes_container.kanban.tx import Cursor
 from hermes_container.kanban.wake import WAKE_DIR, SocketListener, SocketNotifier
 
 BUSY_TIMEOUT_MS = 5000
@@ -59,6 +58,49 @@ def prepare_file(path: Path) -> None:
         os.close(fd)
     if path.stat().st_uid == os.geteuid():
         os.chmod(path, 0o600)
+
+
+class _Transaction:
+    """BEGIN (IMMEDIATE for a write) ... COMMIT under the store's lock, rolled back on
+    any exception. A class rather than a @contextmanager generator: this runs around
+    every operation, and the generator machinery cost a few microseconds each time."""
+
+    __slots__ = ("_conn", "_cursor", "_lock", "_write")
+
+    def __init__(self, lock: threading.Lock, conn: sqlite3.Connection, write: bool) -> None:
+        self._lock = lock
+        self._conn = conn
+        self._write = write
+
+    def __enter__(self) -> sqlite3.Cursor:
+        self._lock.acquire()
+        try:
+            self._cursor = self._conn.cursor()
+            self._cursor.execute("BEGIN IMMEDIATE" if self._write else "BEGIN")
+        except BaseException:
+            self._release()
+            raise
+        return self._cursor
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        try:
+            if exc_type is None:
+                self._cursor.execute("COMMIT")
+        except BaseException:
+            self._release()
+            raise
+        self._release()
+
+    def _release(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                self._conn.rollback()
+        finally:
+            with contextlib.suppress(AttributeError):
+                self._cursor.close()
+            self._lock.release()
 
 
 class SqliteStore(SqlStore):
@@ -138,20 +180,8 @@ class SqliteStore(SqlStore):
                     raise
                 time.sleep(0.01)
 
-    @contextmanager
-    def _transaction(self, write: bool) -> Iterator[Cursor]:
-        with self._lock:
-            cursor = self._conn.cursor()
-            try:
-                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                yield cursor
-                cursor.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.rollback()
-                raise
-            finally:
-                cursor.close()
+    def _transaction(self, write: bool) -> _Transaction:
+        return _Transaction(self._lock, self._conn, write)
 
     def _retryable(self, exc: BaseException) -> bool:
         return _is_busy(exc)

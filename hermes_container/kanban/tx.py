@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from hermes_container.kanban.schema import Dialect
 
 Row = tuple[Any, ...]
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class Cursor(Protocol):
@@ -18,6 +19,8 @@ class Cursor(Protocol):
     def rowcount(self) -> int: ...
 
     def execute(self, query: Any, params: Any = ..., /) -> Any: ...
+
+    def executemany(self, query: Any, params_seq: Any, /) -> Any: ...
 
     def fetchone(self) -> Any: ...
 
@@ -49,6 +52,13 @@ class Tx:
         self.cursor.execute(self.dialect.sql(sql), tuple(params))
         return int(self.cursor.rowcount)
 
+    def many(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        """Execute a statement once per row, in order: one call into the driver instead
+        of one per row (sqlite3 steps a single prepared statement; psycopg pipelines).
+        The number of rows changed, summed (both drivers sum it so)."""
+        self.cursor.executemany(self.dialect.sql(sql), rows)
+        return int(self.cursor.rowcount)
+
     def insert(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> int:
         """Execute an INSERT ... RETURNING id (SQLite >= 3.35 and PostgreSQL both have it)."""
         row = self.one(sql, params)
@@ -58,7 +68,9 @@ class Tx:
     def emit(self, task_id: int, board: str, kind: str, **data: Any) -> None:
         """Queue an event; the store writes it in this transaction, after every other
         statement (events.flush explains why last)."""
-        self.pending_events.append((task_id, board, kind, json.dumps(data), self.now))
+        # Compact separators: a few bytes less in every event row, and a task writes
+        # three or more of them.
+        self.pending_events.append((task_id, board, kind, _encode(data), self.now))
 
     def emit_job(
         self,

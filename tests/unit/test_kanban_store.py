@@ -405,6 +405,24 @@ def test_only_the_current_holder_completes(store: Store, clock: Clock) -> None:
     assert kinds(store, task.id)[-1] == "completed"
 
 
+def test_complete_goes_by_the_stored_run_not_the_callers_copy(store: Store) -> None:
+    # complete() tries the task the Run names first; a Run whose task_id is wrong (built
+    # by hand) still completes the run's own task, and an unknown run is NotFound.
+    first = store.create_task("first", assignee="coder")
+    second = store.create_task("second", assignee="coder")
+    run = store.claim(HOLDER, task_id=second.id)
+    assert run is not None
+    before = store.events_since(0)
+    with pytest.raises(NotFound):
+        store.complete(type(run)(**{**{f: getattr(run, f) for f in run.__slots__}, "id": 999}), "x")
+    assert store.events_since(0) == before
+    misnamed = type(run)(**{**{f: getattr(run, f) for f in run.__slots__}, "task_id": first.id})
+    done = store.complete(misnamed, "answer")
+    assert (done.id, done.status, done.result) == (second.id, "done", "answer")
+    assert store.get_task(first.id).status == "ready"
+    assert [r.outcome for r in store.runs_of(second.id)] == ["completed"]
+
+
 def test_a_released_holder_cannot_complete(store: Store) -> None:
     task = store.create_task("t", assignee="coder")
     old = store.claim(HOLDER)
@@ -579,6 +597,25 @@ def test_sqlite_busy_is_retried_not_reported(
     finally:
         time.sleep(0.5)
         blocker.close()
+        store.close()
+
+
+def test_sqlite_claim_tasks_looks_its_candidates_up_by_id(hermes_home: HermesHome) -> None:
+    # Without statistics SQLite once chose kanban_tasks_order (board, status) over the
+    # rowid lookups of `id IN (...)` once it held 8 or more ids, and walked the whole
+    # ready queue on every claim.
+    store = open_store(hermes_home, {})
+    conn = store._conn  # type: ignore[attr-defined]
+    try:
+        ids = [store.create_task(f"t{i}", assignee="coder").id for i in range(40)]
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        assert len(store.claim_tasks(HOLDER, ids[:16], ClaimLimits())) == 16
+        conn.set_trace_callback(None)
+        [lookup] = [sql for sql in statements if "WHERE id IN" in sql]
+        plan = " ".join(str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + lookup))
+        assert "PRIMARY KEY" in plan and "kanban_tasks_order" not in plan, plan
+    finally:
         store.close()
 
 
