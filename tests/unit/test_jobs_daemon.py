@@ -438,3 +438,44 @@ def test_a_slot_task_is_claimed_within_moments_of_its_slot(
     assert all(0 <= s < SLOT_START_SECONDS for s in latencies), latencies
     print(f"slot-to-claim: median {statistics.median(latencies) * 1000:.0f} ms, {latencies}")
     assert "Traceback" not in daemon_proc.log.read_text()
+
+
+# -- a step whose gateway stays down -------------------------------------------------------
+
+
+def test_a_step_whose_gateway_stays_down_past_the_grace_fails_and_retries(
+    home: HermesHome, clock: OffsetClock
+) -> None:
+    """gamma is a profile whose gateway does not run: its job task waits, as board tasks
+    do, until jobs.gateway_grace_seconds pass; then the attempt fails (counted), is
+    retried after the job's backoff, and after max_retries the run is dead-lettered.
+    A board task for gamma that is not a job's keeps waiting."""
+    set_jobs(home, gateway_grace_seconds=1)
+    set_kanban(home, dispatch_interval_seconds=0.2)
+    board = open_store(home, {})
+    try:
+        plain = board.create_task("not a job", assignee="gamma")
+        add_job("down", "--profile", "gamma", "--prompt", "hello", "--every", "1h",
+                "--max-retries", "1", "--retry-delay", "1s")  # fmt: skip
+        run = Jobs(board).run_now("down")
+        running = DaemonThread(home, clock)
+        try:
+
+            def dead() -> JobRun | None:
+                found = Jobs(board).get_run(run.id)
+                return found if found.state == "dead_lettered" else None
+
+            final = wait_for(dead, 30, "the run to be dead-lettered")
+        finally:
+            running.stop()
+        kinds = [e.kind for e in run_events(board, run.id)]
+        assert kinds.count("failed") == 2 and "retry_scheduled" in kinds
+        assert kinds[-1] == "dead_lettered"
+        assert final.error is not None and "gamma stayed down for more than 1s" in final.error
+        # Each failure came after the grace: the first claim at least 1 s after the run.
+        failed = [e for e in run_events(board, run.id) if e.kind == "failed"]
+        assert failed[0].at - run.created_at >= 1.0
+        assert board.get_task(plain.id).status == "ready"  # never failed for waiting
+        assert board.get_task(plain.id).attempts == 0
+    finally:
+        board.close()

@@ -47,7 +47,12 @@ def _active_on_board(tx: Tx, board: str) -> int:
 
 def _has_room(tx: Tx, board: str, limits: Limits) -> bool:
     cap = limits.max_concurrent
-    return cap is None or cap < 1 or _active_on_board(tx, board) < cap
+    if cap is None or cap < 1:
+        return True
+    # The board row's lock (the one claims take) makes count-then-start one step across
+    # dispatchers, so two cannot both take the last place.
+    tx.one("SELECT slug FROM kanban_boards WHERE slug = ?" + tx.dialect.board_lock, (board,))
+    return _active_on_board(tx, board) < cap
 
 
 def materialize(tx: Tx, run: JobRun, spec: JobSpec) -> list[int]:
@@ -238,13 +243,18 @@ def start_queued(tx: Tx, limits: Limits) -> list[int]:
         run = book.run_from_row(row)
         if run.job in seen:
             continue  # one active run per job: its next queued run waits for this one
-        if not _has_room(tx, run.board, limits):
-            continue
+        seen.add(run.job)
         try:
-            job = book.load(tx, run.job)
+            # The job's row lock serialises this with another dispatcher's start_queued
+            # and fire_due for the same job; what was read above is then read again.
+            job = book.load(tx, run.job, lock=True)
         except NotFound:  # removed: remove() cancels queued runs, so only a race gets here
             continue
-        seen.add(run.job)
-        materialize(tx, run, job.spec)
+        fresh = book.get_run(tx, run.id)
+        if fresh.state != QUEUED or any(r.state == ACTIVE for r in book.in_flight(tx, run.job)):
+            continue  # started meanwhile, by someone else
+        if not _has_room(tx, run.board, limits):
+            continue
+        materialize(tx, fresh, job.spec)
         started.append(run.id)
     return started
