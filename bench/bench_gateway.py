@@ -1,11 +1,13 @@
-"""Gateway relay overhead and idle memory.
+"""Gateway relay overhead, ingress overhead and idle memory.
 
-Starts the fake upstream (tests/fake_upstream.py, in its own process) and a real
-`hermes gateway run`, then sends the same chat request N times directly to the
-upstream and N times through the gateway, interleaved in blocks so both see the
-same machine state. Prints p50/p99 of each and the overhead (gateway - direct),
-for non-streaming and streaming (time to the last byte), and the gateway's idle
-RSS from /proc/<pid>/status. Targets: overhead <= 1.5 ms p50, idle RSS <= 45 MB.
+Starts the fake upstream (tests/fake_upstream.py, in its own process), a real
+`hermes gateway run` and a real `hermes ingress run` in front of it, then sends the
+same chat request N times directly to the upstream, N times through the gateway and N
+times through the ingress and the gateway, interleaved in blocks so all three see the
+same machine state. Prints p50/p99 of each and the overheads (gateway - direct,
+ingress - gateway), for non-streaming and streaming (time to the last byte), and the
+gateway's idle RSS from /proc/<pid>/status. Targets: gateway overhead <= 1.5 ms p50,
+ingress overhead <= 0.4 ms p50, idle RSS <= 45 MB.
 
     .venv/bin/python bench/bench_gateway.py [--requests 3000] [--max-seconds 120]
 """
@@ -33,6 +35,7 @@ from hermes_container.home import HermesHome  # noqa: E402
 from hermes_container.profiles import ensure_default_profile  # noqa: E402
 
 TARGET_OVERHEAD_MS = 1.5
+TARGET_INGRESS_MS = 0.4
 TARGET_RSS_MB = 45.0
 BLOCK = 50  # requests per block; blocks alternate direct / gateway
 
@@ -70,6 +73,28 @@ def start_gateway(home: Path, upstream_port: int) -> tuple[subprocess.Popen[byte
     raise SystemExit("gateway did not become healthy within 30 s")
 
 
+def start_ingress(home: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {**os.environ, "HERMES_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hermes_container", "ingress", "run", "--port", str(port)],
+        env=env,
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("ingress did not become healthy within 30 s")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -103,37 +128,44 @@ class Target:
 
 
 def measure(
-    direct: Target, gateway: Target, body: bytes, n: int, deadline: float
-) -> tuple[list[float], list[float]]:
+    targets: tuple[Target, Target, Target], body: bytes, n: int, deadline: float
+) -> tuple[list[float], list[float], list[float]]:
+    """Samples of direct, gateway and ingress (+ gateway), block by block."""
     for _ in range(200):  # warm-up: connections, caches, the upstream's threads
-        direct.once(body)
-        gateway.once(body)
-    d: list[float] = []
-    g: list[float] = []
-    while len(d) < n and time.monotonic() < deadline:
-        d.extend(direct.once(body) for _ in range(BLOCK))
-        g.extend(gateway.once(body) for _ in range(BLOCK))
-    return d, g
+        for target in targets:
+            target.once(body)
+    samples: tuple[list[float], list[float], list[float]] = ([], [], [])
+    while len(samples[0]) < n and time.monotonic() < deadline:
+        for target, out in zip(targets, samples, strict=True):
+            out.extend(target.once(body) for _ in range(BLOCK))
+    return samples
 
 
-def pct(samples: list[float], q: float) -> float:
+def pct(samples: list[float], q: int) -> float:
     return (
         statistics.quantiles(samples, n=100, method="inclusive")[q - 1] if q < 100 else max(samples)
     )
 
 
-def report(label: str, d: list[float], g: list[float]) -> bool:
+def report(label: str, d: list[float], g: list[float], i: list[float]) -> bool:
     d50, d99, g50, g99 = pct(d, 50), pct(d, 99), pct(g, 50), pct(g, 99)
+    i50, i99 = pct(i, 50), pct(i, 99)
     over50, over99 = g50 - d50, g99 - d99
     met = over50 <= TARGET_OVERHEAD_MS
+    ingress_met = i50 - g50 <= TARGET_INGRESS_MS
     print(f"{label} ({len(g)} requests each)")
-    print(f"  direct   p50 {d50:6.3f} ms   p99 {d99:6.3f} ms")
-    print(f"  gateway  p50 {g50:6.3f} ms   p99 {g99:6.3f} ms")
+    print("             direct      gateway     ingress + gateway")
+    print(f"  p50  {d50:9.3f} ms {g50:9.3f} ms {i50:9.3f} ms")
+    print(f"  p99  {d99:9.3f} ms {g99:9.3f} ms {i99:9.3f} ms")
     print(
-        f"  overhead p50 {over50:6.3f} ms   p99 {over99:6.3f} ms   "
+        f"  gateway overhead p50 {over50:6.3f} ms   p99 {over99:6.3f} ms   "
         f"[target p50 <= {TARGET_OVERHEAD_MS} ms: {'met' if met else 'MISSED'}]"
     )
-    return met
+    print(
+        f"  ingress overhead p50 {i50 - g50:6.3f} ms   p99 {i99 - g99:6.3f} ms   "
+        f"[target p50 <= {TARGET_INGRESS_MS} ms: {'met' if ingress_met else 'MISSED'}]"
+    )
+    return met and ingress_met
 
 
 def main() -> int:
@@ -145,15 +177,17 @@ def main() -> int:
     upstream, upstream_port = start_upstream()
     with tempfile.TemporaryDirectory() as tmp:
         gateway_proc, port, key = start_gateway(Path(tmp), upstream_port)
+        ingress_proc, ingress_port = start_ingress(Path(tmp))
         try:
             time.sleep(1.0)  # let start-up allocations settle before reading "idle"
             idle = rss_mb(gateway_proc.pid)
-            direct, gateway = Target(upstream_port, None), Target(port, key)
+            # The ingress with the profile's own key, `model` naming the profile.
+            targets = (Target(upstream_port, None), Target(port, key), Target(ingress_port, key))
             ok = True
             for label, stream in (("non-streaming", False), ("streaming", True)):
                 body = json.dumps(
                     {
-                        "model": "bench-model",
+                        "model": "default",
                         "stream": stream,
                         "messages": [{"role": "user", "content": "hello from the benchmark"}],
                     }
@@ -162,10 +196,16 @@ def main() -> int:
                 left = deadline - time.monotonic()
                 until = time.monotonic() + (left if stream else left / 2)
                 cpu_before = cpu_seconds(gateway_proc.pid)
-                d, g = measure(direct, gateway, body, args.requests, until)
-                cpu_ms = (cpu_seconds(gateway_proc.pid) - cpu_before) * 1000 / (len(g) + 200)
-                ok = report(label, d, g) and ok
+                ingress_cpu_before = cpu_seconds(ingress_proc.pid)
+                d, g, i = measure(targets, body, args.requests, until)
+                served = len(g) + len(i) + 400  # the gateway serves both, warm-up included
+                cpu_ms = (cpu_seconds(gateway_proc.pid) - cpu_before) * 1000 / served
+                ingress_cpu_ms = (
+                    (cpu_seconds(ingress_proc.pid) - ingress_cpu_before) * 1000 / (len(i) + 200)
+                )
+                ok = report(label, d, g, i) and ok
                 print(f"  gateway CPU per request {cpu_ms:.3f} ms (user+system)")
+                print(f"  ingress CPU per request {ingress_cpu_ms:.3f} ms (user+system)")
             loaded = rss_mb(gateway_proc.pid)
             rss_met = idle <= TARGET_RSS_MB
             print(
@@ -174,6 +214,8 @@ def main() -> int:
             )
             ok = ok and rss_met
         finally:
+            ingress_proc.terminate()
+            ingress_proc.wait(30)
             gateway_proc.terminate()
             gateway_proc.wait(30)
             upstream.terminate()

@@ -27,6 +27,7 @@ _SUPERVISION = "hermes_container.commands.supervision"
 COMMANDS: dict[str, str] = {
     "profile": "hermes_container.commands.profile",
     "gateway": "hermes_container.commands.gateway",
+    "status": "hermes_container.commands.gateway",  # = gateway status --all
     "chat": "hermes_container.commands.chat",
     "reconcile": _SUPERVISION,
     "supervise": _SUPERVISION,
@@ -38,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "kanban": "hermes_container.commands.kanban",
     "events": "hermes_container.commands.events",
     "jobs": "hermes_container.commands.jobs",
+    "ingress": "hermes_container.commands.ingress",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 

@@ -111,10 +111,20 @@ def create_app(
         revocations=_revocations(settings, home, audit),
     )
     providers = None
-    if settings.mode == "oauth":
+    if settings.oauth_providers:
         from hermes_container.dashboard.auth.providers import LoginProviders
 
         providers = LoginProviders(settings)
+    token_login = None
+    if settings.token_login:
+        from hermes_container.dashboard.auth.token_login import TokenLogin
+
+        token_login = TokenLogin(home.root)
+    basic_login = None
+    if settings.basic is not None:
+        from hermes_container.dashboard.auth.basic_login import BasicLogin
+
+        basic_login = BasicLogin(settings.basic.user, settings.basic.password_hash)
     managers = (
         ManagerSource(supervision_lookup(home))
         if isinstance(manager, _Auto)
@@ -130,6 +140,8 @@ def create_app(
         codec=codec,
         templates=_templates(),
         providers=providers,
+        token_login=token_login,
+        basic_login=basic_login,
     )
 
     kanban = KanbanBoard(home)  # opens the board on first use
@@ -182,7 +194,7 @@ def create_app(
     elif settings.mode == "oauth":
         app.add_middleware(
             OAuthGateMiddleware,
-            access=SessionAccess(settings.allowlist, settings.providers),
+            access=SessionAccess(settings.allowlist, settings.providers, basic_login),
             codec=codec,
             audit=audit,
             proxies=settings.proxies,

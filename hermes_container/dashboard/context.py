@@ -19,7 +19,9 @@ from hermes_container.home import HermesHome
 if TYPE_CHECKING:
     from starlette.templating import Jinja2Templates
 
+    from hermes_container.dashboard.auth.basic_login import BasicLogin
     from hermes_container.dashboard.auth.providers import LoginProviders
+    from hermes_container.dashboard.auth.token_login import TokenLogin
     from hermes_container.supervision.protocol import ServiceManager
     from hermes_container.supervision.service_status import ServiceStatus
 
@@ -37,6 +39,8 @@ class DashboardContext:
     codec: SessionCodec
     templates: Jinja2Templates
     providers: LoginProviders | None
+    token_login: TokenLogin | None = None  # HERMES_DASHBOARD_AUTH=token
+    basic_login: BasicLogin | None = None  # HERMES_DASHBOARD_BASIC_*
 
     async def rows_now(self) -> tuple[ServiceManager | None, list[ServiceStatus]]:
         """The supervisor and every profile's status (cached briefly), off the event loop."""

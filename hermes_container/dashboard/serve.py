@@ -27,6 +27,13 @@ def serve(host: str | None = None, port: int | None = None) -> int:
 
     _log_setup()
     app = create_app(settings, home=home)
+    if settings.token_login:
+        from hermes_container.dashboard.auth.login_token import LoginTokenFile, sign_in_url
+
+        # The one line that carries the token: the operator's way in, on the container's
+        # own output (docker logs), never in a log file the dashboard shows.
+        token = LoginTokenFile(home.root).ensure()
+        log.info("sign in at %s", sign_in_url(settings.sign_in_base, token))
     if settings.mode == "insecure":
         log.warning(INSECURE_WARNING.format(host=settings.host, port=settings.port))
     log.info(

@@ -9,6 +9,11 @@ value is the file's content minus one trailing newline; setting both is an error
   HERMES_DASHBOARD_HOST / _PORT          bind address (default 127.0.0.1) and port (9119)
   HERMES_DASHBOARD_SESSION_TOKEN         loopback mode: fixed token instead of a random one
   HERMES_DASHBOARD_INSECURE=1|true|yes   serve a non-loopback bind WITHOUT authentication
+  HERMES_DASHBOARD_AUTH=token            sign in with a login token kept in the volume
+                                         (auth/login_token.py); no identity provider needed
+  HERMES_DASHBOARD_BASIC_USER / _BASIC_PASSWORD_HASH
+                                         one user and an argon2 hash (`hermes dashboard
+                                         hash-password`); auth/basic_login.py
   HERMES_DASHBOARD_OIDC_ISSUER           OIDC issuer URL (discovery: <issuer>/.well-known/...)
   HERMES_DASHBOARD_OIDC_CLIENT_ID / _OIDC_CLIENT_SECRET
   HERMES_DASHBOARD_OIDC_SCOPES           default "openid email profile"
@@ -27,8 +32,10 @@ value is the file's content minus one trailing newline; setting both is an error
   HERMES_DASHBOARD_SESSION_TTL           idle timeout in seconds (default 28800)
   HERMES_DASHBOARD_SESSION_MAX_AGE       absolute session lifetime in seconds (default 604800)
 
-Auth mode: a configured provider always means the OAuth gate (also on loopback, e.g.
-behind a reverse proxy), which also needs PUBLIC_URL or ALLOWED_HOSTS (see auth/hosts.py);
+Auth mode: a configured provider (OIDC, GitHub, the login token or basic) always means
+the login-session gate, mode "oauth" (also on loopback, e.g. behind a reverse proxy); OIDC
+and GitHub also need PUBLIC_URL or ALLOWED_HOSTS (see auth/hosts.py), token and basic do
+not (no redirect URI, and a session cookie is never sent to a rebound host name);
 otherwise a loopback bind uses the ephemeral token; any other bind refuses to start
 (exit 78) unless HERMES_DASHBOARD_INSECURE is set.
 """
@@ -90,11 +97,17 @@ SETTING_KEYS = (
     "SESSION_MAX_AGE",
     "SESSION_TOKEN",
     "INSECURE",
+    "AUTH",
+    "BASIC_USER",
+    "BASIC_PASSWORD_HASH",
 )
+AUTH_TOKEN = "token"  # noqa: S105 (a mode name)
 
 NO_PROVIDER_MESSAGE = (
     "refusing to serve the dashboard on {host} without authentication: configure a login "
-    "provider (HERMES_DASHBOARD_OIDC_ISSUER + HERMES_DASHBOARD_OIDC_CLIENT_ID + "
+    "provider (HERMES_DASHBOARD_AUTH=token for a sign-in link printed at start, "
+    "HERMES_DASHBOARD_BASIC_USER + HERMES_DASHBOARD_BASIC_PASSWORD_HASH, or "
+    "HERMES_DASHBOARD_OIDC_ISSUER + HERMES_DASHBOARD_OIDC_CLIENT_ID + "
     "HERMES_DASHBOARD_OIDC_CLIENT_SECRET, or HERMES_DASHBOARD_GITHUB_CLIENT_ID + "
     "HERMES_DASHBOARD_GITHUB_CLIENT_SECRET) with an allowlist (HERMES_DASHBOARD_ALLOWED_EMAILS, "
     "_ALLOWED_DOMAINS, _ALLOWED_GITHUB_USERS or _ALLOWED_GITHUB_ORGS), or bind to 127.0.0.1 "
@@ -129,6 +142,12 @@ class GithubConfig:
 
 
 @dataclass(frozen=True)
+class BasicConfig:
+    user: str
+    password_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class DashboardSettings:
     host: str = "127.0.0.1"
     port: int = DASHBOARD_DEFAULT_PORT
@@ -136,6 +155,8 @@ class DashboardSettings:
     session_token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     oidc: OidcConfig | None = field(default=None, repr=False)
     github: GithubConfig | None = field(default=None, repr=False)
+    token_login: bool = False  # HERMES_DASHBOARD_AUTH=token
+    basic: BasicConfig | None = field(default=None, repr=False)
     allowlist: Allowlist = field(default_factory=Allowlist)
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     public_url: str | None = None
@@ -146,12 +167,26 @@ class DashboardSettings:
 
     def __post_init__(self) -> None:
         # Fail closed however the settings were built: OAuth never trusts the Host header.
-        if self.mode == "oauth" and not (self.public_url or self.allowed_hosts):
+        if self.oauth_providers and not (self.public_url or self.allowed_hosts):
             raise ConfigError(NO_PUBLIC_URL_MESSAGE)
 
     @property
-    def providers(self) -> list[str]:
+    def oauth_providers(self) -> list[str]:
+        """The providers that log in through a redirect (authlib): oidc, github."""
         return [name for name, cfg in (("oidc", self.oidc), ("github", self.github)) if cfg]
+
+    @property
+    def providers(self) -> list[str]:
+        """Every login provider a session may come from (sessions record it)."""
+        own = [name for name, on in (("token", self.token_login), ("basic", self.basic)) if on]
+        return self.oauth_providers + own
+
+    @property
+    def sign_in_base(self) -> str:
+        """The URL a browser opens to reach the dashboard (the sign-in link's base)."""
+        from hermes_container.dashboard.auth.login_token import base_url
+
+        return base_url(self.host, self.port, self.public_url)
 
     @property
     def auth_required(self) -> bool:
@@ -281,9 +316,11 @@ def load_settings(
         github_orgs=src.items("ALLOWED_GITHUB_ORGS"),
         allow_any=is_truthy(src.get("ALLOW_ANY_USER")),
     )
+    token_login = _token_login(src)
+    basic = _basic(src)
     mode: AuthMode
-    if oidc or github:
-        if not allowlist.configured:
+    if oidc or github or token_login or basic:
+        if (oidc or github) and not allowlist.configured:
             raise ConfigError(
                 "a dashboard login provider is configured but no allowlist: set "
                 "HERMES_DASHBOARD_ALLOWED_EMAILS, HERMES_DASHBOARD_ALLOWED_DOMAINS, "
@@ -304,7 +341,7 @@ def load_settings(
         raise ConfigError(f"HERMES_DASHBOARD_TRUSTED_PROXIES: {exc}") from None
     public_url = _public_url(src.get("PUBLIC_URL").strip())
     allowed_hosts = _allowed_hosts(src.items("ALLOWED_HOSTS"))
-    if mode == "oauth" and not (public_url or allowed_hosts):
+    if (oidc or github) and not (public_url or allowed_hosts):
         raise ConfigError(NO_PUBLIC_URL_MESSAGE)
     token = src.get("SESSION_TOKEN") or secrets.token_urlsafe(32)
     # Validate everything before load_secret_key may create the home and its secret file.
@@ -318,6 +355,8 @@ def load_settings(
         session_token=token,
         oidc=oidc,
         github=github,
+        token_login=token_login,
+        basic=basic,
         allowlist=allowlist,
         proxies=proxies,
         public_url=public_url,
@@ -326,6 +365,52 @@ def load_settings(
         session_idle_ttl=idle_ttl,
         session_max_age=max_age,
     )
+
+
+def _token_login(src: _Env) -> bool:
+    value = src.get("AUTH").strip().lower()
+    if value in ("", "none"):
+        return False
+    if value == AUTH_TOKEN:
+        return True
+    raise ConfigError(
+        f"HERMES_DASHBOARD_AUTH={value!r} is not a login mode: use `token` (a sign-in link "
+        "with a login token kept in the volume), or leave it unset"
+    )
+
+
+def _basic(src: _Env) -> BasicConfig | None:
+    from hermes_container.dashboard.auth.basic_login import hash_problem, user_problem
+
+    user, password_hash = src.get("BASIC_USER"), src.get("BASIC_PASSWORD_HASH").strip()
+    if not (user or password_hash):
+        return None
+    if not (user and password_hash):
+        raise ConfigError(
+            "incomplete basic login settings: HERMES_DASHBOARD_BASIC_USER and "
+            "HERMES_DASHBOARD_BASIC_PASSWORD_HASH are both needed"
+        )
+    problem = user_problem(user)
+    if problem:
+        raise ConfigError(f"HERMES_DASHBOARD_BASIC_USER {problem}")
+    problem = hash_problem(password_hash)
+    if problem:  # never echo the value: it is a secret's hash
+        raise ConfigError(f"HERMES_DASHBOARD_BASIC_PASSWORD_HASH {problem}")
+    return BasicConfig(user, password_hash)
+
+
+def sign_in_base_from_env(env: Mapping[str, str]) -> str:
+    """The dashboard's sign-in base URL from the environment alone (the CLI's view)."""
+    from hermes_container.dashboard.auth.login_token import base_url
+
+    src = _Env(env)
+    host = env.get(PREFIX + "HOST", "").strip() or "127.0.0.1"
+    port = env_port(PREFIX + "PORT", DASHBOARD_DEFAULT_PORT, env)
+    return base_url(host, port, _public_url(src.get("PUBLIC_URL").strip()))
+
+
+def token_login_enabled(env: Mapping[str, str]) -> bool:
+    return _token_login(_Env(env))
 
 
 def _public_url(raw: str) -> str | None:

@@ -5,8 +5,9 @@ dashboard's OIDC and GitHub client secrets and its cookie signing key. A gateway
 none of them, and whatever its process holds can leak through it (a child process, an
 error report, anything that reads /proc/self/environ). So every slot drops:
 
-- FIXED_DENY: `HERMES_DASHBOARD_*`, the dashboard's whole configuration, and
-  `HERMES_METRICS_TOKEN*`, the scrape endpoint's secret (or the path to it);
+- FIXED_DENY: `HERMES_DASHBOARD_*`, the dashboard's whole configuration,
+  `HERMES_METRICS_TOKEN*`, the scrape endpoint's secret (or the path to it), and
+  `HERMES_INGRESS_KEY*`, the key that opens every profile at the ingress;
 - HERMES_GATEWAY_ENV_DENY: the operator's own list of names (`MY_SECRET`) and
   prefixes (`AWS_*`), separated by commas or blanks.
 
@@ -29,7 +30,8 @@ from hermes_container.errors import ConfigError
 DASHBOARD_PREFIX = "HERMES_DASHBOARD_"
 # The token and HERMES_METRICS_TOKEN_FILE: names of variables, not a secret.
 METRICS_TOKEN_PREFIX = "HERMES_METRICS_TOKEN"  # noqa: S105
-FIXED_DENY = (f"{DASHBOARD_PREFIX}*", f"{METRICS_TOKEN_PREFIX}*")
+INGRESS_KEY_PREFIX = "HERMES_INGRESS_KEY"
+FIXED_DENY = (f"{DASHBOARD_PREFIX}*", f"{METRICS_TOKEN_PREFIX}*", f"{INGRESS_KEY_PREFIX}*")
 DENY_VARIABLE = "HERMES_GATEWAY_ENV_DENY"
 
 # A variable name, or a name prefix ending in `*`: the only shapes the shell side can

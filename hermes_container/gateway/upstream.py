@@ -215,6 +215,18 @@ class _Connection(asyncio.Protocol):
             self._check()
             await self._wait(timeout)
 
+    def take_buffered(self) -> bytes:
+        """Every piece of body that already arrived, joined, without waiting (b"" if none)."""
+        if not self.body:
+            return b""
+        data = b"".join(self.body)
+        self.body.clear()
+        self.buffered = 0
+        if self._paused and self.transport:
+            self._paused = False
+            self.transport.resume_reading()
+        return data
+
     def reusable(self) -> bool:
         return (
             self.complete
@@ -248,6 +260,15 @@ class FastResponse(UpstreamResponse):
 
     async def next_chunk(self) -> bytes | None:
         return await self.conn.next_chunk(self.client.read_timeout)
+
+    def take_buffered(self) -> bytes:
+        """What else already arrived: the ingress relays it in the same write."""
+        return self.conn.take_buffered()
+
+    @property
+    def at_end(self) -> bool:
+        """Whether the body is complete and all of it was taken (next_chunk says None)."""
+        return self.conn.complete and not self.conn.body
 
     def abort(self, reason: str) -> None:
         """Hang up now; a pending or later read raises UpstreamError("aborted")."""
@@ -321,8 +342,16 @@ class UpstreamClient:
 
     async def post(self, headers: bytes, body: bytes) -> FastResponse:
         """POST `body`; `headers` are extra `name: value\\r\\n` lines. Returns at the head."""
+        return await self._send(self._request_line, headers, body)
+
+    async def request(self, method: str, target: str, headers: bytes, body: bytes) -> FastResponse:
+        """Any method to any path of the same origin (the ingress relays to gateways so)."""
+        line = f"{method} {target} HTTP/1.1\r\nhost: {self.authority}\r\n".encode()
+        return await self._send(line, headers, body)
+
+    async def _send(self, request_line: bytes, headers: bytes, body: bytes) -> FastResponse:
         request = b"%s%scontent-length: %d\r\n\r\n%s" % (
-            self._request_line,
+            request_line,
             headers,
             len(body),
             body,

@@ -3,8 +3,9 @@
 One supervisor per HERMES_HOME (flock on $HERMES_HOME/run/supervise.lock; a second one
 refuses). Runs s6-svscan on $HERMES_HOME/run/service (or HERMES_S6_SCANDIR), reconciles
 every profile, supervises the kanban dispatcher (`hermes kanban daemon`, the image's
-`dispatcher` service; HERMES_KANBAN_DISPATCHER=0 leaves it out) and, with --dashboard,
-the dashboard; on SIGTERM/SIGINT it brings the whole tree down with `s6-svscanctl -t`.
+`dispatcher` service; HERMES_KANBAN_DISPATCHER=0 leaves it out), the ingress (`hermes
+ingress run`, the image's `ingress` service; HERMES_INGRESS=0 leaves it out) and, with
+--dashboard, the dashboard; on SIGTERM/SIGINT it brings the whole tree down with `s6-svscanctl -t`.
 Desired states are left alone, so the next `hermes supervise` restores them.
 """
 
@@ -48,8 +49,11 @@ DISPATCHER_SLOT = "dispatcher"
 # On unless 0|false|no, as in the image (its dispatcher service reads the same switch).
 DISPATCHER_SWITCH = "HERMES_KANBAN_DISPATCHER"
 KANBAN_PREFIX = "HERMES_KANBAN_"
+INGRESS_SLOT = "ingress"
+INGRESS_SWITCH = "HERMES_INGRESS"  # on unless 0|false|no, as the image's ingress service
+OWN_SLOTS = (DASHBOARD_SLOT, DISPATCHER_SLOT, INGRESS_SLOT)
 # Temp dirs of an interrupted registration of these slots (build_slot's `.<name>.tmp-`).
-OWN_TEMP_PREFIXES = (f".{DASHBOARD_SLOT}.", f".{DISPATCHER_SLOT}.")
+OWN_TEMP_PREFIXES = tuple(f".{name}." for name in OWN_SLOTS)
 
 
 def take_home_lock(home: HermesHome) -> int:
@@ -113,6 +117,33 @@ def dispatcher_spec(home: HermesHome) -> SlotSpec:
     )
 
 
+def render_ingress_finish() -> str:
+    # As the image's ingress/finish: a configuration error (exit 78, say an unreadable
+    # HERMES_INGRESS_KEY_FILE) parks the slot instead of restart-looping over its message.
+    return (
+        "#!/bin/sh\n"
+        "# ingress finish: rendered by hermes (hermes_container.supervision.host).\n"
+        '[ "${1:-0}" = 78 ] && exit 125\n'
+        "exit 0\n"
+    )
+
+
+def ingress_spec(home: HermesHome) -> SlotSpec:
+    """`hermes ingress run` in a slot of its own, logged to $HERMES_HOME/logs/ingress.
+
+    On a host it listens on $HERMES_INGRESS_HOST, else loopback (the image: every
+    interface). Its HERMES_INGRESS_* settings travel in the slot's env/.
+    """
+    return SlotSpec(
+        name=INGRESS_SLOT,
+        run_argv=[hermes_bin(), "ingress", "run"],
+        log_dir=home.logs_dir / INGRESS_SLOT,
+        finish=render_ingress_finish(),
+        notification_fd=None,
+        env={k: v for k, v in os.environ.items() if k.startswith(f"{INGRESS_SWITCH}_")},
+    )
+
+
 def _fresh_scandir(scandir: Path) -> None:
     """Drop what an earlier run left (we hold the lock; no svscan runs here).
 
@@ -120,7 +151,7 @@ def _fresh_scandir(scandir: Path) -> None:
     """
     scandir.mkdir(parents=True, mode=0o755, exist_ok=True)
     for entry in scandir.iterdir():
-        ours = entry.name in (".s6-svscan", DASHBOARD_SLOT, DISPATCHER_SLOT) or (
+        ours = entry.name in (".s6-svscan", *OWN_SLOTS) or (
             entry.name.startswith((GATEWAY_PREFIX, *TEMP_PREFIXES, *OWN_TEMP_PREFIXES))
         )
         if ours and entry.is_dir() and not entry.is_symlink():
@@ -134,6 +165,7 @@ def supervise(home: HermesHome, *, say: Callable[[str], None], dashboard: bool =
     from hermes_container.reconcile import reconcile
 
     dispatcher = env_switch(DISPATCHER_SWITCH)
+    ingress = env_switch(INGRESS_SWITCH)
     dropped = drop_to_home_owner(home.root)
     if dropped is not None:
         say(
@@ -176,6 +208,8 @@ def supervise(home: HermesHome, *, say: Callable[[str], None], dashboard: bool =
         records = reconcile(home)
         # After the gateways: the dispatcher's first tick finds them up.
         specs = [dispatcher_spec(home)] if dispatcher else []
+        if ingress:
+            specs.append(ingress_spec(home))
         if dashboard:
             specs.append(dashboard_spec(home))
         if specs:
@@ -187,6 +221,7 @@ def supervise(home: HermesHome, *, say: Callable[[str], None], dashboard: bool =
                     say(f"hermes: warning: the {name} is not supervised: {error}")
         started = sum(r.action == "started" for r in records)
         extras = "" if dispatcher else f"; the kanban dispatcher is off ({DISPATCHER_SWITCH})"
+        extras += "" if ingress else f"; the ingress is off ({INGRESS_SWITCH})"
         say(
             f"hermes: supervising {len(records)} profile(s) ({started} started) on {scandir}"
             f"{extras}; SIGTERM or Ctrl-C stops the tree"

@@ -27,7 +27,7 @@ from hermes_container.supervision.scandir import slot_name
 from hermes_container.supervision.tools import require_tool
 
 # Leftovers of interrupted registrations.
-TEMP_PREFIXES = (".gateway-", ".dashboard.", ".dispatcher.")
+TEMP_PREFIXES = (".gateway-", ".dashboard.", ".dispatcher.", ".ingress.")
 NOTIFICATION_FD = 3
 FINISH_TIMEOUT_MS = 5000
 LOG_SCRIPT = "s6-log 1 n10 s1000000 T"  # `1` tees to stdout, so `docker logs` sees it

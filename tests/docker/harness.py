@@ -364,6 +364,8 @@ class Container:
     env: dict[str, str] = field(default_factory=dict)
     cmd: tuple[str, ...] = ()
     run_args: tuple[str, ...] = ()
+    # Containers share the host network: each one's ingress needs a port of its own.
+    ingress_port: int = field(default_factory=lambda: free_port_range(1))
 
     def start(self) -> Container:
         args = ["run", "-d", "--name", self.name, "--network", "host"]
@@ -371,6 +373,7 @@ class Container:
         env = {
             "HERMES_GATEWAY_PORT_BASE": str(self.port_base),
             "HERMES_DASHBOARD_PORT": str(self.dashboard_port),
+            "HERMES_INGRESS_PORT": str(self.ingress_port),
             "HERMES_GATEWAY_STAGGER": "0",
             **self.env,
         }

@@ -528,3 +528,49 @@ def test_15_the_image_runs_the_kanban_dispatcher(start_container: Start) -> None
         assert _dispatchers(off) == []
         wrong = [(str(p), s.st_uid) for p, s in volume_files(c.volume) if s.st_uid != HERMES_UID]
         assert wrong == []
+
+
+def test_16_the_image_serves_every_profile_through_the_ingress(start_container: Start) -> None:
+    """The s6-rc longrun `ingress` answers on HERMES_INGRESS_PORT: /v1/models with the
+    generated key lists the profiles, a profile created with `docker exec` included, and
+    a chat reaches the provider through it; the key file is hermes's, mode 600."""
+    with FakeUpstream() as upstream:
+        c = start_container()
+        c.wait_healthy_gateway(c.port_base, timeout=90)
+        config = c.volume / "config.yaml"
+        config.write_text(
+            config.read_text().replace("https://api.openai.com/v1", upstream.base_url)
+        )
+        c.hermes("gateway", "restart", "--timeout", "30")
+        c.hermes("profile", "create", "side")
+        key = c.hermes("ingress", "key").stdout.strip()
+        url = f"http://127.0.0.1:{c.ingress_port}"
+        auth = {"authorization": f"Bearer {key}"}
+
+        def models() -> list[str] | None:
+            try:
+                response = httpx.get(url + "/v1/models", headers=auth, timeout=2, trust_env=False)
+            except httpx.TransportError:
+                return None
+            return [m["id"] for m in response.json()["data"]] if response.is_success else None
+
+        assert wait_for(models, 60, "the ingress's /v1/models") == ["default", "side"]
+        chat = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
+        reply = httpx.post(
+            url + "/v1/chat/completions", json=chat, headers=auth, timeout=30, trust_env=False
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["choices"][0]["message"]["content"] == "echo: hi"
+        down = httpx.post(
+            url + "/v1/chat/completions",
+            json={**chat, "model": "side"},
+            headers=auth,
+            timeout=30,
+            trust_env=False,
+        )
+        assert down.status_code == 503 and down.headers["retry-after"]
+        keyfile = c.volume / "ingress" / "key"
+        assert keyfile.stat().st_uid == HERMES_UID
+        assert keyfile.stat().st_mode & 0o777 == 0o600
+        assert "ingress" in c.exec("s6-rc", "-a", "list").stdout.split()
+        assert key not in c.logs()

@@ -312,6 +312,7 @@ def make_tree(base: Path, *, drop: bool = DROP, extra_env: dict[str, str] | None
         "HERMES_HOME": str(home.root),
         "HERMES_S6_SCANDIR": str(base / "service"),
         "HERMES_GATEWAY_PORT_BASE": str(free_port()),
+        "HERMES_INGRESS_PORT": str(free_port()),  # `hermes supervise` runs an ingress
         "HERMES_GATEWAY_STAGGER": "0",
         "HERMES_CRASH_LOOP_MAX": "3",
         "HERMES_CRASH_LOOP_WINDOW": "60",

@@ -18,7 +18,7 @@ def test_create_registers_a_down_slot(tree: Tree) -> None:
     assert (slot / "notification-fd").read_text() == "3\n"
     assert subprocess.run(["s6-svok", str(slot)], check=False).returncode == 0
     out = tree.ok("-p", "alpha", "gateway", "status")
-    assert "Manager:   s6 (container supervisor)" in out
+    assert "Manager: s6 (container supervisor)" in out
     assert "State:     down" in out
     assert not gateway_pids("alpha", tree.base)
 
@@ -142,6 +142,6 @@ def test_status_in_a_live_tree_stays_off_the_slow_imports(tree: Tree) -> None:
             timeout=60,
             check=False,
         )
-        assert "Manager:   s6 (container supervisor)" in proc.stdout, proc.stderr
+        assert "Manager: s6 (container supervisor)" in proc.stdout, proc.stderr
         assert "State:     down" in proc.stdout
         assert proc.stdout.strip().splitlines()[-1] == "HEAVY=", proc.stdout

@@ -54,7 +54,13 @@ print("HEAVY=" + ",".join(heavy))
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["profile", "list"], ["profile", "list", "--json"], ["gateway", "status"]],
+    [
+        ["--help"],
+        ["profile", "list"],
+        ["profile", "list", "--json"],
+        ["gateway", "status"],
+        ["status"],
+    ],
 )
 def test_fast_commands_import_no_heavy_modules(hermes_home: HermesHome, argv: list[str]) -> None:
     probe = _IMPORT_PROBE.format(heavy=set(HEAVY))
@@ -66,7 +72,15 @@ def test_fast_commands_import_no_heavy_modules(hermes_home: HermesHome, argv: li
     assert last == "HEAVY=", f"{argv} imported {last} (stderr: {proc.stderr[-500:]})"
 
 
-@pytest.mark.parametrize("argv", [["gateway", "status"], ["gateway", "status", "--all", "--json"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["gateway", "status"],
+        ["gateway", "status", "--all", "--json"],
+        ["status"],
+        ["status", "--json"],
+    ],
+)
 def test_status_imports_no_slow_stdlib_modules(hermes_home: HermesHome, argv: list[str]) -> None:
     assert run_hermes("profile", "create", "coder").returncode == 0
     probe = _IMPORT_PROBE.format(heavy=set(SLOW_STDLIB))
@@ -77,6 +91,22 @@ def test_status_imports_no_slow_stdlib_modules(hermes_home: HermesHome, argv: li
     assert "Profile:" in proc.stdout or '"profile"' in proc.stdout, proc.stdout
     last = proc.stdout.strip().splitlines()[-1]
     assert last == "HEAVY=", f"{argv} imported {last}"
+
+
+def test_status_is_gateway_status_all(hermes_home: HermesHome) -> None:
+    assert run_hermes("profile", "create", "coder").returncode == 0
+    for extra in ([], ["--json"]):
+        short = run_hermes("status", *extra)
+        long = run_hermes("gateway", "status", "--all", *extra)
+        assert short.returncode == long.returncode == 0, short.stderr + long.stderr
+        assert short.stdout == long.stdout and short.stderr == long.stderr == ""
+    text = run_hermes("status").stdout
+    assert "Profile:   default" in text and "Profile:   coder" in text
+    # the same at a past time, replayed from the ledger
+    short = run_hermes("status", "--at", "1m", "--json")
+    long = run_hermes("gateway", "status", "--all", "--at", "1m", "--json")
+    assert short.returncode == long.returncode, short.stderr + long.stderr
+    assert short.stdout == long.stdout
 
 
 def test_version() -> None:

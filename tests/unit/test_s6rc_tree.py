@@ -98,6 +98,8 @@ def test_the_expected_services_exist() -> None:
     assert services.get("svscan-gateways") == "longrun"
     assert services.get("dispatcher") == "longrun"
     assert services.get("dispatcher-log") == "longrun"
+    assert services.get("ingress") == "longrun"
+    assert services.get("ingress-log") == "longrun"
     assert services.get("user") == "bundle"
 
 
@@ -286,9 +288,14 @@ def test_tree_compiles_with_s6_rc(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     # The compiled database knows every service of ours.
     names = (tmp_path / "db" / "servicedirs").iterdir()
-    assert {"svscan-gateways", "dashboard", "dispatcher", "dispatcher-log"} <= {
-        n.name for n in names
-    }
+    assert {
+        "svscan-gateways",
+        "dashboard",
+        "dispatcher",
+        "dispatcher-log",
+        "ingress",
+        "ingress-log",
+    } <= {n.name for n in names}
     # ... and the dispatcher and its logger as one pipeline.
     s6_rc_db = Path(compiler).with_name("s6-rc-db")
     if s6_rc_db.is_file():
@@ -301,6 +308,14 @@ def test_tree_compiles_with_s6_rc(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         # Producer first, then its consumer.
         assert proc.stdout.split() == ["dispatcher/dispatcher-log"], proc.stdout
+        ingress = subprocess.run(
+            [str(s6_rc_db), "-c", str(tmp_path / "db"), "pipeline", "ingress"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ingress.returncode == 0, ingress.stderr
+        assert ingress.stdout.split() == ["ingress/ingress-log"], ingress.stdout
 
 
 def test_gateway_svscan_runs_as_hermes_and_signals_readiness() -> None:
@@ -441,3 +456,84 @@ def test_root_drops_before_the_logger_makes_its_directory(tmp_path: Path, fakes:
     )
     assert finish.returncode == 0
     assert "s6-log exited (code 256, signal 9)" in finish.stderr
+
+
+# -- the ingress's scripts, run on the host (the dispatcher's pattern) ---------------------
+
+
+def test_the_ingress_starts_after_the_profiles_and_pipes_to_its_logger() -> None:
+    assert (TREE / "ingress" / "dependencies.d" / "init-volume").exists()
+    assert (TREE / "ingress" / "dependencies.d" / "init-reconcile-profiles").exists()
+    assert (TREE / "ingress-log" / "dependencies.d" / "init-volume").exists()
+    assert (TREE / "ingress" / "producer-for").read_text().strip() == "ingress-log"
+    assert (TREE / "ingress-log" / "consumer-for").read_text().strip() == "ingress"
+    assert "exec 2>&1" in (TREE / "ingress" / "run").read_text()
+
+
+@pytest.mark.parametrize("switch", ["0", "false", "NO"])
+def test_an_ingress_switched_off_exits_and_is_parked(
+    tmp_path: Path, fakes: Path, switch: str
+) -> None:
+    env = {"HERMES_INGRESS": switch, "FAKE_UID": "0", "HERMES_HOME": str(tmp_path)}
+    run = _run_image_script(tmp_path, fakes, "ingress/run", env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"ingress: disabled (HERMES_INGRESS={switch})\n"
+    finish = _run_image_script(tmp_path, fakes, "ingress/finish", env, "0", "0")
+    assert finish.returncode == PARK
+    assert finish.stdout == finish.stderr == ""
+
+
+@pytest.mark.parametrize("switch", [None, "", "1", "yes", "of"])
+def test_the_ingress_is_on_unless_switched_off(
+    tmp_path: Path, fakes: Path, switch: str | None
+) -> None:
+    """On by default, and a typo never turns it off; a killed one is restarted, one
+    with a configuration error (exit 78) is parked."""
+    env = {"FAKE_UID": "10000", "HERMES_HOME": str(tmp_path)}
+    if switch is not None:
+        env["HERMES_INGRESS"] = switch
+    run = _run_image_script(tmp_path, fakes, "ingress/run", env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("hermes ingress run "), run.stdout
+    killed = _run_image_script(tmp_path, fakes, "ingress/finish", env, "256", "9")
+    assert killed.returncode == 0
+    assert killed.stdout == "ingress: exited (code 256, signal 9); s6 restarts it\n"
+    config = _run_image_script(tmp_path, fakes, "ingress/finish", env, "78", "0")
+    assert config.returncode == PARK
+    assert "configuration error" in config.stdout
+    stopped = _run_image_script(tmp_path, fakes, "ingress/finish", env, "0", "0")
+    assert (stopped.returncode, stopped.stdout) == (0, "")
+
+
+def test_root_runs_the_ingress_as_hermes_on_every_interface(tmp_path: Path, fakes: Path) -> None:
+    fakes.joinpath("fake-hermes").write_text(
+        '#!/bin/sh\necho "hermes $* home=$HOME host=$HERMES_INGRESS_HOST umask=$(umask)"\n'
+    )
+    data = tmp_path / "data"
+    env = {"FAKE_UID": "0", "HERMES_HOME": str(data)}
+    run = _run_image_script(tmp_path, fakes, "ingress/run", env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        f"dropped to hermes home={data} user=hermes",
+        f"hermes ingress run home={data} host=0.0.0.0 umask=0077",
+    ]
+    # The operator's bind address is kept.
+    own = _run_image_script(
+        tmp_path, fakes, "ingress/run", {**env, "FAKE_UID": "10000", "HERMES_INGRESS_HOST": "::1"}
+    )
+    assert own.stdout.splitlines() == [f"hermes ingress run home={data} host=::1 umask=0077"]
+
+
+def test_root_drops_before_the_ingress_logger_makes_its_directory(
+    tmp_path: Path, fakes: Path
+) -> None:
+    data = tmp_path / "data"
+    log_dir = data / "logs" / "ingress"
+    env = {"FAKE_UID": "0", "HERMES_HOME": str(data), "WATCH": str(log_dir)}
+    run = _run_image_script(tmp_path, fakes, "ingress-log/run", env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        f"dropped to hermes home={data} user=hermes",
+        f"s6-log 1 n10 s1000000 T {log_dir} umask=0077",
+    ]
+    assert log_dir.is_dir()

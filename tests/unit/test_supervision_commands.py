@@ -62,7 +62,7 @@ def test_status_outside_a_tree(hermes_home: HermesHome, no_tree: Path) -> None:
     run_hermes("profile", "create", "alpha")
     proc = run_hermes("-p", "alpha", "gateway", "status")
     assert proc.returncode == 0
-    assert "Manager:   none (no supervised tree is running)" in proc.stdout
+    assert "Manager: none (no supervised tree is running)" in proc.stdout.splitlines()
     proc = run_hermes("gateway", "status", "--all", "--json")
     data = json.loads(proc.stdout)
     assert [d["profile"] for d in data] == ["default", "alpha"]
@@ -111,7 +111,7 @@ def test_render_status() -> None:
         parked=True,
     )
     text = render_status(status, "s6 (container supervisor)")
-    assert "Manager:   s6 (container supervisor)" in text
+    assert "Manager: s6 (container supervisor)" in text.splitlines()
     assert "State:     parked (startup_failed)" in text
     assert "Reason:    model.name is missing" in text and "Restarts:  2" in text
 

@@ -44,6 +44,7 @@ VENV_HERMES = Path(sys.executable).parent / "hermes"  # the script runs python b
 OTHER = 4242  # an owner that needs repair
 TARGET = (4343, 4343)  # what the Python entry is asked to give things to
 IN_OPEN = 0x20
+ID_VARIABLES = ("PUID", "PGID", "HERMES_UID", "HERMES_GID")  # init-volume's remap inputs
 
 
 def require_root(what: str = "this test") -> None:
@@ -79,7 +80,7 @@ def init_volume_script(directory: Path) -> Path:
 
 
 def run_init_volume(home: Path, user: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("PUID", "PGID")}
+    environ = {k: v for k, v in os.environ.items() if k not in ID_VARIABLES}
     environ.update(HERMES_HOME=str(home), HERMES_USER=user, HERMES_BIN=str(VENV_HERMES), **env)
     script = init_volume_script(home.parent)
     return subprocess.run([str(script)], capture_output=True, text=True, env=environ, timeout=120)

@@ -18,6 +18,7 @@ from hermes_container.dashboard.asgi import ASGIApp, Receive, Scope, Send, send_
 from hermes_container.dashboard.auth.allowlist import Allowlist
 from hermes_container.dashboard.auth.audit import AuditLog
 from hermes_container.dashboard.auth.base import HttpAuthMiddleware
+from hermes_container.dashboard.auth.basic_login import BasicLogin
 from hermes_container.dashboard.auth.proxy import TrustedProxies
 from hermes_container.dashboard.auth.public_paths import canonical_path, is_api_path, is_public
 from hermes_container.dashboard.auth.redirects import login_url
@@ -42,9 +43,15 @@ def session_user(scope: Scope) -> dict[str, object] | None:
 class SessionAccess:
     """Whether a session's identity, as of login, is still admitted."""
 
-    def __init__(self, allowlist: Allowlist, providers: Iterable[str]) -> None:
+    def __init__(
+        self,
+        allowlist: Allowlist,
+        providers: Iterable[str],
+        basic: BasicLogin | None = None,
+    ) -> None:
         self.allowlist = allowlist
         self.providers = frozenset(providers)
+        self.basic = basic
 
     def admits(self, user: Mapping[str, object]) -> bool:
         # The fields Identity.session_user() wrote at login; no Identity is built here
@@ -52,6 +59,13 @@ class SessionAccess:
         sub = user.get("sub")
         if user.get("provider") not in self.providers or not isinstance(sub, str) or not sub:
             return False
+        if user.get("provider") == "token":
+            # Whoever holds the login token is the operator: there is no identity for
+            # an allowlist to judge. Rotating the token ends these sessions.
+            return True
+        if user.get("provider") == "basic":
+            # The configured user, with the password hash of its login.
+            return self.basic is not None and self.basic.admits(user)
         email, login, orgs = user.get("email"), user.get("login"), user.get("orgs")
         return self.allowlist.allows_facts(
             email if isinstance(email, str) else None,

@@ -9,6 +9,7 @@ resulting claims (or GitHub's API answers) to an `Identity`.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import re
@@ -134,7 +135,7 @@ class LoginProviders:
 
     @property
     def names(self) -> list[str]:
-        return self.settings.providers
+        return self.settings.oauth_providers
 
     def info(self) -> list[ProviderInfo]:
         return [ProviderInfo(name, LABELS[name]) for name in self.names]
@@ -175,10 +176,24 @@ class LoginProviders:
         issuer = str(metadata.get("issuer", "")).rstrip("/")
         if issuer != self.settings.oidc.issuer.rstrip("/"):
             raise LoginError("issuer_mismatch")  # discovery must describe the issuer we trust
+        # The nonce this login sent, read before authlib clears the state: checked again
+        # below, whatever authlib's own check did (with httpx2 installed, authlib 1.9
+        # accepted an ID token carrying another login's nonce in our tests).
+        state = await client.framework.get_state_data(
+            request.session, request.query_params.get("state") or ""
+        )
+        sent = state.get("nonce") if isinstance(state, dict) else None
         token = await client.authorize_access_token(request)
         claims = token.get("userinfo")
         if not claims or not claims.get("sub"):
             raise LoginError("no_id_token")  # authlib validates only a token it is given
+        got = claims.get("nonce")
+        if not (
+            isinstance(sent, str)
+            and isinstance(got, str)
+            and hmac.compare_digest(sent.encode(), got.encode())
+        ):
+            raise LoginError("invalid_response:InvalidClaimError")
         return Identity(
             provider="oidc",
             subject=str(claims["sub"]),

@@ -21,6 +21,11 @@ _OWN = frozenset(
         "no_id_token",
         "invalid_github_user",
         "oauth_error",
+        # the login token (routes.token_login)
+        "bad_token",
+        "rate_limited",
+        # the basic login (routes.basic_login)
+        "bad_password",
     }
 )
 

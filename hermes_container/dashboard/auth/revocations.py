@@ -19,11 +19,18 @@ log in again; nobody is locked out):
   so sessions end at every restart, like the in-memory fallback of the signing key.
 A crash between writing the temp file and the rename leaves the old file intact; the
 orphaned `.revoked.json.*.tmp` is removed at the next start.
+
+Another process may end every session too: `hermes dashboard login-url --rotate` writes
+a new generation (`end_all_sessions`) while the dashboard runs. Writers take an flock on
+the file's directory and merge what is on disk before they write, so neither
+loses the other's change, and the running dashboard notices a file it did not write
+(`refresh`, a stat at most once a second) and adopts its generation at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -31,12 +38,13 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hermes_container.fsutil import atomic_write_json
 
 REVOCATIONS_FILE = Path("dashboard", "revoked.json")
+REFRESH_INTERVAL = 1.0  # seconds between two looks at the file for outside changes
 MAX_ENTRIES = 10_000
 VERSION = 1
 FILE_MODE = 0o600
@@ -70,6 +78,8 @@ class RevocationStore:
         self._lock = threading.Lock()  # guards the dict (held briefly, also on the loop)
         self._write_lock = threading.Lock()  # one writer at a time, latest snapshot wins
         self.reset_reason: str | None = None
+        self._stamp: tuple[int, int, int] | None = None  # the file as we last read or wrote it
+        self._next_look = 0.0  # monotonic time of the next refresh() stat
 
     @classmethod
     def load(
@@ -119,10 +129,37 @@ class RevocationStore:
         generation, revoked = parsed
         now = self._clock()
         revoked = {sid: until for sid, until in revoked.items() if until >= now}
+        self._stamp = _stamp(self.path)  # judged now: refresh() must not take it back in
         if len(revoked) > self.max_entries:
             return "overflow"
         self.generation, self._revoked = generation, revoked
         return None
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Adopt a change another process made to the file (a new generation, more
+        revoked ids). Cheap enough for every request: one stat, at most once a second."""
+        if self.path is None:
+            return
+        now = time.monotonic()
+        if not force and now < self._next_look:
+            return
+        self._next_look = now + REFRESH_INTERVAL
+        stamp = _stamp(self.path)
+        if stamp is None or stamp == self._stamp:
+            return
+        try:
+            parsed = _parse(self.path.read_bytes())
+        except OSError:
+            return
+        if parsed is None:  # a broken file is judged at the next start (module doc)
+            return
+        generation, revoked = parsed
+        with self._lock:
+            if generation != self.generation:
+                # Every session of the old generation has ended; its revoked ids with it.
+                self.generation, self._revoked = generation, {}
+            self._revoked.update(revoked)
+            self._stamp = stamp
 
     def is_revoked(self, sid: str) -> bool:
         # Entries are pruned lazily: an expired one only matches a cookie that has
@@ -160,17 +197,20 @@ class RevocationStore:
         if self.path is None:
             return True
         with self._write_lock:
-            with self._lock:
-                now = self._clock()
-                self._revoked = {s: t for s, t in self._revoked.items() if t >= now}
-                data = {
-                    "version": VERSION,
-                    "generation": self.generation,
-                    "revoked": dict(self._revoked),
-                }
             try:
                 self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                atomic_write_json(self.path, data, mode=FILE_MODE)
+                with _dir_locked(self.path):
+                    self.refresh(force=True)  # first take in what another process wrote
+                    with self._lock:
+                        now = self._clock()
+                        self._revoked = {s: t for s, t in self._revoked.items() if t >= now}
+                        data = {
+                            "version": VERSION,
+                            "generation": self.generation,
+                            "revoked": dict(self._revoked),
+                        }
+                    atomic_write_json(self.path, data, mode=FILE_MODE)
+                    self._stamp = _stamp(self.path)
             except OSError as exc:
                 log.warning(
                     "cannot write %s (%s): logouts since the last write are forgotten "
@@ -183,6 +223,36 @@ class RevocationStore:
 
     def __len__(self) -> int:
         return len(self._revoked)
+
+
+def end_all_sessions(path: Path) -> None:
+    """Start a new generation in the file at `path`: every login session made so far
+    has ended, in a running dashboard within a second (its `refresh`) and at the next
+    start. Raises OSError when the file cannot be written."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _dir_locked(path):
+        data = {"version": VERSION, "generation": new_generation(), "revoked": {}}
+        atomic_write_json(path, data, mode=FILE_MODE)
+
+
+@contextlib.contextmanager
+def _dir_locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on the directory of `path`: the file itself is replaced by
+    each write, so a lock on it would not be shared; the directory stays."""
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _parse(raw: bytes) -> tuple[str, dict[str, float]] | None:

@@ -1,14 +1,22 @@
-"""Login, OAuth callback and logout. All under /auth/ (public prefix) except /login.
+"""Login, OAuth callback, the login token and logout. All under /auth/ (public prefix)
+except /login.
 
 Audit: login_start and login_failure can be caused by anyone, so they go through
 `AuditLog.client_event` (pre-auth log, rate-limited per client) with a fixed reason
 code; login_denied (a provider vouched for the identity) goes to the security log,
 rate-limited per client as well; login_success and logout are security events.
+A login token attempt (POST /auth/token) or a basic login (POST /auth/basic) is budgeted
+per client before anything is compared; a wrong or refused one is a pre-auth
+`login_failure`, and neither the token nor a password (nor a user name typed by an
+unauthenticated client) is ever written anywhere.
 """
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -20,6 +28,7 @@ from hermes_container.dashboard.pages import render
 
 router = APIRouter()
 NEXT_KEY = "login_next"
+MAX_TOKEN_BODY = 4096  # {"token": ..., "next": ...}; anything larger is not a login
 
 
 def _clear_pending_logins(request: Request) -> None:
@@ -54,7 +63,105 @@ async def login_page(
     if context.settings.mode != "oauth" or current_user(request) is not None:
         return RedirectResponse(target, status_code=303)
     providers = context.providers.info() if context.providers else []
-    return render(request, "login.html", providers=providers, next=target, expired=bool(expired))
+    return render(
+        request,
+        "login.html",
+        providers=providers,
+        token_login=context.token_login is not None,
+        basic_login=context.basic_login is not None,
+        next=target,
+        expired=bool(expired),
+    )
+
+
+@router.post("/auth/token")
+async def token_login(request: Request) -> Response:
+    """The login page's script posts the token from the sign-in link's fragment (or
+    typed in): JSON `{"token": ..., "next": ...}`, with the page's CSRF token."""
+    context = ctx(request)
+    login = context.token_login
+    if login is None:
+        return JSONResponse({"error": "not_found"}, status_code=404)
+    ip = client_ip(request)
+    if not login.allow(ip):
+        context.audit.client_event(
+            "login_failure", ip, provider="token", reason=reason_code("rate_limited")
+        )
+        return JSONResponse(
+            {"error": "rate_limited", "detail": "too many attempts; wait and try again"},
+            status_code=429,
+            headers={"retry-after": str(login.retry_after)},
+        )
+    presented, next_path = await _token_body(request)
+    if not login.matches(presented):
+        context.audit.client_event(
+            "login_failure", ip, provider="token", reason=reason_code("bad_token")
+        )
+        return JSONResponse(
+            {"error": "invalid_token", "detail": "that login token is not (or no longer) valid"},
+            status_code=401,
+        )
+    # A fresh session (new id, new CSRF token), exactly as after an OAuth callback.
+    request.session.clear()
+    request.session.update(context.codec.login_session(login.session_user()))
+    context.audit.write("login_success", provider="token", user="operator", ip=ip)
+    return JSONResponse({"ok": True, "next": safe_next(next_path)})
+
+
+async def _token_body(request: Request) -> tuple[str | None, str | None]:
+    data = await _json_body(request)
+    return _text(data, "token"), _text(data, "next")
+
+
+@router.post("/auth/basic")
+async def basic_login(request: Request) -> Response:
+    """The login page's user/password form: JSON `{"user", "password", "next"}`, with the
+    page's CSRF token."""
+    context = ctx(request)
+    login = context.basic_login
+    if login is None:
+        return JSONResponse({"error": "not_found"}, status_code=404)
+    ip = client_ip(request)
+    if not login.allow(ip):
+        context.audit.client_event(
+            "login_failure", ip, provider="basic", reason=reason_code("rate_limited")
+        )
+        return JSONResponse(
+            {"error": "rate_limited", "detail": "too many attempts; wait and try again"},
+            status_code=429,
+            headers={"retry-after": str(login.retry_after)},
+        )
+    data = await _json_body(request)
+    if not await run_in_threadpool(login.verify, _text(data, "user"), _text(data, "password")):
+        context.audit.client_event(
+            "login_failure", ip, provider="basic", reason=reason_code("bad_password")
+        )
+        return JSONResponse(
+            {"error": "invalid_credentials", "detail": "wrong user name or password"},
+            status_code=401,
+        )
+    request.session.clear()
+    request.session.update(context.codec.login_session(login.session_user()))
+    context.audit.write("login_success", provider="basic", user=login.user, ip=ip)
+    return JSONResponse({"ok": True, "next": safe_next(_text(data, "next"))})
+
+
+async def _json_body(request: Request) -> dict[str, object]:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_TOKEN_BODY:
+            return {}
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _text(data: dict[str, object], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
 
 
 @router.get("/auth/login/{provider}")

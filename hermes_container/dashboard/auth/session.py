@@ -113,6 +113,9 @@ class SessionCodec:
                 return {}, "invalid", 0.0
             if time.time() - iat > self.max_age:
                 return {}, "expired", 0.0
+            # `hermes dashboard login-url --rotate` may have ended every session from
+            # another process: look at the file (a stat, at most once a second).
+            self.revocations.refresh()
             if self.revocations.is_revoked(sid):
                 return {}, "invalid", 0.0
             if data.get("gen") != self.revocations.generation:

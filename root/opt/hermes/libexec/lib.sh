@@ -21,6 +21,25 @@ is_falsy() {
     return 1
 }
 
+# wanted_ids: the ids the hermes user and group should have, from HERMES_UID/HERMES_GID or
+# their aliases PUID/PGID (the HERMES_ names win, so one .env can serve this image and
+# images that read PUID for something else). Sets uid_value and gid_value (empty when
+# neither name is set) and uid_var and gid_var, the name each value came from, so an
+# error names the variable the user actually set. Does not validate.
+# shellcheck disable=SC2034 # the four variables are this function's output
+wanted_ids() {
+    if [ -n "${HERMES_UID:-}" ]; then
+        uid_var=HERMES_UID uid_value=$HERMES_UID
+    else
+        uid_var=PUID uid_value=${PUID:-}
+    fi
+    if [ -n "${HERMES_GID:-}" ]; then
+        gid_var=HERMES_GID gid_value=$HERMES_GID
+    else
+        gid_var=PGID gid_value=${PGID:-}
+    fi
+}
+
 # die MESSAGE...: "$prog: error: MESSAGE" on stderr, exit 1. The caller sets prog.
 die() {
     echo "${prog:?}: error: $*" >&2

@@ -1,0 +1,118 @@
+"""`hermes ingress run`: the ingress app under uvicorn, until SIGTERM or SIGINT (exit 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Generator
+
+import uvicorn
+
+from hermes_container.errors import EXIT_CONFIG, HermesError
+from hermes_container.home import HermesHome
+from hermes_container.ingress.app import build_app
+from hermes_container.ingress.directory import Directory
+from hermes_container.ingress.forward import Pools
+from hermes_container.ingress.keys import KeySource
+
+log = logging.getLogger("hermes.ingress")
+
+DEFAULT_HOST = "127.0.0.1"  # the image's service sets 0.0.0.0
+DEFAULT_PORT = 8640
+GRACE_S = 10
+HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+
+class IngressServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn's own version re-raises the signal after shutdown; a stop is a clean exit.
+        loop = asyncio.get_running_loop()
+        for sig in HANDLED:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            yield
+        finally:
+            for sig in HANDLED:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+
+def bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise HermesError(f"cannot resolve ingress host {host!r}: {exc}", EXIT_CONFIG) from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise HermesError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("hermes-ingress: %(levelname)s: %(message)s"))
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.INFO)
+
+
+def serve(home: HermesHome, host: str, port: int) -> int:
+    keys = KeySource(home)
+    keys.ensure()  # a missing or unreadable key file stops us here, with its name
+    directory = Directory(home)
+    sock = bind(host, port)
+    _setup_logging()
+    where = keys.origin if keys.origin != "generated" else f"{keys.path} (`hermes ingress key`)"
+    log.info(
+        "serving %d profile(s) on %s:%d; the ingress key is in %s",
+        len(directory.names()),
+        host,
+        port,
+        where,
+    )
+    pools = Pools()
+    app = build_app(directory, keys, pools)
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        http="httptools",
+        log_config=None,
+        access_log=False,  # never a line with a request's headers, keys included
+        server_header=False,
+        date_header=False,  # the gateway's own Date header is passed through
+        proxy_headers=False,
+        timeout_graceful_shutdown=GRACE_S,
+        timeout_keep_alive=30,
+    )
+    server = IngressServer(config)
+
+    async def run() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            pools.close()  # inside the loop: the pooled connections' transports live there
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run())
+    else:
+        uvloop.run(run())
+    log.info("stopped")
+    return 0
