@@ -23,7 +23,7 @@ def test_volume_ports_and_restart_policy() -> None:
     s = _service()
     assert "./data:/opt/data" in s["volumes"]
     ports = [str(p).split("#")[0].strip() for p in s["ports"]]
-    assert "8642:8642" in ports and "9119:9119" in ports
+    assert {"8640:8640", "8642:8642", "9119:9119"} <= set(ports)  # ingress, default, dashboard
     assert s["restart"] in ("unless-stopped", "always", "on-failure")
     assert s.get("init") in (None, False), "s6-overlay must be PID 1"
     assert s["build"]["context"] == "."
@@ -33,6 +33,8 @@ def test_volume_ports_and_restart_policy() -> None:
 def test_dashboard_enabled_and_healthcheck() -> None:
     s = _service()
     assert str(s["environment"]["HERMES_DASHBOARD"]) == "1"
+    # A first run needs no identity provider: token login (issue 18).
+    assert s["environment"]["HERMES_DASHBOARD_AUTH"] == "token"
     assert s["healthcheck"]["test"] == ["CMD", "hermes", "healthcheck"]
 
 
