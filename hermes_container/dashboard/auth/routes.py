@@ -23,7 +23,13 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from hermes_container.dashboard.auth.providers import LoginError
 from hermes_container.dashboard.auth.reasons import reason_code
 from hermes_container.dashboard.auth.redirects import safe_next
-from hermes_container.dashboard.context import client_ip, ctx, current_user, user_label
+from hermes_container.dashboard.context import (
+    DashboardContext,
+    client_ip,
+    ctx,
+    current_user,
+    user_label,
+)
 from hermes_container.dashboard.pages import render
 
 router = APIRouter()
@@ -84,14 +90,7 @@ async def token_login(request: Request) -> Response:
         return JSONResponse({"error": "not_found"}, status_code=404)
     ip = client_ip(request)
     if not login.allow(ip):
-        context.audit.client_event(
-            "login_failure", ip, provider="token", reason=reason_code("rate_limited")
-        )
-        return JSONResponse(
-            {"error": "rate_limited", "detail": "too many attempts; wait and try again"},
-            status_code=429,
-            headers={"retry-after": str(login.retry_after)},
-        )
+        return _rate_limited(context, ip, "token", login.retry_after)
     presented, next_path = await _token_body(request)
     if not login.matches(presented):
         context.audit.client_event(
@@ -101,11 +100,7 @@ async def token_login(request: Request) -> Response:
             {"error": "invalid_token", "detail": "that login token is not (or no longer) valid"},
             status_code=401,
         )
-    # A fresh session (new id, new CSRF token), exactly as after an OAuth callback.
-    request.session.clear()
-    request.session.update(context.codec.login_session(login.session_user()))
-    context.audit.write("login_success", provider="token", user="operator", ip=ip)
-    return JSONResponse({"ok": True, "next": safe_next(next_path)})
+    return _signed_in(request, login.session_user(), "token", "operator", ip, next_path)
 
 
 async def _token_body(request: Request) -> tuple[str | None, str | None]:
@@ -123,14 +118,7 @@ async def basic_login(request: Request) -> Response:
         return JSONResponse({"error": "not_found"}, status_code=404)
     ip = client_ip(request)
     if not login.allow(ip):
-        context.audit.client_event(
-            "login_failure", ip, provider="basic", reason=reason_code("rate_limited")
-        )
-        return JSONResponse(
-            {"error": "rate_limited", "detail": "too many attempts; wait and try again"},
-            status_code=429,
-            headers={"retry-after": str(login.retry_after)},
-        )
+        return _rate_limited(context, ip, "basic", login.retry_after)
     data = await _json_body(request)
     if not await run_in_threadpool(login.verify, _text(data, "user"), _text(data, "password")):
         context.audit.client_event(
@@ -140,10 +128,37 @@ async def basic_login(request: Request) -> Response:
             {"error": "invalid_credentials", "detail": "wrong user name or password"},
             status_code=401,
         )
+    return _signed_in(request, login.session_user(), "basic", login.user, ip, _text(data, "next"))
+
+
+def _rate_limited(
+    context: DashboardContext, ip: str | None, provider: str, retry_after: object
+) -> JSONResponse:
+    """A token or password login refused before it is checked: too many tries from `ip`."""
+    context.audit.client_event(
+        "login_failure", ip, provider=provider, reason=reason_code("rate_limited")
+    )
+    return JSONResponse(
+        {"error": "rate_limited", "detail": "too many attempts; wait and try again"},
+        status_code=429,
+        headers={"retry-after": str(retry_after)},
+    )
+
+
+def _signed_in(
+    request: Request,
+    user: dict[str, object],
+    provider: str,
+    who: str,
+    ip: str | None,
+    next_path: str | None,
+) -> JSONResponse:
+    """A fresh session (new id, new CSRF token), exactly as after an OAuth callback."""
+    context = ctx(request)
     request.session.clear()
-    request.session.update(context.codec.login_session(login.session_user()))
-    context.audit.write("login_success", provider="basic", user=login.user, ip=ip)
-    return JSONResponse({"ok": True, "next": safe_next(_text(data, "next"))})
+    request.session.update(context.codec.login_session(user))
+    context.audit.write("login_success", provider=provider, user=who, ip=ip)
+    return JSONResponse({"ok": True, "next": safe_next(next_path)})
 
 
 async def _json_body(request: Request) -> dict[str, object]:
