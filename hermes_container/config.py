@@ -19,6 +19,7 @@ DEFAULT_PORT_BASE = 8642
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
 DASHBOARD_DEFAULT_PORT = 9119
+INGRESS_DEFAULT_PORT = 8640
 
 
 def port_base(env: Mapping[str, str] | None = None) -> int:

@@ -1,7 +1,9 @@
 """`hermes healthcheck`: is this tree doing what the user asked for?
 
 Healthy when
-  - the dashboard, if enabled (`HERMES_DASHBOARD=1|true|yes`), answers `GET /api/status`, and
+  - the dashboard, if enabled (`HERMES_DASHBOARD=1|true|yes`), answers `GET /api/status`,
+  - the ingress, when a supervision tree runs here and has it on (`HERMES_INGRESS` is not
+    0|false|no: every tree starts it then), answers `GET /health`, and
   - every profile whose *desired* state is `running` answers `GET /health` on its port
     (as the boot reconciler reads it: `state.desired_or_default`, so the `default` profile
     counts as desired-running while it has no state yet).
@@ -22,8 +24,13 @@ import socket
 import threading
 import time
 
-from hermes_container.config import DASHBOARD_DEFAULT_PORT, env_port, load_config
-from hermes_container.envflags import env_flag
+from hermes_container.config import (
+    DASHBOARD_DEFAULT_PORT,
+    INGRESS_DEFAULT_PORT,
+    env_port,
+    load_config,
+)
+from hermes_container.envflags import env_flag, env_switch
 from hermes_container.errors import ConfigError, HermesError
 from hermes_container.home import HermesHome
 from hermes_container.profiles import list_profiles
@@ -90,6 +97,22 @@ def dashboard_probe(env: Mapping[str, str]) -> Probe | None:
     return Probe("dashboard", host, port, "/api/status", problem)
 
 
+def ingress_probe(env: Mapping[str, str]) -> Probe | None:
+    """The ingress's probe, or None when it is switched off."""
+    # The names and defaults of `hermes ingress run`, whose module this one does not
+    # import: it would pull in the server's imports.
+    if not env_switch("HERMES_INGRESS", env):
+        return None
+    port: int | None
+    problem: str | None = None
+    try:
+        port = env_port("HERMES_INGRESS_PORT", INGRESS_DEFAULT_PORT, env)
+    except ConfigError as exc:
+        port, problem = None, exc.message
+    host = probe_host(env.get("HERMES_INGRESS_HOST", "127.0.0.1"))
+    return Probe("ingress", host, port, "/health", problem)
+
+
 def gateway_probe(home: HermesHome, profile: str, env: Mapping[str, str]) -> Probe:
     name = f"gateway {profile}"
     try:
@@ -105,11 +128,28 @@ def gateway_probe(home: HermesHome, profile: str, env: Mapping[str, str]) -> Pro
     return Probe(name, probe_host(host), config.port, "/health")
 
 
-def collect_probes(home: HermesHome, env: Mapping[str, str]) -> list[Probe]:
+def _tree_runs_here(home: HermesHome) -> bool:
+    from hermes_container.supervision import live_scandir
+
+    return live_scandir(home) is not None
+
+
+def collect_probes(
+    home: HermesHome, env: Mapping[str, str], supervised: bool | None = None
+) -> list[Probe]:
+    """What to probe; `supervised` says whether a supervision tree runs here (None: look).
+
+    The ingress runs only as part of a tree (the image's s6-rc service, or `hermes
+    supervise`), so a home served by loose `hermes gateway run`s is not expected to
+    have one.
+    """
     probes = []
     dashboard = dashboard_probe(env)
     if dashboard is not None:
         probes.append(dashboard)
+    ingress = ingress_probe(env)
+    if ingress is not None and (supervised if supervised is not None else _tree_runs_here(home)):
+        probes.append(ingress)
     for profile in list_profiles(home):
         state = read_state(home.profile_dir(profile), warn=False)
         if desired_or_default(profile, state) == "running":
@@ -158,11 +198,14 @@ def http_get_status(host: str, port: int, path: str, timeout: float) -> int:
 
 
 def check(
-    home: HermesHome, env: Mapping[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT
+    home: HermesHome,
+    env: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    supervised: bool | None = None,
 ) -> list[CheckResult]:
     """Run every probe (in parallel) and return one result per probe."""
     environ = os.environ if env is None else env
-    probes = collect_probes(home, environ)
+    probes = collect_probes(home, environ, supervised)
     if not probes:
         return []
     # One thread per probe (concurrent.futures would import logging): each is bounded

@@ -12,6 +12,7 @@ from collections.abc import Generator
 
 import uvicorn
 
+from hermes_container.config import INGRESS_DEFAULT_PORT
 from hermes_container.errors import EXIT_CONFIG, HermesError
 from hermes_container.home import HermesHome
 from hermes_container.ingress.app import build_app
@@ -22,7 +23,7 @@ from hermes_container.ingress.keys import KeySource
 log = logging.getLogger("hermes.ingress")
 
 DEFAULT_HOST = "127.0.0.1"  # the image's service sets 0.0.0.0
-DEFAULT_PORT = 8640
+DEFAULT_PORT = INGRESS_DEFAULT_PORT
 GRACE_S = 10
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 

@@ -252,33 +252,46 @@ def serve_directory(directory: Path) -> Iterator[str]:
         httpd.server_close()
 
 
-def build_image(tag: str = IMAGE_TAG) -> float:
+# The mirror's URL and its context manager: dropping the manager would stop the server.
+_mirror: list[tuple[str, contextlib.AbstractContextManager[str]]] = []
+
+
+def mirror_url() -> str:
+    """The s6-overlay mirror, served on 127.0.0.1 until the session ends.
+
+    One URL for every build of the session: the S6_OVERLAY_MIRROR build argument is part
+    of the layer cache key, so the compose scenario's build reuses the tier's layers.
+    """
+    if not _mirror:
+        mirror_dir = SHARED_OFFLINE / "s6-overlay"
+        if not mirror_dir.is_dir():
+            pytest.fail(f"{mirror_dir} (the s6-overlay mirror) does not exist", pytrace=False)
+        serving = serve_directory(mirror_dir)
+        _mirror.append((serving.__enter__(), serving))  # a daemon thread: ends with the session
+    return _mirror[0][0]
+
+
+def offline_build_args() -> dict[str, str]:
+    """The build arguments of an offline build: the local base image, the mirror and
+    the host's wheels."""
     _ensure_base_image()
-    mirror_dir = SHARED_OFFLINE / "s6-overlay"
-    if not mirror_dir.is_dir():
-        pytest.fail(f"{mirror_dir} (the s6-overlay mirror) does not exist", pytrace=False)
     wheels = prepare_wheels()
+    return {
+        "BASE_IMAGE": BASE_IMAGE,
+        "S6_OVERLAY_MIRROR": mirror_url(),
+        "WHEELS_DIR": str(wheels.relative_to(REPO)),
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": "/tmp/wheels",
+    }
+
+
+def build_image(tag: str = IMAGE_TAG) -> float:
+    build_args = offline_build_args()
     started = time.monotonic()
-    with serve_directory(mirror_dir) as mirror:
-        args = [
-            "build",
-            "--network",
-            "host",
-            "--build-arg",
-            f"BASE_IMAGE={BASE_IMAGE}",
-            "--build-arg",
-            f"S6_OVERLAY_MIRROR={mirror}",
-            "--build-arg",
-            f"WHEELS_DIR={wheels.relative_to(REPO)}",
-            "--build-arg",
-            "PIP_NO_INDEX=1",
-            "--build-arg",
-            "PIP_FIND_LINKS=/tmp/wheels",
-            "-t",
-            tag,
-            str(REPO),
-        ]
-        proc = docker(*args, check=False, timeout=1200)
+    args = ["build", "--network", "host"]
+    for key, value in build_args.items():
+        args += ["--build-arg", f"{key}={value}"]
+    proc = docker(*args, "-t", tag, str(REPO), check=False, timeout=1200)
     elapsed = time.monotonic() - started
     (ARTIFACTS / "docker-build.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:

@@ -115,6 +115,18 @@ def test_supervise_runs_the_ingress_unless_switched_off(host: Tree) -> None:
         svstat = subprocess.run(["s6-svstat", str(slot)], capture_output=True, text=True)
         assert svstat.stdout.startswith("up"), svstat.stdout
         assert (host.home.logs_dir / "ingress" / "current").is_file()
+
+        # The tree's healthcheck probes the ingress it runs, and fails while it is down.
+        def ingress_check() -> dict[str, object]:
+            report = json.loads(host.hermes("healthcheck", "--json").stdout)
+            return next(c for c in report["checks"] if c["name"] == "ingress")
+
+        assert ingress_check()["ok"] is True
+        subprocess.run(["s6-svc", "-d", str(slot)], check=True, timeout=WAIT)
+        wait_for(lambda: ingress_check()["ok"] is False, what="the check to see the ingress down")
+        assert host.hermes("healthcheck").returncode == 1
+        subprocess.run(["s6-svc", "-u", str(slot)], check=True, timeout=WAIT)
+        wait_for(lambda: ingress_check()["ok"], what="the ingress to answer again")
     finally:
         first.send_signal(signal.SIGTERM)
         out, _ = first.communicate(timeout=WAIT + 40)
@@ -127,6 +139,8 @@ def test_supervise_runs_the_ingress_unless_switched_off(host: Tree) -> None:
     try:
         host.wait_ready("default")
         assert not (host.home.run_dir / "service" / "ingress").exists()
+        report = json.loads(host.ok("healthcheck", "--json"))
+        assert "ingress" not in [c["name"] for c in report["checks"]]
     finally:
         second.send_signal(signal.SIGTERM)
         out, _ = second.communicate(timeout=WAIT + 40)

@@ -221,3 +221,20 @@ def test_probe_of_a_closed_port_names_the_reason() -> None:
     port = free_port()
     result = run_probe(Probe("gateway x", "127.0.0.1", port, "/health"), 2)
     assert not result.ok and result.detail == f"127.0.0.1:{port}/health: Connection refused"
+
+
+def test_ingress_checked_only_when_a_tree_runs_it(hermes_home: HermesHome, server: int) -> None:
+    """A supervision tree starts the ingress unless HERMES_INGRESS is off, so a tree's
+    healthcheck probes its /health; loose gateways have no ingress to probe."""
+    ensure_default_profile(hermes_home)
+    write_desired(hermes_home.root, "stopped")
+    env = {"HERMES_INGRESS_PORT": str(server)}
+    up = check(hermes_home, env=env, supervised=True)
+    assert [(r.name, r.ok) for r in up] == [("ingress", True)]
+    assert "/health" in up[0].detail
+    assert check(hermes_home, env=env, supervised=False) == []
+    assert check(hermes_home, env={**env, "HERMES_INGRESS": "0"}, supervised=True) == []
+    down = check(hermes_home, env={"HERMES_INGRESS_PORT": str(free_port())}, supervised=True)
+    assert [(r.name, r.ok) for r in down] == [("ingress", False)]
+    bad = check(hermes_home, env={"HERMES_INGRESS_PORT": "http"}, supervised=True)
+    assert not bad[0].ok and "HERMES_INGRESS_PORT" in bad[0].detail

@@ -15,6 +15,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -331,3 +332,100 @@ def test_a_key_from_the_environment_wins_and_cannot_be_rotated(
     missing = run_hermes("ingress", "key", env={"HERMES_INGRESS_KEY_FILE": str(tmp_path / "no")})
     assert missing.returncode == 78
     assert not (hermes_home.root / "ingress").exists()  # nothing generated meanwhile
+
+
+class FloodingGateway:
+    """Stands in for a gateway that streams faster than its client reads: one connection,
+    an endless event stream of numbered 64 KiB pieces, blocking writes, and a count of
+    what the kernel accepted. With backpressure that count stops growing while nobody
+    reads at the far end; without it the ingress would take everything into memory."""
+
+    PIECE = 64 * 1024
+    LIMIT = 512 * 1024 * 1024  # far beyond every buffer between the two ends
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.written = 0
+        self.finished = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def piece(cls, index: int) -> bytes:
+        head = b"data: %08d " % index
+        return head + b"x" * (cls.PIECE - len(head) - 2) + b"\n\n"
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        try:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n"
+            )
+            index = 0
+            while self.written < self.LIMIT:
+                conn.sendall(b"%x\r\n%s\r\n" % (self.PIECE, self.piece(index)))
+                self.written += self.PIECE
+                index += 1
+        except OSError:
+            pass  # the ingress hung up on us: what a client leaving must cause
+        finally:
+            conn.close()
+            self.listener.close()
+            self.finished.set()
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_slow_client_slows_the_gateway_instead_of_filling_memory(
+    ingress: Ingress, hermes_home: HermesHome
+) -> None:
+    from hermes_container.profiles import create_profile
+
+    flood = FloodingGateway()
+    config = create_profile(hermes_home, "flood") / "config.yaml"
+    port_line = next(line for line in config.read_text().splitlines() if "port:" in line)
+    config.write_text(config.read_text().replace(port_line, f"  port: {flood.port}"))
+    rss_before = _rss_mb(ingress.popen.pid)
+    body = {"model": "flood", "messages": HELLO, "stream": True}
+    auth = {"authorization": f"Bearer {ingress.key()}"}
+    with (
+        httpx.Client(trust_env=False, timeout=30) as client,
+        client.stream("POST", ingress.url + "/v1/chat/completions", json=body, headers=auth) as r,
+    ):
+        assert r.status_code == 200
+        pieces = r.iter_raw(FloodingGateway.PIECE)
+        received = next(pieces)
+        # Nobody reads now: the gateway's writes must stall once the buffers on the way
+        # (the kernel's, on both connections, and the ingress's bounded read-ahead) fill.
+        stalled = wait_for(
+            lambda: _stalled(flood), 20, "the flooding gateway's writes to stall", interval=0.5
+        )
+        assert stalled < 96 * 1024 * 1024, f"{stalled / 2**20:.0f} MiB went out unread"
+        assert _rss_mb(ingress.popen.pid) - rss_before < 48
+        # Reading again lets it flow again, every piece in order.
+        while len(received) < stalled + 8 * FloodingGateway.PIECE:
+            received += next(pieces)
+        assert flood.written > stalled
+        whole = len(received) // FloodingGateway.PIECE
+        expected = b"".join(FloodingGateway.piece(i) for i in range(whole))
+        assert received[: len(expected)] == expected
+    # The client hung up: the ingress closes the gateway connection, the flood ends early.
+    assert flood.finished.wait(10), "the gateway connection was never closed"
+    assert flood.written < FloodingGateway.LIMIT
+
+
+def _stalled(flood: FloodingGateway) -> int | None:
+    """The gateway's byte count once it stopped growing for a second, else None."""
+    before = flood.written
+    time.sleep(1.0)
+    return before if flood.written == before and before > 0 else None
