@@ -40,6 +40,8 @@ COMMANDS: dict[str, str] = {
     "events": "hermes_container.commands.events",
     "jobs": "hermes_container.commands.jobs",
     "ingress": "hermes_container.commands.ingress",
+    "config": "hermes_container.commands.config",
+    "setup": "hermes_container.commands.setup",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 

@@ -1,4 +1,4 @@
-"""Which of a profile's settings changed since its gateway last started.
+"""Which of a profile's settings changed since its gateway last started or reloaded.
 
 A profile's settings are edited by hand (config.yaml, .env, SOUL.md) or by commands;
 the ledger's `profile.config_changed` names the keys that changed, never a value. The

@@ -13,6 +13,7 @@ import os
 
 from hermes_container.config import (
     DASHBOARD_DEFAULT_PORT,
+    INGRESS_DEFAULT_PORT,
     load_config,
     load_yaml,
     port_base,
@@ -145,7 +146,7 @@ def _used_ports(home: HermesHome) -> set[int]:
 def allocate_port(home: HermesHome) -> int:
     """The lowest port above the base that no profile uses (and not the dashboard's)."""
     base = port_base()
-    used = _used_ports(home) | {base, DASHBOARD_DEFAULT_PORT}
+    used = _used_ports(home) | {base, DASHBOARD_DEFAULT_PORT, INGRESS_DEFAULT_PORT}
     for port in range(base + 1, 65536):
         if port not in used:
             return port
@@ -190,11 +191,56 @@ def _clone_sources(home: HermesHome, source: str, port: int) -> tuple[str, dict[
     return config_text, env, soul
 
 
-def create_profile(home: HermesHome, name: str, *, clone_from: str | None = None) -> Path:
-    """Create profile `name`; raise without touching anything if it exists or is invalid."""
+def _checked_model(
+    base_url: str | None, model: str | None, model_api_key: str | None
+) -> dict[str, str]:
+    """The model settings given for a new profile, checked as `config set` checks them
+    (config_schema); UsageError (exit 2) before anything is created."""
+    from hermes_container.config_schema import KEYS, check_key_chars, check_value
+    from hermes_container.errors import ConfigError
+
+    values: dict[str, str] = {}
+    try:
+        if base_url is not None:
+            values["model.base_url"] = check_value(KEYS["model.base_url"], base_url)
+        if model is not None:
+            values["model.name"] = check_value(KEYS["model.name"], model)
+        if model_api_key is not None:
+            if not model_api_key:
+                raise ConfigError("refusing an empty model API key")
+            check_key_chars(model_api_key, "the model API key")
+    except ConfigError as exc:
+        raise UsageError(exc.message) from None
+    return values
+
+
+def _with_model(config_text: str, values: dict[str, str]) -> str:
+    """`config_text` with the model keys set, its comments kept (quoted as needed)."""
+    if not values:
+        return config_text
+    from hermes_container.config_edit import edited_text
+
+    return edited_text(config_text, values, CONFIG_FILE)
+
+
+def create_profile(
+    home: HermesHome,
+    name: str,
+    *,
+    clone_from: str | None = None,
+    base_url: str | None = None,
+    model: str | None = None,
+    model_api_key: str | None = None,
+    soul: str | None = None,
+) -> Path:
+    """Create profile `name`; raise without touching anything if it exists or is invalid.
+
+    `base_url`, `model`, `model_api_key` (into .env) and `soul` (SOUL.md) override the
+    defaults, or what a clone copies; they are checked before anything is written."""
     validate_profile_name(name)
     if clone_from is not None:
         validate_profile_name(clone_from)
+    model_values = _checked_model(base_url, model, model_api_key)
     if name == DEFAULT_PROFILE:
         raise HermesError("profile 'default' already exists (it is the home directory itself)")
     ensure_default_profile(home)
@@ -204,15 +250,20 @@ def create_profile(home: HermesHome, name: str, *, clone_from: str | None = None
             raise HermesError(f"profile {name!r} already exists at {final}")
         port = allocate_port(home)
         if clone_from is not None:
-            config_text, env, soul = _clone_sources(home, clone_from, port)
+            config_text, env, cloned_soul = _clone_sources(home, clone_from, port)
         else:
             config_text = render_config(port)
             env = {"API_SERVER_KEY": new_api_key(), "HERMES_MODEL_API_KEY": ""}
-            soul = DEFAULT_SOUL
+            cloned_soul = DEFAULT_SOUL
+        config_text = _with_model(config_text, model_values)
+        if model_api_key is not None:
+            env["HERMES_MODEL_API_KEY"] = model_api_key
         temp = home.profiles_dir / f"{TEMP_PREFIX}{name}-{os.urandom(4).hex()}"
         temp.mkdir(mode=0o755)
         try:
-            _write_profile_files(temp, config_text=config_text, env=env, soul=soul)
+            _write_profile_files(
+                temp, config_text=config_text, env=env, soul=cloned_soul if soul is None else soul
+            )
             os.rename(temp, final)
         except BaseException:
             import shutil

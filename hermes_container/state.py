@@ -34,7 +34,18 @@ OBSERVED_STATES: tuple[str, ...] = (
 )
 DESIRED_FIELDS = frozenset({"desired_state", "desired_updated_at"})
 OBSERVED_FIELDS = frozenset(
-    {"gateway_state", "pid", "started_at", "updated_at", "exit_code", "exit_reason", "port"}
+    {
+        "gateway_state",
+        "pid",
+        "started_at",
+        "updated_at",
+        "exit_code",
+        "exit_reason",
+        "port",
+        "config_rejected",
+        "restart_needed",
+        "reloads",
+    }
 )
 LOCK_NAME = ".gateway_state.lock"
 
@@ -50,6 +61,14 @@ FILE_KEYS: tuple[str, ...] = (
     "exit_code",
     "exit_reason",
     "port",
+    # Live reload (SIGHUP): why the last reload was refused (the settings in force are
+    # older than the files), and which change waits for a restart (the listener's
+    # port/host). Both cleared by a reload that applies cleanly, and at each start.
+    "config_rejected",
+    "restart_needed",
+    # Reloads this gateway process has answered (applied or rejected): 0 at its start,
+    # so `gateway reload` can tell its own answer from an older one.
+    "reloads",
 )
 _KNOWN_KEYS = frozenset(FILE_KEYS)
 
@@ -68,6 +87,9 @@ class GatewayState(Record):
         exit_code: int | None = None,
         exit_reason: str | None = None,
         port: int | None = None,
+        config_rejected: str | None = None,
+        restart_needed: str | None = None,
+        reloads: int | None = None,
         extra: dict[str, Any] | None = None,
         problem: str | None = None,
     ) -> None:
@@ -80,6 +102,9 @@ class GatewayState(Record):
         self.exit_code = exit_code
         self.exit_reason = exit_reason
         self.port = port
+        self.config_rejected = config_rejected
+        self.restart_needed = restart_needed
+        self.reloads = reloads
         # Keys written by a newer version are kept verbatim on rewrite.
         self.extra: dict[str, Any] = {} if extra is None else extra
         # Why the file could not be read ("missing", "corrupt: ..."), None when it was fine.
@@ -101,11 +126,18 @@ def _validate(raw: dict[str, Any]) -> GatewayState:
     observed = raw.get("gateway_state")
     if observed is not None and observed not in OBSERVED_STATES:
         raise ValueError(f"gateway_state {observed!r} is not one of {OBSERVED_STATES}")
-    for key in ("pid", "exit_code", "port"):
+    for key in ("pid", "exit_code", "port", "reloads"):
         value = raw.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise ValueError(f"{key} must be an integer")
-    for key in ("desired_updated_at", "started_at", "updated_at", "exit_reason"):
+    for key in (
+        "desired_updated_at",
+        "started_at",
+        "updated_at",
+        "exit_reason",
+        "config_rejected",
+        "restart_needed",
+    ):
         value = raw.get(key)
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{key} must be a string")

@@ -1,5 +1,5 @@
-"""`hermes gateway run|start|stop|restart|status [--all] [--json] [--timeout S]`, and
-`hermes status` (= `gateway status --all`).
+"""`hermes gateway run|start|stop|restart|status [--all] [--json] [--timeout S]`,
+`hermes gateway reload [--all] [--timeout S]`, and `hermes status` (= `gateway status --all`).
 
 The commands and everything they print; the supervision package only returns values.
 Inside a live tree: write the desired state, then `s6-svc -u|-d|-t`, then wait (bounded)
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 NO_TREE = "none (no supervised tree is running)"
 REDIRECT_START_WAIT = 30.0
+RELOAD_WAIT = 10.0
 
 
 def register(subparsers: Any) -> None:
@@ -64,6 +66,15 @@ def register(subparsers: Any) -> None:
             setup_logging=not reads,
             as_root="keep" if reads else "drop",
         )
+
+    reload = sub.add_parser(
+        "reload", help="make the running gateway re-read its settings (SIGHUP), no restart"
+    )
+    reload.add_argument("--all", action="store_true", help="every running gateway")
+    reload.add_argument(
+        "--timeout", type=float, default=RELOAD_WAIT, help="seconds to wait for its answer"
+    )
+    reload.set_defaults(handler=_reload)
 
     # `hermes status`: upstream's short form of `gateway status --all`, the same handler
     # with the same fast path (cli.COMMANDS maps the word to this module).
@@ -140,6 +151,63 @@ def _control(args: argparse.Namespace) -> int:
     if manager is None:
         return _without_tree(home, action, profiles, resolve_scandir(home))
     return _act(manager, action, profiles, args, timeout or 15.0)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """`gateway reload`: SIGHUP (through s6 when supervised), then the gateway's answer.
+
+    With --all, gateways that are not running are skipped (a start reads the files
+    anyway); any reload not sent, refused or unanswered makes the exit non-zero.
+    """
+    from hermes_container.errors import EXIT_FAILURE, HermesError, UsageError
+    from hermes_container.home import HermesHome
+    from hermes_container.supervision import live_scandir
+    from hermes_container.supervision.reload import (
+        reload_gateway,
+        reloads_answered,
+        wait_for_answer,
+    )
+    from hermes_container.supervision.service_status import gateway_status
+
+    timeout: float = args.timeout
+    if not 0 < timeout < float("inf"):
+        raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
+    home = HermesHome.from_env()
+    profiles = _profiles(args, home)
+    if args.all:
+        scandir = live_scandir(home)
+        running = [p for p in profiles if gateway_status(home, scandir, p).up]
+        for profile in profiles:
+            if profile not in running:
+                print(f"gateway {profile!r} is not running: skipped")
+        profiles = running
+    sent: dict[str, int] = {}
+    failed = False
+    for profile in profiles:
+        before = reloads_answered(home, profile)
+        reason = reload_gateway(home, profile)
+        if reason is None:
+            sent[profile] = before
+        elif not args.all:
+            raise HermesError(f"reload not sent: {reason}")
+        else:
+            print(f"gateway {profile!r}: reload not sent: {reason}")
+            failed = True
+    deadline = time.monotonic() + timeout
+    for profile, before in sent.items():
+        state = wait_for_answer(home, profile, before, max(0.0, deadline - time.monotonic()))
+        name = f"gateway {profile!r}"
+        if state is None:
+            print(f"{name}: reload sent, no answer within {timeout:g}s; see `hermes logs`")
+            failed = True
+        elif state.config_rejected:
+            print(f"{name}: config rejected: {state.config_rejected} (the old settings serve)")
+            failed = True
+        elif state.restart_needed:
+            print(f"Reloaded {name}; restart needed: {state.restart_needed}")
+        else:
+            print(f"Reloaded {name}: new requests use the new settings")
+    return EXIT_FAILURE if failed else 0
 
 
 def _profiles(args: argparse.Namespace, home: HermesHome) -> list[str]:
@@ -283,6 +351,11 @@ def render_status(status: ServiceStatus, manager: str) -> str:
     if status.exit_reason and not status.up:
         rows.append(("Reason", status.exit_reason))
     lines = [f"{key + ':':<10} {value}" for key, value in rows]
+    # Whole sentences, not rows: `config rejected: <reason>` is the documented text.
+    if status.config_rejected:
+        lines.append(f"config rejected: {status.config_rejected}")
+    if status.restart_needed:
+        lines.append(f"restart needed: {status.restart_needed}")
     # Not aligned with the rows around it: upstream documents this line as exactly
     # `Manager: s6 (container supervisor)`, and scripts grep for that text.
     lines.insert(1, f"Manager: {manager}")

@@ -14,6 +14,14 @@ def register(subparsers: Any) -> None:
 
     create = sub.add_parser("create", help="create a profile")
     create.add_argument("name")
+    create.add_argument("--base-url", metavar="URL", help="the provider's OpenAI-compatible URL")
+    create.add_argument("--model", metavar="M", help="the model the provider is asked for")
+    create.add_argument(
+        "--api-key-stdin",
+        action="store_true",
+        help="read the provider's key from stdin (hidden on a terminal) into .env",
+    )
+    create.add_argument("--persona-file", metavar="F", help="SOUL.md: the persona, from F")
     create.add_argument("--clone", metavar="FROM", help="copy model settings and persona")
     create.add_argument("--start", action="store_true", help="start its gateway now")
     create.set_defaults(handler=_create)
@@ -40,12 +48,26 @@ def _home() -> Any:
 
 
 def _create(args: argparse.Namespace) -> int:
+    from hermes_container.commands.inputs import read_persona, read_secret_line
     from hermes_container.errors import HermesError
+    from hermes_container.names import validate_profile_name
     from hermes_container.profiles import create_profile
     from hermes_container.supervision import get_manager
 
     home = _home()
-    path = create_profile(home, args.name, clone_from=args.clone)
+    # Everything from outside is read and checked before the profile exists.
+    validate_profile_name(args.name)
+    soul = None if args.persona_file is None else read_persona(args.persona_file)
+    key = read_secret_line("the provider's API key") if args.api_key_stdin else None
+    path = create_profile(
+        home,
+        args.name,
+        clone_from=args.clone,
+        base_url=args.base_url,
+        model=args.model,
+        model_api_key=key,
+        soul=soul,
+    )
     print(f"Created profile {args.name!r} at {path}")
     manager = get_manager(home)
     if manager is None:

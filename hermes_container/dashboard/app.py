@@ -30,6 +30,10 @@ from hermes_container.dashboard import (
     kanban_page,
     metrics_endpoint,
     pages,
+    playground_api,
+    playground_page,
+    sessions_api,
+    sessions_page,
 )
 from hermes_container.dashboard.asgi import Scope
 from hermes_container.dashboard.auth import routes as auth_routes
@@ -178,6 +182,10 @@ def create_app(
     app.include_router(jobs_page.router)
     app.include_router(events_api.router)
     app.include_router(events_page.router)
+    app.include_router(sessions_api.router)
+    app.include_router(sessions_page.router)
+    app.include_router(playground_api.router)
+    app.include_router(playground_page.router)
     app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")
 
     def on_refresh(scope: Scope, data: dict[str, Any]) -> None:

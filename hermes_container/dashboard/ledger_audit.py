@@ -1,4 +1,5 @@
-"""The dashboard's logins, denials and actions (gateways, board, jobs), in the ledger.
+"""The dashboard's logins, denials and actions (gateways, board, jobs, sessions, the
+playground, profile management), in the ledger.
 
 The auth audit log stays the security record (rate-limited, scrubbed, its own file);
 the ledger gets the events a history view needs, with the few fields it shows, never
@@ -22,10 +23,21 @@ _KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "gateway_action": ("dashboard.action", ("action", "result")),
     "kanban_action": ("dashboard.action", ("action", "task", "result")),
     "jobs_action": ("dashboard.action", ("action", "job", "run", "result")),
+    "sessions_action": ("dashboard.action", ("action", "session", "result")),
+    "playground_action": ("dashboard.action", ("action", "session", "result")),
+    "profiles_action": ("dashboard.action", ("action", "result")),
 }
-# Board and jobs actions say whose they are (`kanban.create`, `jobs.pause`); a gateway
-# action keeps its bare name (`restart`), as the ledger has always had it.
-_ACTION_PREFIX = {"kanban_action": "kanban.", "jobs_action": "jobs."}
+# Board, jobs, sessions, playground and profile actions say whose they are
+# (`kanban.create`, `jobs.pause`, `sessions.delete`, `playground.chat`,
+# `profiles.rotate_key`); a gateway action keeps its bare name (`restart`), as the
+# ledger has always had it.
+_ACTION_PREFIX = {
+    "kanban_action": "kanban.",
+    "jobs_action": "jobs.",
+    "sessions_action": "sessions.",
+    "playground_action": "playground.",
+    "profiles_action": "profiles.",
+}
 
 
 def ledger_observer(root: Path) -> Observer:

@@ -108,6 +108,12 @@ def describe(event: LedgerEvent) -> dict[str, Any]:
         keys = data.get("keys")
         names = ", ".join(str(k) for k in keys) if isinstance(keys, list) else ""
         title, detail = "Config changed", names or _rest(data)
+    elif kind == "gateway.reloaded":
+        keys = data.get("keys")
+        names = ", ".join(str(k) for k in keys) if isinstance(keys, list) else ""
+        title, detail, tone = "Reloaded", names or _rest(data), OK
+    elif kind == "gateway.reload_rejected":
+        title, detail, tone = "Reload rejected", _text(data.get("reason")) or "", BAD
     elif kind == "dashboard.denied":
         tone = WARN
     return {

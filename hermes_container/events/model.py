@@ -21,6 +21,8 @@ KINDS: dict[str, str] = {
     "gateway.restarted": "s6 started the gateway again after an unexpected exit",
     "gateway.parked": "the slot was parked: kept down until someone acts (why)",
     "gateway.stopped": "the gateway was stopped on request",
+    "gateway.reloaded": "the gateway applied its settings anew on SIGHUP (the changed keys)",
+    "gateway.reload_rejected": "the gateway refused its new settings on SIGHUP; the old serve",
     "desired.changed": "a profile's desired state changed (from, to, by whom)",
     "boot.reconciled": "the boot reconciler restored a profile (desired, action)",
     # profiles
@@ -30,7 +32,7 @@ KINDS: dict[str, str] = {
     # dashboard
     "dashboard.login": "someone signed in to the dashboard",
     "dashboard.denied": "a dashboard sign-in or request was refused",
-    "dashboard.action": "an action taken from the dashboard (a gateway, a task, a job)",
+    "dashboard.action": "an action from the dashboard (a gateway, task, job, session or chat)",
 }
 BOARD_PREFIX = "kanban."  # every board event is carried as kanban.<its kind>
 JOB_PREFIX = "job."  # every job event (kanban/jobs/model.py EVENT_KINDS) as job.<its kind>

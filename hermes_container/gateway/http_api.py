@@ -3,6 +3,10 @@
 GET /health (no auth), GET /v1/models, POST /v1/chat/completions (streaming or not).
 `/v1/*` needs `Authorization: Bearer <API_SERVER_KEY>`; errors use the OpenAI shape.
 The session id comes from `X-Hermes-Session` (or is new) and is echoed back.
+
+Each request reads the current settings generation (`Gateway.live`, see
+live_settings.py) once and keeps it to its end: a reload never changes the settings,
+key or relay under a request already running.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from hermes_container.gateway.live_settings import Live
 from hermes_container.gateway.profile_settings import Settings
 from hermes_container.gateway.relay import GatewayError, Relay, prepare_payload
 from hermes_container.gateway.sessions import Exchange, SessionStore
@@ -96,18 +101,23 @@ class RelayedStream(Response):
 
 
 class Gateway:
-    """Route handlers bound to one profile's settings, relay and session store."""
+    """Route handlers for one profile: its session store, and its settings and relay as
+    a generation (`live`) that a reload replaces whole."""
 
     def __init__(self, settings: Settings, relay: Relay, store: SessionStore) -> None:
-        self.settings, self.relay, self.store = settings, relay, store
+        self.live = Live(settings, relay)
+        self.store = store
         self.started = time.monotonic()
         self.created = int(time.time())
         self.meter: Meter = NULL_METER  # runner.py swaps in the real one once ready
-        self._expected = f"Bearer {settings.api_key}".encode()
 
-    def _authorized(self, request: Request) -> bool:
+    def set_meter(self, meter: Meter) -> None:
+        self.meter = self.live.relay.meter = meter
+
+    @staticmethod
+    def _authorized(request: Request, live: Live) -> bool:
         given = request.headers.get("authorization", "").encode("utf-8", "replace")
-        return hmac.compare_digest(given, self._expected)
+        return hmac.compare_digest(given, live.expected_auth)
 
     def _unauthorized(self) -> JSONResponse:
         err = GatewayError(
@@ -115,23 +125,23 @@ class Gateway:
         )
         return error_response(err, {"www-authenticate": "Bearer"})
 
-    async def health(self, request: Request) -> Response:
+    async def health(self, request: Request, live: Live) -> Response:
         uptime = round(time.monotonic() - self.started, 3)
-        return JSONResponse({"status": "ok", "profile": self.settings.profile, "uptime_s": uptime})
+        return JSONResponse({"status": "ok", "profile": live.settings.profile, "uptime_s": uptime})
 
-    async def models(self, request: Request) -> Response:
-        if not self._authorized(request):
+    async def models(self, request: Request, live: Live) -> Response:
+        if not self._authorized(request, live):
             return self._unauthorized()
         model = {
-            "id": self.settings.model_name,
+            "id": live.settings.model_name,
             "object": "model",
             "created": self.created,
-            "owned_by": f"hermes:{self.settings.profile}",
+            "owned_by": f"hermes:{live.settings.profile}",
         }
         return JSONResponse({"object": "list", "data": [model]})
 
-    async def _read_body(self, request: Request) -> bytes:
-        limit = self.settings.max_body_bytes
+    @staticmethod
+    async def _read_body(request: Request, limit: int) -> bytes:
         too_big = GatewayError(
             413, f"request body exceeds {limit} bytes", "invalid_request_error", "body_too_large"
         )
@@ -149,9 +159,9 @@ class Gateway:
             raise GatewayError(499, "client disconnected", "invalid_request_error") from None
         return b"".join(chunks)
 
-    async def _parse(self, request: Request) -> dict[str, Any]:
+    async def _parse(self, request: Request, live: Live) -> dict[str, Any]:
         try:
-            payload = json.loads(await self._read_body(request))
+            payload = json.loads(await self._read_body(request, live.settings.max_body_bytes))
         except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise GatewayError(400, "body is not valid JSON", "invalid_request_error") from None
         messages = payload.get("messages") if isinstance(payload, dict) else None
@@ -172,13 +182,14 @@ class Gateway:
             )
         return given
 
-    async def chat_completions(self, request: Request) -> Response:
-        if not self._authorized(request):
+    async def chat_completions(self, request: Request, live: Live) -> Response:
+        if not self._authorized(request, live):
             return self._unauthorized()
+        settings, relay = live.settings, live.relay
         started = time.time()
         try:
             session_id = self._session_id(request)
-            payload = await self._parse(request)
+            payload = await self._parse(request, live)
         except GatewayError as err:
             return error_response(err)
         stream = payload.get("stream") is True
@@ -186,18 +197,18 @@ class Gateway:
             session_id=session_id,
             started=started,
             finished=started,
-            model=self.settings.model_name,
+            model=settings.model_name,
             stream=stream,
             messages=payload["messages"],
             status=200,
         )
-        body = json.dumps(prepare_payload(payload, self.settings)).encode()
+        body = json.dumps(prepare_payload(payload, settings)).encode()
         meter, sent = self.meter, time.perf_counter()
         try:
             if stream:
-                upstream = await self.relay.send(body)
-                return RelayedStream(upstream, self.relay, self.store, ex, meter, sent)
-            content, content_type = await self.relay.complete(body)
+                upstream = await relay.send(body)
+                return RelayedStream(upstream, relay, self.store, ex, meter, sent)
+            content, content_type = await relay.complete(body)
         except GatewayError as err:
             meter.upstream(time.perf_counter() - sent)
             ex.finished, ex.status, ex.error = time.time(), err.status, err.message
@@ -209,7 +220,7 @@ class Gateway:
         return Response(content, media_type=content_type, headers={SESSION_HEADER: session_id})
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request, Live], Awaitable[Response]]
 
 
 class GatewayApp:
@@ -229,13 +240,17 @@ class GatewayApp:
             return
         methods = self.routes.get(scope["path"])
         handler = methods.get(scope["method"]) if methods else None
-        meter = self.gateway.meter  # the same one at the end, even if swapped meanwhile
+        gateway = self.gateway
+        meter = gateway.meter  # the same one at the end, even if swapped meanwhile
         meter.begin()
         started = time.perf_counter()
         response: Response | None = None
+        # The request's settings generation, kept to its end (a stream's last byte).
+        live = gateway.live
+        live.inflight += 1
         try:
             if handler is not None:
-                response = await handler(Request(scope, receive))
+                response = await handler(Request(scope, receive), live)
             elif methods:
                 err = GatewayError(405, f"use {', '.join(methods)}", "invalid_request_error")
                 response = error_response(err, {"allow": ", ".join(methods)})
@@ -243,6 +258,7 @@ class GatewayApp:
                 response = error_response(GatewayError(404, "not found", "invalid_request_error"))
             await response(scope, receive, send)
         finally:
+            live.leave()
             meter.end(route_label(scope["path"]), _status(response), time.perf_counter() - started)
 
 

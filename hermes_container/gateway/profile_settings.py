@@ -3,16 +3,14 @@
 Every problem is a one-line ConfigError (exit 78), so a supervised slot is parked
 instead of restart-looping on a configuration that can never work.
 
-config.yaml keys (all under `model:` / `gateway:`):
-  model.base_url (required), model.name (required), model.api_key (optional; else
-  HERMES_MODEL_API_KEY from .env, else from the environment; may be empty for
-  local providers), model.connect_timeout_s (5), model.read_timeout_s (120),
-  model.proxy (optional http(s) URL; else HTTPS_PROXY / HTTP_PROXY / ALL_PROXY from
-  the environment unless NO_PROXY covers the provider), model.client (auto | fast |
-  httpx; auto: the fast client, or httpx when a proxy applies), gateway.port
-  (required), gateway.host (else $HERMES_GATEWAY_HOST, else 127.0.0.1),
-  gateway.max_body_bytes (1 MiB), gateway.max_response_bytes (16 MiB),
-  gateway.shutdown_grace_s (10), gateway.persona (always | unless-client-system).
+The keys (`model.*`, `gateway.*`), their defaults and the check of each value are the
+catalogue's (config_schema.py); this module adds what spans keys and files: the proxy
+(model.proxy, else the environment's unless NO_PROXY covers the provider; never with
+model.client fast), the keys from .env (API_SERVER_KEY, HERMES_MODEL_API_KEY, else the
+environment), gateway.host's fallback to $HERMES_GATEWAY_HOST, and SOUL.md.
+`settings_from_raw` is the whole validation of one candidate configuration: the
+gateway runs it on the files at start and reload, `hermes config set|edit` on the
+mapping it is about to write.
 """
 
 from __future__ import annotations
@@ -24,17 +22,25 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from hermes_container.config import is_port, load_config
+from hermes_container.config import load_config
+from hermes_container.config_schema import (
+    KEYS,
+    check_key_chars,
+    check_value,
+    is_http_url,
+    redact_url,
+)
 from hermes_container.envfile import read_env
 from hermes_container.errors import ConfigError
 from hermes_container.home import CONFIG_FILE, ENV_FILE, SOUL_FILE
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_CONNECT_TIMEOUT_S = 5.0
-DEFAULT_READ_TIMEOUT_S = 120.0
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-DEFAULT_SHUTDOWN_GRACE_S = 10.0
+# The catalogue's defaults, named for the Settings fields below.
+DEFAULT_HOST: str = KEYS["gateway.host"].default
+DEFAULT_CONNECT_TIMEOUT_S: float = KEYS["model.connect_timeout_s"].default
+DEFAULT_READ_TIMEOUT_S: float = KEYS["model.read_timeout_s"].default
+DEFAULT_MAX_BODY_BYTES: int = KEYS["gateway.max_body_bytes"].default
+DEFAULT_MAX_RESPONSE_BYTES: int = KEYS["gateway.max_response_bytes"].default
+DEFAULT_SHUTDOWN_GRACE_S: float = KEYS["gateway.shutdown_grace_s"].default
 
 ClientChoice = Literal["auto", "fast", "httpx"]
 _CLIENTS: dict[str, ClientChoice] = {"auto": "auto", "fast": "fast", "httpx": "httpx"}
@@ -86,60 +92,16 @@ def _section(raw: Mapping[str, Any], name: str, where: Path) -> Mapping[str, Any
     return value
 
 
-def _string(section: Mapping[str, Any], key: str, label: str, where: Path) -> str | None:
-    value = section.get(key)
+def _setting(section: Mapping[str, Any], name: str, where: Path) -> Any:
+    """Key `name` of its section, checked by the catalogue (config_schema.check_value,
+    the check `hermes config set` runs too); unset or null gives the key's default."""
+    key = KEYS[name]
+    value = section.get(key.leaf)
     if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}: {label} must be a non-empty string")
-    return value.strip()
-
-
-def _number(section: Mapping[str, Any], key: str, label: str, where: Path, default: float) -> float:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{where}: {label} must be a positive number, not {value!r}")
-    return float(value)
-
-
-def _port(gateway: Mapping[str, Any], where: Path) -> int:
-    port = gateway.get("port")
-    if port is None:
-        raise ConfigError(f"{where}: gateway.port is missing")
-    if not is_port(port):
-        raise ConfigError(f"{where}: gateway.port {port!r} is not a port number (1-65535)")
-    return port
-
-
-def _base_url(model: Mapping[str, Any], where: Path) -> str:
-    url = _string(model, "base_url", "model.base_url", where)
-    if url is None:
-        raise ConfigError(f"{where}: model.base_url is missing (the provider's OpenAI-style URL)")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{where}: model.base_url must be an http(s) URL, not {url!r}")
-    return url
-
-
-def redact_url(url: str) -> str:
-    """scheme://host[:port] of a URL, for logs and errors: never userinfo or a path."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "<unparseable URL>"
-    if not parts.hostname:
-        return "<unparseable URL>" if "@" in url else url
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
-
-
-def _client(model: Mapping[str, Any], where: Path) -> ClientChoice:
-    value = model.get("client", "auto")
-    choice = _CLIENTS.get(value) if isinstance(value, str) else None
-    if choice is None:
-        raise ConfigError(f"{where}: model.client must be auto, fast or httpx, not {value!r}")
-    return choice
+        if key.required:
+            raise ConfigError(f"{where}: {name} is missing ({key.help})")
+        return key.default
+    return check_value(key, value, where)
 
 
 def _env_proxies(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
@@ -182,15 +144,10 @@ def env_proxy(url: str, env: Mapping[str, str]) -> tuple[str, str] | None:
     return (value if "://" in value else f"http://{value}"), name
 
 
-def _proxy_url(url: str, label: str, hint: str) -> str:
-    try:
-        parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # a port that is not a number, or out of range
-        valid = False
-    if not valid:
+def _env_proxy_url(url: str, name: str, hint: str) -> str:
+    if not is_http_url(url):
         raise ConfigError(
-            f"{label} must be an http(s) proxy URL like http://proxy.example:3128, "
+            f"the environment's {name} must be {KEYS['model.proxy'].expects()}, "
             f"not {redact_url(url)!r}{hint}"
         )
     return url
@@ -204,14 +161,14 @@ def _proxy(
     where: Path,
 ) -> tuple[str | None, str]:
     """(proxy URL or None, where it came from): model.proxy, else the environment's."""
-    explicit = _string(model, "proxy", "model.proxy", where)
+    explicit: str | None = _setting(model, "model.proxy", where)
     if explicit is not None:
         if client == "fast":
             raise ConfigError(
                 f"{where}: model.proxy needs model.client auto or httpx "
                 "(the fast client does not go through proxies)"
             )
-        return _proxy_url(explicit, f"{where}: model.proxy", ""), "model.proxy"
+        return explicit, "model.proxy"
     found = env_proxy(base_url, env)
     if found is None:
         return None, ""
@@ -219,24 +176,7 @@ def _proxy(
     if client == "fast":
         return None, name  # the operator chose to go direct; select_client says so
     hint = f" (set model.proxy in {where}, or model.client: fast to ignore {name})"
-    return _proxy_url(url, f"the environment's {name}", hint), name
-
-
-def _byte_limit(gateway: Mapping[str, Any], key: str, where: Path, default: int) -> int:
-    value = gateway.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{where}: gateway.{key} must be a positive integer")
-    return value
-
-
-def _persona(gateway: Mapping[str, Any], where: Path) -> Persona:
-    value = gateway.get("persona", "always")
-    choice = _PERSONAS.get(value) if isinstance(value, str) else None
-    if choice is None:
-        raise ConfigError(
-            f"{where}: gateway.persona must be always or unless-client-system, not {value!r}"
-        )
-    return choice
+    return _env_proxy_url(url, name, hint), name
 
 
 def _read_soul(profile_dir: Path) -> str | None:
@@ -249,76 +189,90 @@ def _read_soul(profile_dir: Path) -> str | None:
     return text.strip() or None
 
 
-def read_api_key(profile_dir: Path, environ: Mapping[str, str] | None = None) -> str:
-    """The Bearer token clients must send: API_SERVER_KEY from .env, else the environment."""
-    env = os.environ if environ is None else environ
-    key = read_env(profile_dir / ENV_FILE).get("API_SERVER_KEY") or env.get("API_SERVER_KEY", "")
+def _api_key(dotenv: Mapping[str, str], env: Mapping[str, str], env_file: Path) -> str:
+    key = dotenv.get("API_SERVER_KEY") or env.get("API_SERVER_KEY", "")
     if not key.strip():
         raise ConfigError(
-            f"{profile_dir / ENV_FILE}: API_SERVER_KEY is missing or empty "
+            f"{env_file}: API_SERVER_KEY is missing or empty "
             "(clients authenticate with it; `hermes profile create` generates one)"
         )
     return key.strip()
 
 
-def _header_safe(value: str, label: str, where: Path) -> str:
-    # It goes into an HTTP header verbatim: no spaces, controls or non-ASCII.
-    if any(not 0x21 <= ord(ch) <= 0x7E for ch in value):
-        raise ConfigError(f"{where}: {label} contains characters not allowed in a key")
-    return value
+def read_api_key(profile_dir: Path, environ: Mapping[str, str] | None = None) -> str:
+    """The Bearer token clients must send: API_SERVER_KEY from .env, else the environment."""
+    env = os.environ if environ is None else environ
+    return _api_key(read_env(profile_dir / ENV_FILE), env, profile_dir / ENV_FILE)
 
 
 def load_settings(
     profile: str, profile_dir: Path, environ: Mapping[str, str] | None = None
 ) -> Settings:
     """Everything the gateway needs, validated; raises ConfigError naming the bad setting."""
-    env = os.environ if environ is None else environ
     where = profile_dir / CONFIG_FILE
     if not where.is_file():
         raise ConfigError(f"{where} is missing")
     raw = load_config(profile_dir).raw
+    dotenv = read_env(profile_dir / ENV_FILE)
+    return settings_from_raw(profile, profile_dir, raw, dotenv, environ)
+
+
+def settings_from_raw(
+    profile: str,
+    profile_dir: Path,
+    raw: Mapping[str, Any],
+    dotenv: Mapping[str, str],
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """The Settings of config.yaml's mapping `raw` and .env's `dotenv` (SOUL.md is read
+    from `profile_dir`); raises ConfigError naming the first bad setting."""
+    env = os.environ if environ is None else environ
+    where = profile_dir / CONFIG_FILE
     model = _section(raw, "model", where)
     gateway = _section(raw, "gateway", where)
-    dotenv = read_env(profile_dir / ENV_FILE)
-    name = _string(model, "name", "model.name", where)
-    if name is None:
-        raise ConfigError(f"{where}: model.name is missing")
-    host = _string(gateway, "host", "gateway.host", where)
-    model_key = _string(model, "api_key", "model.api_key", where)
-    base_url = _base_url(model, where)
-    client = _client(model, where)
+    name: str = _setting(model, "model.name", where)
+    # Unset, gateway.host falls back to the environment, not straight to its default.
+    host: str | None = None
+    if gateway.get("host") is not None:
+        host = _setting(gateway, "gateway.host", where)
+    model_key: str | None = _setting(model, "model.api_key", where)
+    base_url: str = _setting(model, "model.base_url", where)
+    client = _CLIENTS[_setting(model, "model.client", where)]
     proxy, proxy_from = _proxy(model, base_url, client, env, where)
     return Settings(
         profile=profile,
         profile_dir=profile_dir,
         host=host or env.get("HERMES_GATEWAY_HOST", "").strip() or DEFAULT_HOST,
-        port=_port(gateway, where),
+        port=_setting(gateway, "gateway.port", where),
         model_base_url=base_url,
         model_name=name,
         soul=_read_soul(profile_dir),
-        connect_timeout_s=_number(
-            model, "connect_timeout_s", "model.connect_timeout_s", where, DEFAULT_CONNECT_TIMEOUT_S
-        ),
-        read_timeout_s=_number(
-            model, "read_timeout_s", "model.read_timeout_s", where, DEFAULT_READ_TIMEOUT_S
-        ),
-        max_body_bytes=_byte_limit(gateway, "max_body_bytes", where, DEFAULT_MAX_BODY_BYTES),
-        max_response_bytes=_byte_limit(
-            gateway, "max_response_bytes", where, DEFAULT_MAX_RESPONSE_BYTES
-        ),
-        persona=_persona(gateway, where),
-        shutdown_grace_s=_number(
-            gateway, "shutdown_grace_s", "gateway.shutdown_grace_s", where, DEFAULT_SHUTDOWN_GRACE_S
-        ),
+        connect_timeout_s=_setting(model, "model.connect_timeout_s", where),
+        read_timeout_s=_setting(model, "model.read_timeout_s", where),
+        max_body_bytes=_setting(gateway, "gateway.max_body_bytes", where),
+        max_response_bytes=_setting(gateway, "gateway.max_response_bytes", where),
+        persona=_PERSONAS[_setting(gateway, "gateway.persona", where)],
+        shutdown_grace_s=_setting(gateway, "gateway.shutdown_grace_s", where),
         model_client=client,
         proxy_from=proxy_from,
         proxy=proxy,
-        api_key=read_api_key(profile_dir, env),
-        model_api_key=_header_safe(
+        api_key=_api_key(dotenv, env, profile_dir / ENV_FILE),
+        model_api_key=check_key_chars(
             model_key
             or dotenv.get("HERMES_MODEL_API_KEY", "").strip()
             or env.get("HERMES_MODEL_API_KEY", "").strip(),
-            "the model API key (model.api_key / HERMES_MODEL_API_KEY)",
-            where,
+            f"{where}: the model API key (model.api_key / HERMES_MODEL_API_KEY)",
         ),
     )
+
+
+__all__ = [
+    "ClientChoice",
+    "Persona",
+    "Settings",
+    "env_proxy",
+    "load_settings",
+    "read_api_key",
+    "redact_url",  # config_schema's, here for the gateway's modules
+    "settings_from_raw",
+]

@@ -20,7 +20,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from hermes_container.gateway.profile_settings import Settings, redact_url
+from hermes_container.config_schema import redact_url
+from hermes_container.gateway.profile_settings import Settings
 from hermes_container.gateway.upstream import (
     Upstream,
     UpstreamClient,

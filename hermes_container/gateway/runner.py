@@ -4,7 +4,8 @@ Order matters: refuse root and bad config before touching any file; take the loc
 before binding the port or writing state; record `running` and signal readiness
 only once the port accepts connections; on SIGTERM/SIGINT record `stopping`, let
 in-flight requests finish within the grace period, record `stopped`, and only
-then release the lock (at exit), so a successor never overlaps with us.
+then release the lock (at exit), so a successor never overlaps with us. SIGHUP is
+caught from the first line on and reloads the settings once serving (live_settings.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 from hermes_container.envflags import env_flag
 from hermes_container.errors import EXIT_CONFIG, HermesError
 from hermes_container.gateway.environment import operator_patterns
+from hermes_container.gateway.live_settings import SighupLatch
 from hermes_container.gateway.lock import Takeover, acquire
 from hermes_container.gateway.profile_settings import Settings, load_settings
 from hermes_container.gateway.readiness import (
@@ -91,6 +93,9 @@ def _stop_early(signum: int, frame: object) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    # First of all: SIGHUP's default action would kill a gateway that is still starting.
+    hangup = SighupLatch()
+    hangup.install()
     _refuse_root()
     name = validate_profile_name(args.profile)
     profile_dir = require_profile(HermesHome.from_env(), name)
@@ -113,18 +118,18 @@ def run_command(args: argparse.Namespace) -> int:
         log.info("%s; never started", stop)
         return 0
     try:
-        reason = _run_locked(settings, notify_fd)
+        reason = _run_locked(settings, notify_fd, hangup)
         write_observed(
             profile_dir, gateway_state="stopped", pid=None, exit_code=0, exit_reason=reason
         )
-        _ledger(settings, "gateway.stopped", reason=reason)
+        ledger(settings, "gateway.stopped", reason=reason)
         log.info("stopped (%s)", reason)
     finally:
         lock.release()
     return 0
 
 
-def _run_locked(settings: Settings, notify_fd: int | None) -> str:
+def _run_locked(settings: Settings, notify_fd: int | None, hangup: SighupLatch) -> str:
     """From `starting` to the end of serving; returns why it stopped."""
     try:
         write_observed(
@@ -135,10 +140,13 @@ def _run_locked(settings: Settings, notify_fd: int | None) -> str:
             started_at=None,
             exit_code=None,
             exit_reason=None,
+            config_rejected=None,  # this start read the files afresh
+            restart_needed=None,
+            reloads=0,
         )
         _note_settings_change(settings)
-        _ledger(settings, "gateway.starting", pid=os.getpid(), port=settings.port)
-        return _serve(settings, bind_socket(settings.host, settings.port), notify_fd)
+        ledger(settings, "gateway.starting", pid=os.getpid(), port=settings.port)
+        return _serve(settings, bind_socket(settings.host, settings.port), notify_fd, hangup)
     except HermesError as exc:
         _record_failure(settings, exc)
         raise
@@ -146,7 +154,7 @@ def _run_locked(settings: Settings, notify_fd: int | None) -> str:
         return str(stop)
 
 
-def _ledger(settings: Settings, kind: str, **data: object) -> None:
+def ledger(settings: Settings, kind: str, **data: object) -> None:
     from hermes_container.events.append import record
     from hermes_container.home import resolve_home
 
@@ -163,7 +171,7 @@ def _note_settings_change(settings: Settings) -> None:
         log.warning("cannot compare the settings with the last start's: %s", exc)
         return
     if keys:
-        _ledger(settings, "profile.config_changed", **event_data(keys))
+        ledger(settings, "profile.config_changed", **event_data(keys))
 
 
 def _record_failure(settings: Settings, exc: HermesError) -> None:
@@ -176,25 +184,31 @@ def _record_failure(settings: Settings, exc: HermesError) -> None:
     )
 
 
-def _serve(settings: Settings, sock: socket.socket, notify_fd: int | None) -> str:
+def _serve(
+    settings: Settings, sock: socket.socket, notify_fd: int | None, hangup: SighupLatch
+) -> str:
+    serving = _serve_async(settings, sock, notify_fd, hangup)
     try:
         import uvloop  # optional: faster event loop when installed
     except ImportError:
-        return asyncio.run(_serve_async(settings, sock, notify_fd))
-    return uvloop.run(_serve_async(settings, sock, notify_fd))
+        return asyncio.run(serving)
+    return uvloop.run(serving)
 
 
-async def _serve_async(settings: Settings, sock: socket.socket, notify_fd: int | None) -> str:
+async def _serve_async(
+    settings: Settings, sock: socket.socket, notify_fd: int | None, hangup: SighupLatch
+) -> str:
     from hermes_container.gateway.http_api import build_app
+    from hermes_container.gateway.live_settings import Reloader
     from hermes_container.gateway.relay import Relay
     from hermes_container.gateway.uvicorn_server import GatewayServer
     from hermes_container.metrics.gateway import MeteredSessionStore
 
     store = MeteredSessionStore(settings.profile_dir / SESSIONS_DB)
     store.start()
-    relay = Relay(settings)
+    app = build_app(settings, Relay(settings), store)
     try:
-        app = build_app(settings, relay, store)
+        reloader = Reloader(app.gateway, hangup)
 
         def started() -> None:
             _announce_running(settings, notify_fd)
@@ -203,14 +217,17 @@ async def _serve_async(settings: Settings, sock: socket.socket, notify_fd: int |
             from hermes_container.home import resolve_home
             from hermes_container.metrics.gateway import start
 
-            app.gateway.meter = relay.meter = store.meter = start(resolve_home(), settings.profile)
+            app.gateway.set_meter(start(resolve_home(), settings.profile))
+            store.meter = app.gateway.meter
             gc.freeze()  # prometheus-client's modules are as long-lived as the rest
+            reloader.start()  # a SIGHUP that came while starting is acted on now
 
-        server = GatewayServer(app, settings, on_started=started)
+        server = GatewayServer(app, settings, on_started=started, on_reload=reloader.request)
+        reloader.on_applied = server.apply_settings
         await server.serve(sockets=[sock])
         return server.exit_reason
     finally:
-        relay.close()
+        app.gateway.live.close()  # a retired generation closes with its last request
         await asyncio.to_thread(store.close)
         await asyncio.to_thread(store.meter.close)  # its last flush, after the last tokens
 
@@ -236,4 +253,4 @@ def _announce_running(settings: Settings, notify_fd: int | None) -> None:
         signal_ready(notify_fd)
     log.info("serving profile %r on %s:%d", settings.profile, settings.host, settings.port)
     # After the readiness signal: s6 and its waiters never wait for the ledger.
-    _ledger(settings, "gateway.ready", pid=os.getpid(), port=settings.port)
+    ledger(settings, "gateway.ready", pid=os.getpid(), port=settings.port)

@@ -1,11 +1,11 @@
-"""uvicorn, adapted: our state writes and readiness, and signals that end in exit 0."""
+"""uvicorn, adapted: our state writes and readiness, signals that end in exit 0, and
+SIGHUP as a live reload (live_settings.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import math
 import signal
 import socket
 from collections.abc import Callable, Generator
@@ -13,6 +13,7 @@ from collections.abc import Callable, Generator
 import uvicorn
 from starlette.types import ASGIApp
 
+from hermes_container.gateway.live_settings import graceful_timeout
 from hermes_container.gateway.profile_settings import Settings
 from hermes_container.state import write_observed
 
@@ -22,7 +23,13 @@ HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 
 class GatewayServer(uvicorn.Server):
-    def __init__(self, app: ASGIApp, settings: Settings, on_started: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        on_started: Callable[[], None],
+        on_reload: Callable[[], None],
+    ) -> None:
         config = uvicorn.Config(
             app,
             lifespan="off",
@@ -31,12 +38,13 @@ class GatewayServer(uvicorn.Server):
             access_log=False,
             server_header=False,
             proxy_headers=False,  # the client address is not used; skip the middleware
-            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+            timeout_graceful_shutdown=graceful_timeout(settings),
             timeout_keep_alive=30,
         )
         super().__init__(config)
         self.settings = settings
         self.on_started = on_started
+        self.on_reload = on_reload
         self.exit_reason = "server exited"
 
     @contextlib.contextmanager
@@ -46,11 +54,26 @@ class GatewayServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         for sig in HANDLED:
             loop.add_signal_handler(sig, self.on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.on_hangup)
         try:
             yield
         finally:
-            for sig in HANDLED:
+            for sig in (*HANDLED, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            # Removing a loop handler restores the default action, death for SIGHUP; a
+            # reload after serving has ended has nothing left to change.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def on_hangup(self) -> None:
+        if self.should_exit:
+            log.info("SIGHUP while stopping: no reload")
+        else:
+            self.on_reload()
+
+    def apply_settings(self, settings: Settings) -> None:
+        """A reload applied: the next shutdown uses its grace period."""
+        self.settings = settings
+        self.config.timeout_graceful_shutdown = graceful_timeout(settings)
 
     def on_signal(self, sig: signal.Signals) -> None:
         if self.should_exit and sig == signal.SIGINT:

@@ -13,8 +13,8 @@ class ServiceManager(Protocol):
 
     Stable API (the CLI and the dashboard call it): `start`, `stop`, `restart` and
     `status` take a profile name and return a ServiceStatus; `wait` bounds how long to
-    wait for ready (start/restart) or down (stop), None = do not wait. Errors are
-    HermesError with a one-line message.
+    wait for ready (start/restart) or down (stop), None = do not wait. `reload` sends
+    SIGHUP to the running gateway. Errors are HermesError with a one-line message.
     """
 
     name: str  # shown as `Manager: ...` in status
@@ -28,5 +28,9 @@ class ServiceManager(Protocol):
     def stop(self, profile: str, *, wait: float | None = None) -> ServiceStatus: ...
 
     def restart(self, profile: str, *, wait: float | None = None) -> ServiceStatus: ...
+
+    def reload(self, profile: str) -> None:
+        """SIGHUP the running gateway (it re-reads its settings); HermesError if not sent."""
+        ...
 
     def status(self, profile: str) -> ServiceStatus: ...

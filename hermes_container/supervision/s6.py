@@ -1,6 +1,6 @@
 """The s6 backend of ServiceManager: one `gateway-<profile>` slot per profile.
 
-Stable API for the CLI and the dashboard: `S6Manager.start/stop/restart/status(profile)`
+Stable API for the CLI and the dashboard: `S6Manager.start/stop/restart/reload/status(profile)`
 (see ServiceManager in protocol.py). Obtain one with `hermes_container.supervision.get_manager`.
 """
 
@@ -240,6 +240,27 @@ class S6Manager:
         send_control(slot, "tu" if before.up else "u")  # what `s6-svc -t -u` writes
         old_pid = before.pid if before.up else None
         return self.wait_ready(profile, wait, old_pid=old_pid) if wait else self.status(profile)
+
+    def reload(self, profile: str) -> None:
+        """Ask the running gateway to re-read its settings: SIGHUP through its supervisor
+        (what `s6-svc -h` writes). Only once it is ready: until its server is up the
+        process may still be the run script's shell, which a SIGHUP would kill."""
+        require_profile(self.home, profile)
+        slot = self.slot_dir(profile)
+        if not slot.is_dir():
+            raise HermesError(f"profile {profile!r} has no slot in the supervised tree")
+        try:
+            st = svstat(str(slot))
+        except (HermesError, ValueError):
+            raise HermesError(f"the slot of profile {profile!r} is not supervised yet") from None
+        if not st.up:
+            raise HermesError(f"the gateway of profile {profile!r} is not running")
+        if not st.ready:
+            raise HermesError(
+                f"the gateway of profile {profile!r} is still starting; "
+                "it reads its settings as it starts, reload once it is ready"
+            )
+        send_control(slot, "h")
 
     def wait_ready(
         self, profile: str, timeout: float, *, old_pid: int | None = None

@@ -38,6 +38,7 @@ class ServiceStatus(Record):
     `gateway_status` below is the one place it is read."""
 
     __slots__ = (
+        "config_rejected",
         "desired_state",
         "exit_code",
         "exit_reason",
@@ -48,6 +49,7 @@ class ServiceStatus(Record):
         "profile",
         "ready",
         "registered",
+        "restart_needed",
         "restarts",
         "up",
         "uptime_s",
@@ -70,6 +72,10 @@ class ServiceStatus(Record):
         parked: bool = False,  # finish exited 125: no restart until an explicit start
         exit_code: int | None = None,
         wanted_up: bool | None = None,  # what the supervisor is trying to do right now
+        # A running gateway's last reload: why it refused the files (the older settings
+        # still serve), and a change that only a restart applies (port/host).
+        config_rejected: str | None = None,
+        restart_needed: str | None = None,
     ) -> None:
         self.profile = profile
         self.registered = registered
@@ -85,6 +91,8 @@ class ServiceStatus(Record):
         self.parked = parked
         self.exit_code = exit_code
         self.wanted_up = wanted_up
+        self.config_rejected = config_rejected
+        self.restart_needed = restart_needed
 
     def to_json(self) -> dict[str, Any]:
         return self.to_dict()
@@ -102,7 +110,9 @@ def gateway_status(home: HermesHome, scandir: Path | None, profile: str) -> Serv
         once it recorded `running` (it does so when its port accepts, the moment it
         would signal readiness), uptime since its `started_at`. A pid reused since
         can fool this; a supervised slot has the supervisor's word instead.
-    The rest (desired and observed state, reason, port) always comes from the files.
+    The rest (desired and observed state, reason, port) always comes from the files;
+    what the last reload left (config_rejected, restart_needed) only while it is up: the
+    next start reads the files afresh.
     """
     profile_dir = require_profile(home, profile)
     state = read_state(profile_dir, warn=False)
@@ -131,6 +141,8 @@ def gateway_status(home: HermesHome, scandir: Path | None, profile: str) -> Serv
         parked=parked,
         exit_code=state.exit_code if not up else None,
         wanted_up=st.wanted_up if st else None,
+        config_rejected=state.config_rejected if up else None,
+        restart_needed=state.restart_needed if up else None,
     )
 
 
@@ -150,6 +162,8 @@ def _unsupervised_status(profile: str, profile_dir: Path, state: GatewayState) -
         gateway_state=state.gateway_state,
         exit_reason=state.exit_reason,
         exit_code=state.exit_code if not up else None,
+        config_rejected=state.config_rejected if up else None,
+        restart_needed=state.restart_needed if up else None,
     )
 
 

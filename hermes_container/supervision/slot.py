@@ -63,6 +63,9 @@ def _preamble(home: HermesHome, what: str) -> str:
     return f"""#!/bin/sh
 # {what}: rendered by hermes (hermes_container.supervision.slot); edits are overwritten.
 exec 2>&1
+# A reload (`s6-svc -h`) that lands while the slot starts must not kill it: ignored from
+# here, through the execs, until the gateway installs its own SIGHUP handler.
+trap '' HUP
 # What the gateway and s6-log create (sessions.db, logs, state) is the owner's alone;
 # the dashboard and the CLI run as that same user.
 umask 077

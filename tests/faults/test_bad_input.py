@@ -327,6 +327,79 @@ CLI_CASES: list[Case] = [
     # healthcheck
     *[c("healthcheck", "--timeout", v, expect="--timeout") for v in ("-1", "nan", "abc")],
     c("healthcheck", "extra", expect="unrecognized arguments", code=2),
+    # config: every refusal leaves config.yaml and .env byte-identical
+    c("config", expect="required: <action>", code=2),
+    c("config", "bogus", expect="invalid choice", code=2),
+    c("config", "get", "model.nmae", expect="did you mean 'model.name'?", code=2),
+    c("-p", "nosuch", "config", "get", "model.name", expect="does not exist", code=1),
+    c("-p", "../x", "config", "list", expect="invalid profile name", code=2),
+    c("-p", "link", "config", "list", expect="does not exist", code=1),
+    c("config", "list", "extra", expect="unrecognized arguments", code=2),
+    c("config", "list", "--json=yes", expect="ignored explicit argument", code=2),
+    c("config", "set", "model.name", expect="required: value", code=2),
+    c("config", "set", "model.nmae", "x", expect="did you mean 'model.name'?", code=2),
+    c("config", "set", "dashboard.port", "1", expect="unknown key 'dashboard.port'", code=2),
+    *[
+        c("-p", "alpha", "config", "set", key, value, expect=fragment, code=2)
+        for key, value, fragment in (
+            ("model.read_timeout_s", "abc", "must be a positive number"),
+            ("model.read_timeout_s", "-1", "must be a positive number"),
+            ("model.connect_timeout_s", "inf", "must be a positive number"),
+            ("gateway.port", "70000", "is not a port number"),
+            ("gateway.port", "8642.0", "is not a port number"),
+            ("gateway.max_body_bytes", "0", "must be a positive integer"),
+            ("model.base_url", "ftp://x", "must be an http(s) URL"),
+            ("model.base_url", "http://[::1", "must be an http(s) URL"),
+            ("model.proxy", "socks5://p:1", "must be an http(s) proxy URL"),
+            ("model.client", "turbo", "must be auto, fast or httpx"),
+            ("gateway.persona", "sometimes", "must be always or unless-client-system"),
+            ("model.name", "", "must be a non-empty string"),
+            ("model.api_key", "sk-x", "config set-secret HERMES_MODEL_API_KEY"),
+            ("kanban.max_in_progress", "3", "default profile's config.yaml only"),
+        )
+    ],
+    c("config", "set", "kanban.max_in_progress", "0", expect="positive integer", code=2),
+    c("config", "set", "jobs.delivery_max_attempts", "101", expect="from 1 to 100", code=2),
+    c("config", "set", "kanban.default_assignee", "Bad/Name", expect="invalid profile", code=2),
+    c("config", "unset", "model.name", expect="model.name is missing", code=2),
+    c("config", "unset", "bogus.key", expect="unknown key 'bogus.key'", code=2),
+    c("-p", "broken", "config", "set", "model.name", "x", expect="gateway.port", code=2),
+    c("config", "set-secret", "HOME", expect="not a secret this project reads", code=2),
+    c("config", "set-secret", "API_SERVER_KEY", expect="refusing an empty value", code=2),
+    c("config", "edit", expect="$VISUAL or $EDITOR", code=2, EDITOR="", VISUAL=""),
+    # setup: refused before any question or request
+    c("setup", "--non-interactive", expect="needs --base-url and --model", code=2),
+    c("setup", "--api-key-stdin", expect="needs --non-interactive", code=2),
+    c(
+        "setup",
+        "--non-interactive",
+        "--base-url",
+        "ftp://x",
+        "--model",
+        "m",
+        expect="must be an http(s) URL",
+        code=2,
+    ),
+    c("-p", "../x", "setup", expect="invalid profile name", code=2),
+    c("-p", "fresh", "setup", expect="no answer for: Provider URL", code=2),
+    c(
+        "-p",
+        "fresh",
+        "setup",
+        "--non-interactive",
+        "--base-url",
+        "http://127.0.0.1:1/v1",
+        "--model",
+        "m",
+        expect="cannot reach the provider",
+        code=1,
+    ),
+    # profile create's values
+    c("profile", "create", "fresh", "--base-url", "ftp://x", expect="http(s) URL", code=2),
+    c("profile", "create", "fresh", "--model", "", expect="non-empty string", code=2),
+    c("profile", "create", "fresh", "--api-key-stdin", expect="refusing an empty", code=2),
+    c("profile", "create", "fresh", "--persona-file", "/nonexistent", expect="persona", code=2),
+    c("profile", "create", "fresh", "--base-url", expect="expected one argument", code=2),
 ]
 
 
@@ -367,6 +440,10 @@ FRESH_CASES = [
     c("chat", "hi", "--timeout", "-1", expect="--timeout"),
     c("dashboard", "--port", "70000", expect="port"),
     c("dashboard", expect="SESSION_TTL", HERMES_DASHBOARD_SESSION_TTL="abc"),
+    c("config", "set", "model.nmae", "x", expect="did you mean"),
+    c("config", "set-secret", "HOME", expect="not a secret"),
+    c("setup", "--non-interactive", "--base-url", "ftp://x", "--model", "m", expect="http(s)"),
+    c("profile", "create", "x", "--base-url", "ftp://x", expect="http(s) URL"),
 ]
 
 

@@ -48,7 +48,18 @@ PUBLIC_TARGETS = frozenset(
 )
 # Pages the loopback mode serves without the header (they carry the token).
 TOKEN_PAGES = frozenset(
-    {"/", "/kanban", "/events", "/logs/boot", "/logs/audit", "/profiles/default", "/profiles/alpha"}
+    {
+        "/",
+        "/kanban",
+        "/jobs",
+        "/events",
+        "/playground",
+        "/sessions",
+        "/logs/boot",
+        "/logs/audit",
+        "/profiles/default",
+        "/profiles/alpha",
+    }
 )
 
 GATED = [

@@ -1,7 +1,9 @@
 """The dashboard's audit trail: security events, with pre-auth noise kept apart.
 
 - `$HERMES_HOME/logs/dashboard-auth.log` holds the security events: login_success,
-  login_denied, logout, refresh, gateway_action, session_ended, revocations_reset.
+  login_denied, logout, refresh, session_ended, revocations_reset, and the actions taken
+  from the dashboard: gateway_action, kanban_action, jobs_action, sessions_action,
+  playground_action.
   Only a logged-in user, or an identity a provider vouched for (login_denied), can
   cause one, and login_denied is rate-limited per client too, so unauthenticated
   traffic cannot rotate the real events out of it.

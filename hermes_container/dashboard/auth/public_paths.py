@@ -25,7 +25,7 @@ PUBLIC_PREFIXES: tuple[str, ...] = ("/auth/", "/static/")
 
 # Pages that carry the loopback session token themselves (token mode only).
 _PAGE = re.compile(
-    r"/|/login|/kanban|/jobs|/events|/logs/boot|/logs/audit|/profiles/[a-z0-9][a-z0-9_-]{0,62}"
+    r"/|/login|/kanban|/jobs|/events|/playground|/sessions|/logs/boot|/logs/audit|/profiles/[a-z0-9][a-z0-9_-]{0,62}"
 )
 
 _CANONICAL = re.compile(r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,254}){1,32}")
