@@ -157,13 +157,13 @@ def _report(home: HermesHome, change: ConfigChange, what: str) -> None:
         print("The dispatcher reads kanban: and jobs: settings at its next tick")
     if not change.reload:
         return
-    from hermes_container.supervision.reload import reload_gateway
+    from hermes_container.supervision.reload import reload_and_wait
 
-    reason = reload_gateway(home, profile)
-    if reason is None:
-        print(f"Asked gateway {profile!r} to reload: new requests use the new settings")
+    answer = reload_and_wait(home, profile)
+    if answer.applied:
+        print(f"Gateway {profile!r} reloaded: new requests use the new settings")
     else:
-        print(f"Gateway not reloaded: {reason}; it uses the new settings when it starts")
+        print(f"Gateway {profile!r}: {answer.detail}")
 
 
 def _edit(args: argparse.Namespace) -> int:

@@ -31,6 +31,13 @@ def register(subparsers: Any) -> None:
     delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     delete.set_defaults(handler=_delete)
 
+    rotate = sub.add_parser(
+        "rotate-key",
+        help="replace a profile's API_SERVER_KEY; prints the new key once (stdout)",
+    )
+    rotate.add_argument("name")
+    rotate.set_defaults(handler=_rotate_key)
+
     listing = sub.add_parser("list", help="list profiles")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_list, as_root="keep")  # it only reads
@@ -53,6 +60,7 @@ def _create(args: argparse.Namespace) -> int:
     from hermes_container.names import validate_profile_name
     from hermes_container.profiles import create_profile
     from hermes_container.supervision import get_manager
+    from hermes_container.supervision.profile_slots import bring_up
 
     home = _home()
     # Everything from outside is read and checked before the profile exists.
@@ -69,26 +77,17 @@ def _create(args: argparse.Namespace) -> int:
         soul=soul,
     )
     print(f"Created profile {args.name!r} at {path}")
-    manager = get_manager(home)
-    if manager is None:
-        if args.start:
-            from hermes_container.events.desired import set_desired
-
-            set_desired(home, args.name, "running")  # the next `hermes supervise` starts it
-            print("No supervised tree is running: start one with `hermes supervise`")
-        return 0
-    if not args.start:
-        # Inside a live tree the slot exists from now on, down.
-        error = manager.register([args.name])[args.name]
-        if error is not None:
-            raise HermesError(error)
-        return 0
-    status = manager.start(args.name, wait=15.0)
-    if status.up and status.ready:
-        print(f"Gateway {args.name!r} is running: pid {status.pid}, port {status.port}")
-        return 0
-    print(f"Gateway {args.name!r} is not ready: {status.exit_reason or 'see `hermes logs`'}")
-    return 1
+    up = bring_up(home, get_manager(home), args.name, start=args.start)
+    if up.outcome == "deferred":
+        print("No supervised tree is running: start one with `hermes supervise`")
+    elif up.outcome == "register_failed":
+        raise HermesError(up.problem or "its slot could not be registered")
+    elif up.outcome == "running":
+        print(f"Gateway {args.name!r} is running: pid {up.pid}, port {up.port}")
+    elif up.outcome in ("start_failed", "not_ready"):
+        print(f"Gateway {args.name!r} is not ready: {up.problem or 'see `hermes logs`'}")
+        return 1
+    return 0
 
 
 def _confirm(name: str) -> bool:
@@ -100,7 +99,7 @@ def _confirm(name: str) -> bool:
 
 def _delete(args: argparse.Namespace) -> int:
     from hermes_container.errors import HermesError
-    from hermes_container.profiles import delete_profile, require_profile
+    from hermes_container.profiles import require_profile
 
     home = _home()
     if args.name != "default":
@@ -108,13 +107,29 @@ def _delete(args: argparse.Namespace) -> int:
     if not args.yes and args.name != "default" and not _confirm(args.name):
         raise HermesError(f"not deleting {args.name!r}: confirm with --yes (or answer y on a TTY)")
     from hermes_container.supervision import get_manager
+    from hermes_container.supervision.profile_slots import remove
 
-    manager = get_manager(home)
-    if manager is not None and args.name != "default":
-        manager.unregister(args.name)  # down (-wD), removed, `s6-svscanctl -an`
-    path = delete_profile(home, args.name)
+    path = remove(home, get_manager(home), args.name)
     print(f"Deleted profile {args.name!r} ({path})")
     return 0
+
+
+def _rotate_key(args: argparse.Namespace) -> int:
+    """The key alone on stdout (for a pipe), what the gateway made of it on stderr."""
+    from hermes_container.profile_keys import rotate_api_key
+    from hermes_container.supervision.reload import reload_and_wait
+
+    home = _home()
+    key = rotate_api_key(home, args.name)
+    print(key, flush=True)
+    answer = reload_and_wait(home, args.name)
+    if answer.applied:
+        print(
+            f"Gateway {args.name!r} reloaded: the old key is refused from now on", file=sys.stderr
+        )
+        return 0
+    print(f"Gateway {args.name!r}: {answer.detail}", file=sys.stderr)
+    return 0 if not answer.sent else 1
 
 
 def _list(args: argparse.Namespace) -> int:

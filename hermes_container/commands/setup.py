@@ -200,28 +200,25 @@ def _write(
 def _start(home: HermesHome, profile: str) -> int:
     """Start the gateway as `hermes gateway start` does, or reload it if it runs."""
     from hermes_container.supervision import get_manager
-    from hermes_container.supervision.reload import reload_gateway
+    from hermes_container.supervision.reload import reload_and_wait
 
     manager = get_manager(home)
-    if manager is None:
+    if manager is None or manager.status(profile).up:
+        answer = reload_and_wait(home, profile)
+        if answer.applied:  # a running gateway (supervised, or one in the foreground)
+            print(f"Gateway {profile!r} reloaded: new requests use the new settings")
+            return 0
+        if manager is not None or answer.sent:
+            print(f"Gateway {profile!r}: {answer.detail}")
+            return 1
         from hermes_container.events.desired import set_desired
 
-        if reload_gateway(home, profile) is None:  # one run in the foreground
-            print(f"Asked gateway {profile!r} to reload: new requests use the new settings")
-            return 0
         set_desired(home, profile, "running")
         print(
             "No supervised tree is running: the gateway starts with it "
             "(`hermes supervise`, or the container)"
         )
         return 0
-    if manager.status(profile).up:
-        reason = reload_gateway(home, profile)
-        if reason is None:
-            print(f"Asked gateway {profile!r} to reload: new requests use the new settings")
-            return 0
-        print(f"Gateway {profile!r} not reloaded: {reason}")
-        return 1
     from hermes_container.supervision.control import act, reached
 
     status = act(manager, "start", [profile], START_TIMEOUT_S)[0]

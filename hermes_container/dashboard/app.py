@@ -32,6 +32,7 @@ from hermes_container.dashboard import (
     pages,
     playground_api,
     playground_page,
+    profiles_api,
     sessions_api,
     sessions_page,
 )
@@ -186,6 +187,7 @@ def create_app(
     app.include_router(sessions_page.router)
     app.include_router(playground_api.router)
     app.include_router(playground_page.router)
+    app.include_router(profiles_api.router)
     app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")
 
     def on_refresh(scope: Scope, data: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ import time
 from hermes_container.errors import HermesError
 from hermes_container.home import GATEWAY_LOCK, GATEWAY_PID
 from hermes_container.profiles import require_profile
+from hermes_container.record import Record
 from hermes_container.state import read_state
 from hermes_container.supervision import get_manager
 from hermes_container.supervision.service_status import LIVE_STATES
@@ -101,3 +102,45 @@ def wait_for_answer(
         if time.monotonic() >= deadline:
             return None
         time.sleep(ANSWER_POLL_S)
+
+
+RELOAD_WAIT_S = 10.0
+APPLIED = "applied without restart"
+
+
+class ReloadAnswer(Record):
+    """What a running gateway made of a change: `applied`, or one line saying why not
+    (not `sent`, no answer, rejected); `restart_needed` names what only a restart applies."""
+
+    __slots__ = ("applied", "detail", "restart_needed", "sent")
+
+    def __init__(
+        self, applied: bool, detail: str, restart_needed: str | None = None, *, sent: bool = True
+    ) -> None:
+        self.applied = applied
+        self.detail = detail
+        self.restart_needed = restart_needed
+        self.sent = sent
+
+    def to_json(self) -> dict[str, object]:
+        return {"applied": self.applied, "detail": self.detail}
+
+
+def reload_and_wait(home: HermesHome, profile: str, timeout: float = RELOAD_WAIT_S) -> ReloadAnswer:
+    """Send `profile`'s gateway a reload and wait for its answer: the one sequence
+    `hermes config`, `hermes profiles apply` and the dashboard use after a change."""
+    before = reloads_answered(home, profile)
+    reason = reload_gateway(home, profile)
+    if reason is not None:
+        detail = f"not reloaded: {reason}; it uses the new settings when it starts"
+        return ReloadAnswer(False, detail, sent=False)
+    state = wait_for_answer(home, profile, before, timeout)
+    if state is None:
+        return ReloadAnswer(
+            False, f"reload sent, no answer within {timeout:g} s; see `hermes logs`"
+        )
+    if state.config_rejected:
+        return ReloadAnswer(
+            False, f"config rejected: {state.config_rejected} (the old settings serve)"
+        )
+    return ReloadAnswer(True, APPLIED, state.restart_needed)

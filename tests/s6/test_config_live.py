@@ -47,7 +47,7 @@ def test_setup_starts_the_gateway_and_config_set_reloads_it(tree: Tree) -> None:
         assert chats[0].body["max_tokens"] == 1  # setup's one check, before the start
 
         out = tree.ok("-p", "fresh", "config", "set", "model.name", "second-model")
-        assert "Asked gateway 'fresh' to reload" in out
+        assert "Gateway 'fresh' reloaded" in out
         answer = wait_for(
             lambda: (r := _chat(profile_dir)).json()["model"] == "second-model" and r,
             what="the reloaded model",

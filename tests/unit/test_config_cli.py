@@ -445,7 +445,7 @@ def test_set_reloads_a_running_gateway(
     gateway = profile.start()
     proc = run_hermes("config", "set", "model.name", "reloaded-model")
     assert proc.returncode == 0, proc.stderr
-    assert "Asked gateway 'default' to reload" in proc.stdout
+    assert "Gateway 'default' reloaded" in proc.stdout
 
     def model_sent() -> str | None:
         with profile.client() as client:
