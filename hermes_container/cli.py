@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 _SUPERVISION = "hermes_container.commands.supervision"
 COMMANDS: dict[str, str] = {
     "profile": "hermes_container.commands.profile",
+    "profiles": "hermes_container.commands.declared",
     "gateway": "hermes_container.commands.gateway",
     "status": "hermes_container.commands.gateway",  # = gateway status --all
     "chat": "hermes_container.commands.chat",

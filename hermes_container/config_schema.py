@@ -482,12 +482,20 @@ def effective_values(
             found.append(Effective(key, value, CONFIG_SOURCE, problem))
             continue
         # A secret may sit in .env; every `env` name may come from the environment.
+        # Either may name a file instead (NAME_FILE): not read here, only said.
         from_dotenv = dotenv.get(key.env, "").strip() if key.env and key.secret else ""
         from_env = env.get(key.env, "").strip() if key.env else ""
+        file_name = f"{key.env}_FILE" if key.env else ""
+        dotenv_file = dotenv.get(file_name, "").strip() if key.env and key.secret else ""
+        env_file = env.get(file_name, "").strip() if key.env else ""
         if from_dotenv:
             found.append(Effective(key, from_dotenv, ".env"))
+        elif dotenv_file:
+            found.append(Effective(key, dotenv_file, f".env {file_name}"))
         elif from_env:
             found.append(Effective(key, from_env, "environment"))
+        elif env_file:
+            found.append(Effective(key, env_file, f"environment {file_name}"))
         elif key.default is not None:
             found.append(Effective(key, key.default, "default"))
         else:

@@ -1,9 +1,11 @@
 """The boot reconciler (`hermes reconcile`, s6-rc oneshot `init-reconcile-profiles`).
 
-One process for all profiles: clean leftovers, register every profile's slot, start
-those whose desired state is `running` (the `default` profile is `running` when it has
-no state yet) in one pass (HERMES_GATEWAY_STAGGER spaces the starts), and append one
-line per profile to `container-boot.log`. A corrupt state file is logged and never stops boot.
+One process for all profiles: clean leftovers, apply the declarative profiles file
+(HERMES_PROFILES_FILE, declared.py) when there is one, register every profile's slot,
+start those whose desired state is `running` (the `default` profile is `running` when it
+has no state yet) in one pass (HERMES_GATEWAY_STAGGER spaces the starts), and append one
+line per profile to `container-boot.log` (and one about the profiles file). A corrupt
+state file or a rejected profiles file is logged and never stops boot.
 """
 
 from __future__ import annotations
@@ -158,6 +160,8 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
         log.warning("removed leftover temp slot %s", name)
     if env_switch("HERMES_FIX_MODES"):
         make_home_private(home)
+    # Before the states are read: the file may create profiles and set desired states.
+    declared_line = _apply_profiles_file(home, manager)
 
     names = list_profiles(home)
     states: dict[str, GatewayState] = {}
@@ -208,8 +212,22 @@ def reconcile(home: HermesHome, *, stagger: float | None = None) -> list[BootRec
             error=errors.get(name) or not_started.get(name),
         )
     stamp = utc_now_iso()
-    append_boot_log(home, [record.line(stamp) for record in records])
+    lines = [f"{stamp} {declared_line}"] if declared_line else []
+    append_boot_log(home, lines + [record.line(stamp) for record in records])
     return records
+
+
+def _apply_profiles_file(home: HermesHome, manager: S6Manager) -> str | None:
+    """declared.apply_at_boot, which reports a bad file itself; anything else that goes
+    wrong (an unwritable volume) is logged here, and boot goes on either way."""
+    from hermes_container.declared import apply_at_boot, declared_path
+
+    try:
+        return apply_at_boot(home, manager)
+    except (HermesError, OSError) as exc:
+        reason = exc.message if isinstance(exc, HermesError) else str(exc)
+        log.error("profiles file not applied: %s", reason)
+        return f"profiles_file={declared_path()} result=failed reason={reason}"
 
 
 def make_home_private(home: HermesHome) -> None:

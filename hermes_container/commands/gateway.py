@@ -227,6 +227,14 @@ def _status(home: HermesHome, profiles: list[str], args: argparse.Namespace) -> 
     scandir = live_scandir(home)
     statuses = [gateway_status(home, scandir, p) for p in profiles]
     _emit(statuses, NO_TREE if scandir is None else MANAGER_NAME, args)
+    if not args.json:
+        # The container's, not one profile's: what the last apply of the declarative
+        # profiles file came to, read from a small JSON file (no YAML on this path).
+        from hermes_container.declared_result import status_line
+
+        line = status_line(home)
+        if line is not None:
+            print(line)
     return 0
 
 

@@ -1,8 +1,8 @@
 """GET /metrics: the container's Prometheus metrics, for a bearer token only.
 
 The token is HERMES_METRICS_TOKEN, or the content of the file HERMES_METRICS_TOKEN_FILE
-(read as the dashboard's other *_FILE settings: minus one trailing newline; setting
-both is an error), at least MIN_TOKEN characters, read when the app is built.
+(secret_env.py: minus one trailing newline; setting both is an error), at least
+MIN_TOKEN characters, read when the app is built.
 
 This is the outermost layer of the app (install() adds it last), and it answers the
 exact canonical `GET|HEAD /metrics` itself, so:
@@ -30,15 +30,15 @@ from typing import Any
 from hermes_container.dashboard.asgi import ASGIApp, Receive, Scope, Send, header, send_json
 from hermes_container.dashboard.auth.public_paths import canonical_path
 from hermes_container.dashboard.headers import COMMON_HEADERS
-from hermes_container.dashboard.settings import _read_value_file
 from hermes_container.errors import ConfigError
 from hermes_container.home import HermesHome
 from hermes_container.metrics.collectors import AuthCounters
 from hermes_container.metrics.scrape import Scraper
+from hermes_container.secret_env import file_variable, secret_from_env
 
 PATH = "/metrics"
 TOKEN_ENV = "HERMES_METRICS_TOKEN"  # noqa: S105 (a variable name)
-TOKEN_FILE_ENV = TOKEN_ENV + "_FILE"
+TOKEN_FILE_ENV = file_variable(TOKEN_ENV)
 MIN_TOKEN = 16
 _DISABLED = {
     "error": "not_found",
@@ -49,14 +49,8 @@ _UNAUTHORIZED = {"error": "unauthenticated", "detail": "send Authorization: Bear
 
 def metrics_token(env: Mapping[str, str] | None = None) -> bytes | None:
     """The configured token, or None (metrics off); ConfigError when misconfigured."""
-    environ = os.environ if env is None else env
-    value = environ.get(TOKEN_ENV, "").strip()
-    path = environ.get(TOKEN_FILE_ENV, "")
-    if path:
-        if value:
-            raise ConfigError(f"set {TOKEN_ENV} or {TOKEN_FILE_ENV}, not both")
-        value = _read_value_file(TOKEN_FILE_ENV, path)
-    if not value:
+    value = secret_from_env(TOKEN_ENV, os.environ if env is None else env)
+    if value is None:
         return None
     if len(value) < MIN_TOKEN:
         raise ConfigError(f"{TOKEN_ENV} must be at least {MIN_TOKEN} characters long")

@@ -129,9 +129,15 @@ def stored_model_key(home: HermesHome, profile: str) -> str | None:
     from hermes_container.envfile import read_env
     from hermes_container.home import ENV_FILE
     from hermes_container.profiles import require_profile
+    from hermes_container.secret_env import secret_from_env
 
-    env = read_env(require_profile(home, profile) / ENV_FILE)
-    return env.get("HERMES_MODEL_API_KEY") or None
+    profile_dir = require_profile(home, profile)
+    try:  # the gateway's own rule: the key, or the file HERMES_MODEL_API_KEY_FILE names
+        return secret_from_env(
+            "HERMES_MODEL_API_KEY", read_env(profile_dir / ENV_FILE), base=profile_dir
+        )
+    except ConfigError:
+        return None
 
 
 # -- creating ----------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Who may log in, and how, is the operator's decision, so none of it is read from
 config.yaml (the `hermes` user writes that file; a `dashboard:` section there is
 ignored with one warning naming its keys). Every variable below except HOST and PORT
-may instead be given as HERMES_DASHBOARD_<NAME>_FILE=/path (e.g. a Docker secret): the
-value is the file's content minus one trailing newline; setting both is an error.
+may instead be given as HERMES_DASHBOARD_<NAME>_FILE=/path (e.g. a Docker secret), read
+as every secret's file form is (secret_env.py): the file's content minus one trailing
+newline; setting both, or an unreadable or empty file, is an error.
 
   HERMES_DASHBOARD_HOST / _PORT          bind address (default 127.0.0.1) and port (9119)
   HERMES_DASHBOARD_SESSION_TOKEN         loopback mode: fixed token instead of a random one
@@ -64,6 +65,7 @@ from hermes_container.dashboard.auth.proxy import TrustedProxies, parse_networks
 from hermes_container.envflags import is_truthy
 from hermes_container.errors import ConfigError
 from hermes_container.home import CONFIG_FILE, HermesHome
+from hermes_container.secret_env import secret_from_env
 
 log = logging.getLogger("hermes.dashboard")
 
@@ -71,8 +73,6 @@ __all__ = ["DashboardSettings", "GithubConfig", "OidcConfig", "is_loopback", "lo
 
 AuthMode = Literal["token", "oauth", "insecure"]
 PREFIX = "HERMES_DASHBOARD_"
-FILE_SUFFIX = "_FILE"
-MAX_VALUE_FILE = 64 * 1024
 SECRET_FILE = ".dashboard_secret"  # noqa: S105 (a file name)
 # Every setting load_settings reads (besides HOST/PORT): what a config.yaml `dashboard:`
 # section may try to set, and is told is ignored.
@@ -204,22 +204,6 @@ class DashboardSettings:
         return AllowedHosts(names)
 
 
-def _read_value_file(name: str, path: str) -> str:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_VALUE_FILE + 1)
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read {path!r}: {exc.strerror or exc}") from None
-    if len(data) > MAX_VALUE_FILE:
-        raise ConfigError(f"{name}: {path!r} is larger than {MAX_VALUE_FILE} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{name}: {path!r} is not UTF-8 text") from None
-    # Exactly one trailing newline (what `echo x > file` adds); the rest is the value.
-    return text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
-
-
 class _Env:
     """HERMES_DASHBOARD_<KEY>, or the content of the file HERMES_DASHBOARD_<KEY>_FILE."""
 
@@ -227,14 +211,7 @@ class _Env:
         self.env = env
 
     def get(self, key: str) -> str:
-        name = PREFIX + key
-        value = self.env.get(name, "").strip()
-        path = self.env.get(name + FILE_SUFFIX, "")
-        if not path:
-            return value
-        if value:
-            raise ConfigError(f"set {name} or {name}{FILE_SUFFIX}, not both")
-        return _read_value_file(name + FILE_SUFFIX, path)
+        return secret_from_env(PREFIX + key, self.env) or ""
 
     def items(self, key: str) -> list[str]:
         return [v for v in re.split(r"[,\s]+", self.get(key)) if v]

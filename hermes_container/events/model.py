@@ -29,6 +29,8 @@ KINDS: dict[str, str] = {
     "profile.created": "a profile was created",
     "profile.deleted": "a profile was deleted",
     "profile.config_changed": "a profile's settings changed (the keys, never secret values)",
+    "profiles.applied": "the declarative profiles file changed profiles (what, never secrets)",
+    "profiles.rejected": "the declarative profiles file was refused; nothing was applied (why)",
     # dashboard
     "dashboard.login": "someone signed in to the dashboard",
     "dashboard.denied": "a dashboard sign-in or request was refused",

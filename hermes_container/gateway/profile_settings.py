@@ -7,7 +7,8 @@ The keys (`model.*`, `gateway.*`), their defaults and the check of each value ar
 catalogue's (config_schema.py); this module adds what spans keys and files: the proxy
 (model.proxy, else the environment's unless NO_PROXY covers the provider; never with
 model.client fast), the keys from .env (API_SERVER_KEY, HERMES_MODEL_API_KEY, else the
-environment), gateway.host's fallback to $HERMES_GATEWAY_HOST, and SOUL.md.
+environment; each also as a NAME_FILE path, secret_env.py), gateway.host's fallback to
+$HERMES_GATEWAY_HOST, and SOUL.md.
 `settings_from_raw` is the whole validation of one candidate configuration: the
 gateway runs it on the files at start and reload, `hermes config set|edit` on the
 mapping it is about to write.
@@ -33,6 +34,7 @@ from hermes_container.config_schema import (
 from hermes_container.envfile import read_env
 from hermes_container.errors import ConfigError
 from hermes_container.home import CONFIG_FILE, ENV_FILE, SOUL_FILE
+from hermes_container.secret_env import secret_from_env
 
 # The catalogue's defaults, named for the Settings fields below.
 DEFAULT_HOST: str = KEYS["gateway.host"].default
@@ -189,8 +191,24 @@ def _read_soul(profile_dir: Path) -> str | None:
     return text.strip() or None
 
 
+def _secret(name: str, dotenv: Mapping[str, str], env: Mapping[str, str], profile_dir: Path) -> str:
+    """Secret `name` from the profile's .env, else from the environment; in either, the
+    NAME_FILE form is read instead (a relative path in .env from the profile's
+    directory). "" when neither has it; ConfigError naming where it went wrong."""
+    try:
+        found = secret_from_env(name, dotenv, base=profile_dir)
+    except ConfigError as exc:
+        raise ConfigError(f"{profile_dir / ENV_FILE}: {exc.message}") from None
+    if found is None:
+        try:
+            found = secret_from_env(name, env)
+        except ConfigError as exc:
+            raise ConfigError(f"the environment: {exc.message}") from None
+    return found or ""
+
+
 def _api_key(dotenv: Mapping[str, str], env: Mapping[str, str], env_file: Path) -> str:
-    key = dotenv.get("API_SERVER_KEY") or env.get("API_SERVER_KEY", "")
+    key = _secret("API_SERVER_KEY", dotenv, env, env_file.parent)
     if not key.strip():
         raise ConfigError(
             f"{env_file}: API_SERVER_KEY is missing or empty "
@@ -258,9 +276,7 @@ def settings_from_raw(
         proxy=proxy,
         api_key=_api_key(dotenv, env, profile_dir / ENV_FILE),
         model_api_key=check_key_chars(
-            model_key
-            or dotenv.get("HERMES_MODEL_API_KEY", "").strip()
-            or env.get("HERMES_MODEL_API_KEY", "").strip(),
+            model_key or _secret("HERMES_MODEL_API_KEY", dotenv, env, profile_dir).strip(),
             f"{where}: the model API key (model.api_key / HERMES_MODEL_API_KEY)",
         ),
     )

@@ -16,11 +16,14 @@ from pathlib import Path
 
 from hermes_container.config import is_port, load_config
 from hermes_container.envfile import read_env
-from hermes_container.errors import HermesError
+from hermes_container.errors import ConfigError, HermesError
 from hermes_container.gateway.readiness import probe_host
 from hermes_container.home import CONFIG_FILE, DEFAULT_PROFILE, ENV_FILE, HermesHome
 from hermes_container.ingress.stamp import Stamp, settled, stamp
 from hermes_container.names import is_valid_profile_name
+from hermes_container.secret_env import secret_from_env
+
+API_KEY = "API_SERVER_KEY"
 
 
 class Profile:
@@ -41,14 +44,18 @@ class Profile:
         return bool(self.api_key) and hmac.compare_digest(token, self.api_key)
 
 
-def _load(name: str, directory: str, env: Mapping[str, str]) -> Profile:
+def _load(name: str, directory: str, env: Mapping[str, str], fallback_key: str) -> Profile:
     profile = Profile(name, directory)
     config = os.path.join(directory, CONFIG_FILE)
     profile.stamps = (stamp(config), stamp(os.path.join(directory, ENV_FILE)))
-    # The gateway's own rules (profile_settings): .env first, then the environment.
-    key = read_env(Path(directory, ENV_FILE)).get("API_SERVER_KEY", "").strip()
-    key = key or env.get("API_SERVER_KEY", "").strip()
-    profile.api_key = key.encode()
+    # The gateway's own rules (profile_settings): .env first (its _FILE form too), then
+    # the environment's, read once when the ingress starts.
+    try:
+        key = secret_from_env(API_KEY, read_env(Path(directory, ENV_FILE)), base=Path(directory))
+    except ConfigError as exc:
+        profile.problem = f"{os.path.join(directory, ENV_FILE)}: {exc.message}"
+        return profile
+    profile.api_key = (key or fallback_key).encode()
     try:
         raw = load_config(Path(directory)).raw
     except HermesError as exc:
@@ -77,6 +84,8 @@ class Directory:
         self.root = str(home.root)
         self.profiles_dir = str(home.profiles_dir)
         self.env = dict(os.environ if environ is None else environ)
+        # ConfigError (the ingress exits 78) when API_SERVER_KEY and its _FILE form clash.
+        self.fallback_key = secret_from_env(API_KEY, self.env) or ""
         self._names_stamp: Stamp | None = None
         self._names: tuple[str, ...] = ()
         self._profiles: dict[str, Profile] = {}
@@ -125,6 +134,6 @@ class Directory:
             )
             if stamps == cached.stamps and all(settled(s) for s in stamps):
                 return cached
-        profile = _load(name, directory, self.env)
+        profile = _load(name, directory, self.env, self.fallback_key)
         self._profiles[name] = profile
         return profile

@@ -1,9 +1,10 @@
 """The ingress key: the one Bearer token that opens every profile.
 
-Where it comes from, first match wins: HERMES_INGRESS_KEY; the file named by
-HERMES_INGRESS_KEY_FILE; else $HERMES_HOME/ingress/key, generated on first use (directory
-0700, file 0600) and replaced by `hermes ingress key --rotate`. The running ingress
-re-reads the file when it changes, so a rotation takes effect without a restart.
+Where it comes from: HERMES_INGRESS_KEY, or the file named by HERMES_INGRESS_KEY_FILE
+(setting both is an error, as for every secret: secret_env.py); with neither,
+$HERMES_HOME/ingress/key, generated on first use (directory 0700, file 0600) and replaced
+by `hermes ingress key --rotate`. The running ingress re-reads its file when it changes
+(a rotated generated key, a Kubernetes secret updated in place) without a restart.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from hermes_container.errors import ConfigError, HermesError
 from hermes_container.fsutil import atomic_write_text, fsync_dir
 from hermes_container.home import HermesHome
 from hermes_container.ingress.stamp import Stamp, settled, stamp
+from hermes_container.secret_env import file_variable, read_secret_file, secret_file_path
 
 KEY_VARIABLE = "HERMES_INGRESS_KEY"
-KEY_FILE_VARIABLE = "HERMES_INGRESS_KEY_FILE"
+KEY_FILE_VARIABLE = file_variable(KEY_VARIABLE)
 PREFIX = "hik-"
 
 
@@ -42,12 +44,7 @@ def _checked(value: str, where: str) -> str:
 
 
 def _read(path: Path, where: str) -> str:
-    try:
-        return _checked(path.read_text(encoding="utf-8"), where)
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{where}: cannot read {path} ({exc})") from None
+    return _checked(read_secret_file(where, path), where)
 
 
 def _generate(path: Path) -> None:
@@ -77,12 +74,14 @@ class KeySource:
         self.fixed: str | None = None
         self.path = default_key_file(home)
         self.origin = "generated"
-        if env.get(KEY_VARIABLE, "").strip():
+        # Not secret_from_env: current() reads the file again whenever it changes.
+        path = secret_file_path(KEY_VARIABLE, env)
+        if path is not None:
+            self.path = Path(path)
+            self.origin = KEY_FILE_VARIABLE
+        elif env.get(KEY_VARIABLE, "").strip():
             self.fixed = _checked(env[KEY_VARIABLE], KEY_VARIABLE)
             self.origin = KEY_VARIABLE
-        elif env.get(KEY_FILE_VARIABLE, "").strip():
-            self.path = Path(env[KEY_FILE_VARIABLE].strip()).expanduser()
-            self.origin = KEY_FILE_VARIABLE
         self._stamp: Stamp | None = None
         self._key = b""
 

@@ -74,9 +74,11 @@ def _setup_logging() -> None:
 
 
 def serve(home: HermesHome, host: str, port: int) -> int:
+    # Every refusal of the environment comes before the key file may be generated, so a
+    # refused start leaves nothing behind.
+    directory = Directory(home)
     keys = KeySource(home)
     keys.ensure()  # a missing or unreadable key file stops us here, with its name
-    directory = Directory(home)
     sock = bind(host, port)
     _setup_logging()
     where = keys.origin if keys.origin != "generated" else f"{keys.path} (`hermes ingress key`)"

@@ -1,6 +1,7 @@
 """The board store: the API every part of the work layer uses, and which backend to open.
 
-SQLite at `$HERMES_HOME/kanban/kanban.db` unless `HERMES_KANBAN_DATABASE_URL` names a
+SQLite at `$HERMES_HOME/kanban/kanban.db` unless `HERMES_KANBAN_DATABASE_URL` (or the
+file `HERMES_KANBAN_DATABASE_URL_FILE` names: the URL holds a password) names a
 PostgreSQL database; both run the same operations (sql_store.SqlStore) on the same
 schema. Every operation is one short transaction that writes a change and its events
 together; a busy database is retried inside, never reported as "locked".
@@ -26,10 +27,19 @@ from hermes_container.kanban.model import (
 )
 from hermes_container.kanban.tx import Tx
 from hermes_container.kanban.wake import Listener
+from hermes_container.secret_env import secret_from_env
 
 T = TypeVar("T")
 
 DATABASE_URL_ENV = "HERMES_KANBAN_DATABASE_URL"
+
+
+def database_url(env: Mapping[str, str] | None = None) -> str | None:
+    """The shared board's PostgreSQL URL (HERMES_KANBAN_DATABASE_URL or its _FILE form),
+    or None for the home's SQLite board; ConfigError when both forms are set or the file
+    cannot be read."""
+    url = secret_from_env(DATABASE_URL_ENV, env)
+    return url.strip() if url is not None else None
 
 
 def sqlite_path(home: HermesHome) -> Path:
@@ -170,11 +180,11 @@ def open_store(
     *,
     clock: Callable[[], float] | None = None,
 ) -> Store:
-    """The board of this home: PostgreSQL when `HERMES_KANBAN_DATABASE_URL` is set
-    (psycopg is imported only then), else the SQLite file under the home. `clock`
-    replaces the store's time source (the server's on PostgreSQL, else time.time)."""
-    environ = os.environ if env is None else env
-    url = environ.get(DATABASE_URL_ENV, "").strip()
+    """The board of this home: PostgreSQL when `HERMES_KANBAN_DATABASE_URL` (or its
+    _FILE form) is set (psycopg is imported only then), else the SQLite file under the
+    home. `clock` replaces the store's time source (the server's on PostgreSQL, else
+    time.time)."""
+    url = database_url(os.environ if env is None else env)
     if url:
         from hermes_container.kanban.postgres_store import PostgresStore
 

@@ -280,14 +280,11 @@ class BoardCollector:
         self._lock = threading.Lock()
 
     def _open(self) -> Any:
-        from hermes_container.kanban.store import DATABASE_URL_ENV, open_store, sqlite_path
+        from hermes_container.kanban.store import database_url, open_store, sqlite_path
 
         if self._store is None:
             environ = os.environ if self.env is None else self.env
-            if (
-                not environ.get(DATABASE_URL_ENV, "").strip()
-                and not sqlite_path(self.home).exists()
-            ):
+            if not database_url(environ) and not sqlite_path(self.home).exists():
                 return None
             self._store = open_store(self.home, environ)
         return self._store

@@ -209,18 +209,21 @@ CLI_CASES: list[Case] = [
     c("profile", "list", "extra", expect="unrecognized arguments", code=2),
     c("profile", "list", "--json=yes", expect="ignored explicit argument", code=2),
     c("profile", "bogus", expect="invalid choice", code=2),
+    c("profile", "rotate-key", "nosuch", expect="does not exist", code=1),
+    c("profile", "rotate-key", "../x", expect="invalid profile name", code=2),
+    c("profile", "rotate-key", expect="required: name", code=2),
     c("profile", expect="required: <action>", code=2),
     # gateway start / stop / restart / status
     c("gateway", expect="required: <action>", code=2),
     c("gateway", "bogus", expect="invalid choice", code=2),
     *[
         c("-p", name, "gateway", action, expect=fragment)
-        for action in ("start", "stop", "restart", "status")
+        for action in ("start", "stop", "restart", "status", "reload")
         for name, fragment in (("nosuch", "does not exist"), ("../x", "invalid profile name"))
     ],
     *[
         c("gateway", action, "--timeout", value, expect="--timeout")
-        for action in ("start", "stop", "restart")
+        for action in ("start", "stop", "restart", "reload")
         for value in ("0", "-1", "abc", "nan")
     ],
     c("gateway", "status", "--timeout", "5", expect="unrecognized arguments", code=2),
@@ -400,6 +403,24 @@ CLI_CASES: list[Case] = [
     c("profile", "create", "fresh", "--api-key-stdin", expect="refusing an empty", code=2),
     c("profile", "create", "fresh", "--persona-file", "/nonexistent", expect="persona", code=2),
     c("profile", "create", "fresh", "--base-url", expect="expected one argument", code=2),
+    # profiles apply (declarative profiles): refused before anything is read or written;
+    # bad file contents are PROFILES_FILE_CASES below
+    c("profiles", expect="required: <action>", code=2),
+    c("profiles", "bogus", expect="invalid choice", code=2),
+    c("profiles", "apply", expect="give --file or set HERMES_PROFILES_FILE", code=2),
+    c("profiles", "apply", "--file", expect="expected one argument", code=2),
+    c("profiles", "apply", "--file", "", expect="--file must name a file", code=2),
+    c("profiles", "apply", "--file", "/nonexistent/p.yaml", expect="cannot read it", code=2),
+    c("profiles", "apply", "--file", "/dev/null", expect="expected a mapping", code=2),
+    c("profiles", "apply", "extra", expect="unrecognized arguments", code=2),
+    c("profiles", "apply", "--json=yes", expect="ignored explicit argument", code=2),
+    c(
+        "profiles",
+        "apply",
+        expect="cannot read it",
+        code=2,
+        HERMES_PROFILES_FILE="/nonexistent/p.yaml",
+    ),
 ]
 
 
@@ -444,6 +465,7 @@ FRESH_CASES = [
     c("config", "set-secret", "HOME", expect="not a secret"),
     c("setup", "--non-interactive", "--base-url", "ftp://x", "--model", "m", expect="http(s)"),
     c("profile", "create", "x", "--base-url", "ftp://x", expect="http(s) URL"),
+    c("profiles", "apply", "--file", "/nonexistent/p.yaml", expect="cannot read it"),
 ]
 
 
@@ -453,6 +475,38 @@ def test_cli_bad_input_creates_no_home(home: Home, case: Case) -> None:
     fresh = home.base / "never-created"
     env = {**home.env, "HERMES_HOME": str(fresh)}
     _check_cli(home, case, env, (fresh,))
+
+
+# `hermes profiles apply --file F` on files it must refuse whole: one line naming the file,
+# exit 2, and no profile created, changed or deleted (the file lists `alpha`, which exists,
+# and `fresh`, which does not; prune: true would delete `broken`).
+PROFILES_FILE_CASES: list[tuple[str, str]] = [
+    ("profiles: [\n", "malformed YAML"),
+    ("prune: true\n", "`profiles:` must be a list"),
+    ("prune: 1\nprofiles: []\n", "prune must be true or false"),
+    ("profiles:\n  - name: fresh\n  - name: ../x\n", "invalid profile name"),
+    ("profiles:\n  - name: alpha\n    modle: m\n", "did you mean 'model'?"),
+    ("profiles:\n  - name: fresh\n    api_key: sk-inline\n", "a key never goes in this file"),
+    ("profiles:\n  - name: alpha\n    base_url: ftp://x\n", "base_url must be an http(s) URL"),
+    ("profiles:\n  - name: alpha\n    state: paused\n", "state must be running or stopped"),
+    ("profiles:\n  - name: fresh\n    api_key_env: UNSET_KEY_VAR\n", "UNSET_KEY_VAR is not set"),
+    ("profiles:\n  - name: fresh\n    api_key_file: /nonexistent\n", "api_key_file"),
+    ("profiles:\n  - name: fresh\n    persona_file: /nonexistent\n", "persona_file"),
+    ("profiles:\n  - name: alpha\n    config: {gateway.port: 0}\n", "is not a port number"),
+    ("profiles:\n  - name: alpha\n    config: {model.api_key: k}\n", "is a secret"),
+    ("prune: true\nprofiles:\n  - name: fresh\n  - name: fresh\n", "is listed twice"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"), PROFILES_FILE_CASES, ids=[e for _, e in PROFILES_FILE_CASES]
+)
+def test_profiles_apply_bad_file(home: Home, text: str, expect: str) -> None:
+    path = home.base / "declared" / "profiles.yaml"  # outside the home: not snapshotted
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    case = c("profiles", "apply", "--file", str(path), expect=expect, code=2)
+    _check_cli(home, case, home.env, home.roots())
 
 
 @pytest.mark.parametrize(

@@ -265,3 +265,18 @@ def test_effective_values_say_where_each_value_comes_from() -> None:
     assert found["model.proxy"].source == "unset"
     assert "must be a positive number" in (found["model.read_timeout_s"].problem or "")
     assert "kanban.max_in_progress" not in found
+
+
+@pytest.mark.parametrize("where", ["dotenv", "env"])
+def test_a_secret_from_a_file_is_set_and_never_read(where: str, tmp_path: Path) -> None:
+    secret = tmp_path / "model-key"
+    secret.write_text("sk-from-file\n")
+    names = {"HERMES_MODEL_API_KEY_FILE": str(secret)}
+    dotenv, env = (names, {}) if where == "dotenv" else ({}, names)
+    found = {
+        e.key.name: e for e in effective_values({}, dotenv, env, profile_is_default=False)
+    }
+    key = found["model.api_key"]
+    assert key.shown == "(set)"
+    assert key.source.endswith("HERMES_MODEL_API_KEY_FILE")
+    assert key.value == str(secret)  # the path, not what the file holds
