@@ -197,7 +197,7 @@ def test_profiles_apply_in_a_live_tree_starts_reloads_and_stops(
         data["profiles"][0]["model"] = "alpha-two"
         write_declaration(path, data)
         out = tree.ok("profiles", "apply", "--file", str(path))
-        assert "Asked gateway 'alpha' to reload" in out
+        assert "Gateway 'alpha' reloaded" in out
         wait_for(lambda: events(tree, "gateway.reloaded"), what="gateway.reloaded")
         answer = chat(tree, "alpha", first["port"])
         assert answer.status_code == 200 and answer.json()["model"] == "alpha-two"
