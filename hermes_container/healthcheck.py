@@ -1,6 +1,6 @@
 """`hermes healthcheck`: is this tree doing what the user asked for?
 
-Healthy when
+Three probes, one module. The plain check (the image's Docker HEALTHCHECK) is healthy when
   - the dashboard, if enabled (`HERMES_DASHBOARD=1|true|yes`), answers `GET /api/status`,
   - the ingress, when a supervision tree runs here and has it on (`HERMES_INGRESS` is not
     0|false|no: every tree starts it then), answers `GET /health`, and
@@ -10,11 +10,21 @@ Healthy when
 A profile the user stopped is not checked, so `gateway stop` keeps the container healthy,
 while a desired-running gateway that is parked (config error, crash loop) makes it unhealthy.
 
-It is what the image's HEALTHCHECK runs every 30 s, so it stays cheap: one plain
-HTTP/1.1 GET per probe over a socket (no http.client, which drags in email and ssl; no
-FastAPI, uvicorn, authlib or httpx; no proxy settings), all probes in parallel, each
-bounded by a short timeout. The command (hermes_container.commands.healthcheck) prints
-the results.
+Kubernetes asks two narrower questions, because it acts differently on each answer:
+  - liveness (`--liveness`; a failure restarts the pod): an s6-svscan runs on the gateways'
+    scandir and the dashboard, if enabled, answers. No gateway is looked at: a parked or
+    crash-looping profile is that profile's problem, and restarting the pod for it would
+    take every other profile down with it, again and again;
+  - readiness (`--readiness`; a failure only takes the pod out of its Services): the
+    ingress answers (when a tree runs it), and every desired-running gateway has recorded
+    `running` in its state file (it does so once its port accepts, the moment it signals
+    s6 readiness) and answers `GET /health`.
+
+Every probe runs every 10-30 s, so this stays cheap: one plain HTTP/1.1 GET per probe
+over a socket (no http.client, which drags in email and ssl; no FastAPI, uvicorn,
+authlib or httpx; no proxy settings), all probes in parallel, each bounded by a short
+timeout, and no subprocess (s6-svscan's liveness is an open() of its control FIFO). The
+command (hermes_container.commands.healthcheck) prints the results.
 """
 
 from __future__ import annotations
@@ -41,7 +51,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from hermes_container.state import GatewayState
+
 DEFAULT_TIMEOUT = 3.0
+# The three questions (see the module's docstring).
+HEALTH = "health"
+LIVENESS = "liveness"
+READINESS = "readiness"
+MODES = (HEALTH, LIVENESS, READINESS)
 WILDCARD_HOSTS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
 
 
@@ -134,26 +151,59 @@ def _tree_runs_here(home: HermesHome) -> bool:
     return live_scandir(home) is not None
 
 
+def supervision_check(home: HermesHome, env: Mapping[str, str]) -> CheckResult:
+    """Liveness of the supervision tree: an s6-svscan reads the gateways' scandir."""
+    from hermes_container.supervision.scandir import resolve_scandir, svscan_alive
+
+    scandir = resolve_scandir(home, dict(env))
+    if not scandir.is_dir():
+        return CheckResult("supervision", False, f"{scandir}: no such scandir")
+    if not svscan_alive(scandir):
+        return CheckResult("supervision", False, f"{scandir}: no s6-svscan runs on it")
+    return CheckResult("supervision", True, f"{scandir}: s6-svscan is running")
+
+
+def _not_ready(state: GatewayState) -> str | None:
+    """Why a desired-running gateway is not ready by its state file, None when it is."""
+    if state.gateway_state == "running":
+        return None
+    words = state.gateway_state or f"no state recorded ({state.problem or 'empty'})"
+    if state.gateway_state in ("startup_failed", "crashed") and state.exit_reason:
+        words += f": {state.exit_reason}"
+    return f"not ready: {words}"
+
+
 def collect_probes(
-    home: HermesHome, env: Mapping[str, str], supervised: bool | None = None
+    home: HermesHome,
+    env: Mapping[str, str],
+    supervised: bool | None = None,
+    mode: str = HEALTH,
 ) -> list[Probe]:
-    """What to probe; `supervised` says whether a supervision tree runs here (None: look).
+    """What to probe for `mode`; `supervised` says whether a supervision tree runs here
+    (None: look).
 
     The ingress runs only as part of a tree (the image's s6-rc service, or `hermes
     supervise`), so a home served by loose `hermes gateway run`s is not expected to
     have one.
     """
     probes = []
-    dashboard = dashboard_probe(env)
-    if dashboard is not None:
-        probes.append(dashboard)
+    if mode in (HEALTH, LIVENESS):
+        dashboard = dashboard_probe(env)
+        if dashboard is not None:
+            probes.append(dashboard)
+    if mode == LIVENESS:
+        return probes
     ingress = ingress_probe(env)
     if ingress is not None and (supervised if supervised is not None else _tree_runs_here(home)):
         probes.append(ingress)
     for profile in list_profiles(home):
         state = read_state(home.profile_dir(profile), warn=False)
-        if desired_or_default(profile, state) == "running":
-            probes.append(gateway_probe(home, profile, env))
+        if desired_or_default(profile, state) != "running":
+            continue
+        probe = gateway_probe(home, profile, env)
+        if mode == READINESS and probe.problem is None:
+            probe.problem = _not_ready(state)
+        probes.append(probe)
     return probes
 
 
@@ -202,12 +252,16 @@ def check(
     env: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     supervised: bool | None = None,
+    mode: str = HEALTH,
 ) -> list[CheckResult]:
-    """Run every probe (in parallel) and return one result per probe."""
+    """Run every probe of `mode` (in parallel) and return one result per probe."""
+    if mode not in MODES:
+        raise ValueError(f"unknown probe {mode!r}")
     environ = os.environ if env is None else env
-    probes = collect_probes(home, environ, supervised)
+    first = [supervision_check(home, environ)] if mode == LIVENESS else []
+    probes = collect_probes(home, environ, supervised, mode)
     if not probes:
-        return []
+        return first
     # One thread per probe (concurrent.futures would import logging): each is bounded
     # by `timeout`, so the whole check takes about one timeout at worst.
     results: list[CheckResult | None] = [None] * len(probes)
@@ -220,13 +274,13 @@ def check(
         thread.start()
     for thread in threads:
         thread.join()
-    return [
+    return first + [
         result or CheckResult(probe.name, False, "probe failed")
         for probe, result in zip(probes, results, strict=True)
     ]
 
 
-def healthcheck(timeout: float = DEFAULT_TIMEOUT) -> list[CheckResult]:
+def healthcheck(timeout: float = DEFAULT_TIMEOUT, mode: str = HEALTH) -> list[CheckResult]:
     """The checks of this container's home (HERMES_HOME, the environment's settings);
-    healthy when every result is ok (none at all is healthy too)."""
-    return check(HermesHome.from_env(), timeout=timeout)
+    it passes when every result is ok (none at all passes too)."""
+    return check(HermesHome.from_env(), timeout=timeout, mode=mode)

@@ -330,6 +330,7 @@ CLI_CASES: list[Case] = [
     # healthcheck
     *[c("healthcheck", "--timeout", v, expect="--timeout") for v in ("-1", "nan", "abc")],
     c("healthcheck", "extra", expect="unrecognized arguments", code=2),
+    c("healthcheck", "--liveness", "--readiness", expect="not allowed with", code=2),
     # config: every refusal leaves config.yaml and .env byte-identical
     c("config", expect="required: <action>", code=2),
     c("config", "bogus", expect="invalid choice", code=2),

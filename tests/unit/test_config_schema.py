@@ -273,9 +273,7 @@ def test_a_secret_from_a_file_is_set_and_never_read(where: str, tmp_path: Path) 
     secret.write_text("sk-from-file\n")
     names = {"HERMES_MODEL_API_KEY_FILE": str(secret)}
     dotenv, env = (names, {}) if where == "dotenv" else ({}, names)
-    found = {
-        e.key.name: e for e in effective_values({}, dotenv, env, profile_is_default=False)
-    }
+    found = {e.key.name: e for e in effective_values({}, dotenv, env, profile_is_default=False)}
     key = found["model.api_key"]
     assert key.shown == "(set)"
     assert key.source.endswith("HERMES_MODEL_API_KEY_FILE")
