@@ -19,7 +19,7 @@ lint: venv
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=25 tests
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
