@@ -69,22 +69,27 @@ class ProfileConfig(Record):
 
 def load_yaml(path: Path) -> dict[str, Any]:
     """Load a YAML mapping; a missing file is empty, a malformed one a ConfigError."""
-    import yaml  # lazy: keeps `hermes --help` free of it
-
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, where: Path | str) -> dict[str, Any]:
+    """`text` as a YAML mapping (empty: {}); ConfigError naming `where` otherwise."""
+    import yaml  # lazy: keeps `hermes --help` free of it
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: malformed YAML{where}") from None
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{where}: malformed YAML{line}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{where}: expected a mapping at the top level")
     return data
 
 

@@ -107,20 +107,13 @@ def _decode(data: bytes, where: Path) -> str:
 
 
 def parse_config_text(text: str, where: Path | str) -> dict[str, Any]:
-    """`text` as the gateway reads config.yaml (PyYAML, a mapping at the top)."""
-    import yaml
+    """`text` as the gateway reads config.yaml; a bad one is a UsageError (exit 2)."""
+    from hermes_container.config import parse_yaml
 
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark is not None else ""
-        raise UsageError(f"{where}: malformed YAML{line}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{where}: expected a mapping at the top level")
-    return data
+        return parse_yaml(text, where)
+    except ConfigError as exc:
+        raise UsageError(exc.message) from None
 
 
 # -- validation --------------------------------------------------------------------------

@@ -55,7 +55,8 @@ from hermes_container.config_schema import (
     lookup,
 )
 from hermes_container.errors import ConfigError, HermesError, UsageError
-from hermes_container.home import DEFAULT_PROFILE, ENV_FILE, SOUL_FILE, HermesHome
+from hermes_container.fsutil import UnreadableText, read_small_text
+from hermes_container.home import DEFAULT_PROFILE, ENV_FILE, SOUL_FILE, SOUL_MAX_BYTES, HermesHome
 from hermes_container.names import validate_profile_name
 from hermes_container.secret_env import file_variable, read_secret_file, secret_from_env
 
@@ -70,7 +71,6 @@ log = logging.getLogger("hermes.declared")
 PROFILES_FILE_ENV = "HERMES_PROFILES_FILE"
 MODEL_KEY_NAME = "HERMES_MODEL_API_KEY"
 MAX_FILE = 1024 * 1024
-MAX_PERSONA = 256 * 1024
 STATES = ("running", "stopped")
 TOP_FIELDS = ("profiles", "prune")
 PROFILE_FIELDS = (
@@ -183,16 +183,9 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> Declaration:
 
 def _read_text(path: Path) -> str:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE + 1)
-    except OSError as exc:
-        raise _Problem(f"cannot read it: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE:
-        raise _Problem(f"larger than {MAX_FILE} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _Problem("not UTF-8 text") from None
+        return read_small_text(path, MAX_FILE)
+    except UnreadableText as exc:
+        raise _Problem(str(exc)) from None
 
 
 def _parse(text: str) -> Any:
@@ -267,16 +260,9 @@ def _persona(entry: dict[Any, Any], base: Path) -> str | None:
     elif "persona_file" in entry:
         path = _path(entry["persona_file"], "persona_file", base)
         try:
-            with open(path, "rb") as fh:
-                data = fh.read(MAX_PERSONA + 1)
-        except OSError as exc:
-            raise _Problem(f"persona_file {path}: cannot read it: {exc.strerror}") from None
-        if len(data) > MAX_PERSONA:
-            raise _Problem(f"persona_file {path}: larger than {MAX_PERSONA} bytes")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _Problem(f"persona_file {path}: not UTF-8 text") from None
+            text = read_small_text(path, SOUL_MAX_BYTES)
+        except UnreadableText as exc:
+            raise _Problem(f"persona_file {path}: {exc}") from None
         if not text.strip():
             raise _Problem(f"persona_file {path} is empty")
     else:

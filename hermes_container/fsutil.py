@@ -80,3 +80,24 @@ def locked(lock_path: Path, *, blocking: bool = True) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+class UnreadableText(Exception):
+    """A small text file that cannot be used; `str()` says why in a few words."""
+
+
+def read_small_text(path: str | os.PathLike[str], limit: int) -> str:
+    """The whole of a small UTF-8 text file (personas, secrets, declarations): at most
+    `limit` bytes are read. UnreadableText("cannot read it: ...", "larger than N bytes",
+    "not UTF-8 text") otherwise, for the caller to prefix with what the file was."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise UnreadableText(f"cannot read it: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise UnreadableText(f"larger than {limit} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnreadableText("not UTF-8 text") from None

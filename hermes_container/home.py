@@ -16,6 +16,7 @@ DEFAULT_PROFILE = "default"
 CONFIG_FILE = "config.yaml"
 ENV_FILE = ".env"
 SOUL_FILE = "SOUL.md"
+SOUL_MAX_BYTES = 256 * 1024  # a persona is a prompt: anything larger is a mistake
 STATE_FILE = "gateway_state.json"
 SESSIONS_DB = "sessions.db"
 GATEWAY_LOCK = "gateway.lock"

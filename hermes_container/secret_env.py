@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 
 from hermes_container.errors import ConfigError
+from hermes_container.fsutil import UnreadableText, read_small_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,16 +44,9 @@ def read_secret_file(variable: str, path: str | os.PathLike[str]) -> str:
     trailing newline. ConfigError on one line naming `variable` and `path` otherwise."""
     shown = os.fspath(path)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_SECRET_FILE + 1)
-    except OSError as exc:
-        raise ConfigError(f"{variable}: cannot read {shown!r}: {exc.strerror or exc}") from None
-    if len(data) > MAX_SECRET_FILE:
-        raise ConfigError(f"{variable}: {shown!r} is larger than {MAX_SECRET_FILE} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{variable}: {shown!r} is not UTF-8 text") from None
+        text = read_small_text(path, MAX_SECRET_FILE)
+    except UnreadableText as exc:
+        raise ConfigError(f"{variable}: {shown!r}: {exc}") from None
     if text.endswith("\n"):
         text = text[:-1].removesuffix("\r")
     if not text.strip():

@@ -48,13 +48,13 @@ def ask_secret(prompt: str) -> str:
 
 def read_persona(path: str) -> str:
     """The persona (SOUL.md) text from file `path`."""
+    from hermes_container.fsutil import UnreadableText, read_small_text
+    from hermes_container.home import SOUL_MAX_BYTES
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except UnicodeDecodeError:
-        raise UsageError(f"persona file {path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read persona file {path}: {exc.strerror}") from None
+        text = read_small_text(path, SOUL_MAX_BYTES)
+    except UnreadableText as exc:
+        raise UsageError(f"persona file {path}: {exc}") from None
     if not text.strip():
         raise UsageError(f"persona file {path} is empty")
     return text if text.endswith("\n") else text + "\n"

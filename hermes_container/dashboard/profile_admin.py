@@ -35,13 +35,18 @@ from hermes_container.config_schema import (
     parse_text,
 )
 from hermes_container.errors import ConfigError, HermesError, UsageError
-from hermes_container.home import CONFIG_FILE, DEFAULT_PROFILE, SOUL_FILE, HermesHome
+from hermes_container.home import (
+    CONFIG_FILE,
+    DEFAULT_PROFILE,
+    SOUL_FILE,
+    SOUL_MAX_BYTES,
+    HermesHome,
+)
 from hermes_container.names import validate_profile_name
 from hermes_container.supervision.profile_slots import bring_up, remove
 from hermes_container.supervision.protocol import ServiceManager
 from hermes_container.supervision.reload import ReloadAnswer, reload_and_wait
 
-MAX_PERSONA_CHARS = 200_000
 MAX_FIELD_CHARS = 2_000  # a name, a URL, a model: anything longer is a paste gone wrong
 MAX_ERROR_CHARS = 300
 PERSONA_FIELD = "persona"
@@ -90,8 +95,8 @@ def _persona(value: object, errors: dict[str, str]) -> str | None:
     if not text.strip():
         errors[PERSONA_FIELD] = "the persona is empty: write at least one line"
         return None
-    if len(text) > MAX_PERSONA_CHARS:
-        errors[PERSONA_FIELD] = f"the persona is longer than {MAX_PERSONA_CHARS} characters"
+    if len(text.encode("utf-8", "replace")) > SOUL_MAX_BYTES:
+        errors[PERSONA_FIELD] = f"the persona is larger than {SOUL_MAX_BYTES} bytes"
         return None
     if "\x00" in text:
         errors[PERSONA_FIELD] = "the persona contains a NUL character"

@@ -133,7 +133,7 @@ BAD_FILES: list[tuple[str, str]] = [
     ("profiles:\n  - name: a\n    persona_file: nowhere.md\n", "persona_file"),
     ("profiles:\n  - name: a\n    api_key_env: NOT_SET_ANYWHERE\n", "NOT_SET_ANYWHERE is not set"),
     ("profiles:\n  - name: a\n    api_key_env: 'a b'\n", "must name an environment variable"),
-    ("profiles:\n  - name: a\n    api_key_file: missing.key\n", "api_key_file: cannot read"),
+    ("profiles:\n  - name: a\n    api_key_file: missing.key\n", "missing.key': cannot read it"),
     ("profiles:\n  - name: a\n    api_key_env: X\n    api_key_file: f\n", "not both"),
     ("profiles:\n  - name: a\n    config: 3\n", "config must be a mapping"),
     ("profiles:\n  - name: a\n    config: {model.nmae: x}\n", "did you mean 'model.name'?"),

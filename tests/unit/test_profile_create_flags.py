@@ -80,7 +80,7 @@ BAD = [
     (("--api-key-stdin",), "", "refusing an empty value"),
     (("--api-key-stdin",), "sk with space\n", "contains characters not allowed in a key"),
     (("--api-key-stdin",), "a\nb\n", "expected one line"),
-    (("--persona-file", "/nonexistent/persona.md"), "", "cannot read persona file"),
+    (("--persona-file", "/nonexistent/persona.md"), "", "persona.md: cannot read it"),
     (("--persona-file", "EMPTY"), "", "is empty"),
     (("--persona-file", "BINARY"), "", "not UTF-8"),
 ]

@@ -64,11 +64,11 @@ def test_relative_file_path_is_taken_from_base(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
-        (None, "cannot read"),
+        (None, "cannot read it"),
         ("", "is empty"),
         ("\n", "is empty"),
-        (b"\xff\xfe" + SECRET.encode(), "is not UTF-8 text"),
-        ("x" * (64 * 1024 + 1), "is larger than 65536 bytes"),
+        (b"\xff\xfe" + SECRET.encode(), "not UTF-8 text"),
+        ("x" * (64 * 1024 + 1), "larger than 65536 bytes"),
     ],
 )
 def test_a_bad_file_names_variable_and_path_never_content(
@@ -83,15 +83,13 @@ def test_a_bad_file_names_variable_and_path_never_content(
         secret_from_env("SOME_SECRET", {"SOME_SECRET_FILE": str(path)})
     message = caught.value.message
     assert caught.value.exit_code == 78
-    assert message.startswith(f"SOME_SECRET_FILE: '{path}'") or message.startswith(
-        f"SOME_SECRET_FILE: cannot read '{path}'"
-    )
+    assert message.startswith(f"SOME_SECRET_FILE: '{path}'")
     assert fragment in message and "\n" not in message
     assert SECRET not in message and "xxxx" not in message
 
 
 def test_a_directory_is_unreadable(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=f"X_FILE: cannot read '{tmp_path}'"):
+    with pytest.raises(ConfigError, match=f"X_FILE: '{tmp_path}': cannot read it"):
         read_secret_file("X_FILE", tmp_path)
 
 
