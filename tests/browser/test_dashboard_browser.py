@@ -8,143 +8,69 @@ browser logs in through oidc-provider-mock, sees the profiles, presses Stop on
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.conftest import require_s6
-from tests.conftest import free_port, set_port, wait_for
-from tests.unit.dashboard_support import clean_env, dashboard_process, oidc_provider
+from tests.browser.support import (
+    WAIT_MS,
+    gateway_status,
+    hermes,
+    oidc_dashboard,
+    sign_in,
+    supervised_tree,
+)
+from tests.conftest import free_port, set_port
+from tests.unit.dashboard_support import clean_env, dashboard_process
 
 pytestmark = pytest.mark.browser
-WAIT = 30.0
 
 
-def hermes(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hermes_container", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def gateway_status(env: dict[str, str], profile: str) -> dict[str, Any]:
-    proc = hermes(env, "-p", profile, "gateway", "status", "--json")
-    assert proc.returncode == 0, proc.stderr
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
+def _alpha_started(env: dict[str, str]) -> None:
+    assert hermes(env, "profile", "create", "alpha", "--start").returncode == 0
+    set_port(Path(env["HERMES_HOME"]) / "profiles" / "alpha")
 
 
 @pytest.fixture
 def supervised() -> Iterator[dict[str, str]]:
     """A `hermes supervise` tree whose profile `alpha` runs a real gateway."""
-    require_s6()
-    base = Path(tempfile.mkdtemp(prefix="hermes-browser-"))
-    base.chmod(0o755)
-    home = base / "home"
-    env = clean_env(
-        HERMES_HOME=str(home),
-        HERMES_GATEWAY_PORT_BASE=str(free_port()),
-        HERMES_GATEWAY_STAGGER="0",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    env.pop("HERMES_S6_SCANDIR", None)  # host mode: $HERMES_HOME/run/service
-    env.pop("HERMES_PROFILE", None)
-    if os.geteuid() == 0:
-        env["HERMES_ALLOW_ROOT_GATEWAY"] = "1"
-    assert hermes(env, "profile", "create", "alpha", "--start").returncode == 0
-    set_port(home / "profiles" / "alpha")
-    # A file, not a pipe: the tree's output must never block on a reader.
-    output = (base / "supervise.log").open("wb")
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "hermes_container", "supervise"],
-        env=env,
-        cwd=base,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        try:
-            wait_for(lambda: gateway_status(env, "alpha")["ready"], WAIT, "alpha to be ready")
-        except AssertionError:
-            print((base / "supervise.log").read_text(errors="replace")[-4000:])
-            raise
+    with supervised_tree(prepare=_alpha_started, ready="alpha") as env:
         yield env
-    finally:
-        supervisor.send_signal(signal.SIGTERM)
-        try:
-            supervisor.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(supervisor.pid, signal.SIGKILL)
-            supervisor.wait(timeout=10)
-        output.close()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _oidc_env(issuer: str) -> dict[str, str]:
-    """The dashboard's settings for the test provider, admitting alice only."""
-    return {
-        "HERMES_DASHBOARD_OIDC_ISSUER": issuer,
-        "HERMES_DASHBOARD_OIDC_CLIENT_ID": "hermes-dashboard",
-        "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "browser-test-secret",
-        "HERMES_DASHBOARD_ALLOWED_EMAILS": "alice@example.com",
-    }
 
 
 def test_login_see_profiles_and_stop_a_gateway(
     browser: Any, artifacts: Path, supervised: dict[str, str]
 ) -> None:
-    users = [("alice", {"email": "alice@example.com", "email_verified": True, "name": "Alice"})]
     from playwright.sync_api import expect
 
-    with oidc_provider(users) as issuer:
-        env = {**supervised, **_oidc_env(issuer)}
-        with dashboard_process(env) as (port, _proc):
-            base_url = f"http://127.0.0.1:{port}"
-            context = browser.new_context(viewport={"width": 1200, "height": 800})
-            page = context.new_page()
-            try:
-                page.goto(base_url + "/")
-                assert "/login" in page.url
-                page.click("#login-oidc")
-                page.wait_for_url(issuer + "/oauth2/authorize*")
-                page.get_by_role("button", name="alice").click()
-                page.wait_for_url(base_url + "/")
+    with oidc_dashboard(supervised) as (base_url, issuer):
+        context = browser.new_context(viewport={"width": 1200, "height": 800})
+        page = context.new_page()
+        try:
+            sign_in(page, base_url, issuer)
 
-                table = page.locator("#profiles")
-                table.wait_for()
-                assert page.locator("tr[data-profile]").count() == 2
-                alpha = page.locator('tr[data-profile="alpha"] [data-field="gateway_state"]')
-                assert alpha.inner_text().strip() == "running"
-                assert "alice@example.com" in page.inner_text(".who")
-                page.screenshot(path=str(artifacts / "dashboard-overview.png"), full_page=True)
+            table = page.locator("#profiles")
+            table.wait_for()
+            assert page.locator("tr[data-profile]").count() == 2
+            alpha = page.locator('tr[data-profile="alpha"] [data-field="gateway_state"]')
+            assert alpha.inner_text().strip() == "running"
+            assert "alice@example.com" in page.inner_text(".who")
+            page.screenshot(path=str(artifacts / "dashboard-overview.png"), full_page=True)
 
-                page.click('a[href="/profiles/alpha"]')
-                page.wait_for_url(base_url + "/profiles/alpha")
-                state = page.locator("#gateway-state")
-                assert state.inner_text().strip() == "running"
-                page.click('button[data-action="stop"]')
-                # Locator polling, not wait_for_function: our CSP forbids eval in the page.
-                expect(state).to_have_text("stopped", timeout=WAIT * 1000)
-                expect(page.locator("#action-result")).to_have_text("stop: done")
-                page.screenshot(path=str(artifacts / "dashboard-profile.png"), full_page=True)
-            finally:
-                context.close()
+            page.click('a[href="/profiles/alpha"]')
+            page.wait_for_url(base_url + "/profiles/alpha")
+            state = page.locator("#gateway-state")
+            assert state.inner_text().strip() == "running"
+            page.click('button[data-action="stop"]')
+            # Locator polling, not wait_for_function: our CSP forbids eval in the page.
+            expect(state).to_have_text("stopped", timeout=WAIT_MS)
+            expect(page.locator("#action-result")).to_have_text("stop: done")
+            page.screenshot(path=str(artifacts / "dashboard-profile.png"), full_page=True)
+        finally:
+            context.close()
 
     # The real supervisor agrees: the gateway is down and the user's intent recorded.
     status = gateway_status(supervised, "alpha")
@@ -198,36 +124,31 @@ def test_denied_user_then_allowed_user_and_logout(
         ("alice", {"email": "alice@example.com", "email_verified": True}),
         ("mallory", {"email": "mallory@evil.example", "email_verified": True}),
     ]
-    with oidc_provider(users) as issuer:
-        env = {**plain_home, **_oidc_env(issuer)}
-        with dashboard_process(env, host="0.0.0.0") as (port, _proc):
-            base_url = f"http://127.0.0.1:{port}"
-            context = browser.new_context(viewport={"width": 1200, "height": 700})
-            page = context.new_page()
-            try:
-                page.goto(base_url + "/logs/audit")
-                page.screenshot(path=str(artifacts / "dashboard-login.png"))
-                page.click("#login-oidc")
-                page.get_by_role("button", name="mallory").click()
-                expect(page.locator("h1")).to_have_text("Access denied")
-                page.screenshot(path=str(artifacts / "dashboard-denied.png"))
+    with oidc_dashboard(plain_home, users, host="0.0.0.0") as (base_url, _issuer):
+        context = browser.new_context(viewport={"width": 1200, "height": 700})
+        page = context.new_page()
+        try:
+            page.goto(base_url + "/logs/audit")
+            page.screenshot(path=str(artifacts / "dashboard-login.png"))
+            page.click("#login-oidc")
+            page.get_by_role("button", name="mallory").click()
+            expect(page.locator("h1")).to_have_text("Access denied")
+            page.screenshot(path=str(artifacts / "dashboard-denied.png"))
 
-                page.goto(base_url + "/logs/audit")
-                page.click("#login-oidc")
-                page.get_by_role("button", name="alice").click()
-                page.wait_for_url(base_url + "/logs/audit")
-                expect(page.locator("#security-events table")).to_contain_text("login_denied")
-                expect(page.locator("#security-events table")).to_contain_text(
-                    "mallory@evil.example"
-                )
+            page.goto(base_url + "/logs/audit")
+            page.click("#login-oidc")
+            page.get_by_role("button", name="alice").click()
+            page.wait_for_url(base_url + "/logs/audit")
+            expect(page.locator("#security-events table")).to_contain_text("login_denied")
+            expect(page.locator("#security-events table")).to_contain_text("mallory@evil.example")
 
-                page.goto(base_url + "/profiles/alpha")
-                expect(page.locator("#log")).to_contain_text("hello from alpha")
-                expect(page.locator('button[data-action="stop"]')).to_be_disabled()
+            page.goto(base_url + "/profiles/alpha")
+            expect(page.locator("#log")).to_contain_text("hello from alpha")
+            expect(page.locator('button[data-action="stop"]')).to_be_disabled()
 
-                page.click("#logout")
-                page.wait_for_url(base_url + "/login")
-                page.goto(base_url + "/")
-                assert "/login" in page.url
-            finally:
-                context.close()
+            page.click("#logout")
+            page.wait_for_url(base_url + "/login")
+            page.goto(base_url + "/")
+            assert "/login" in page.url
+        finally:
+            context.close()

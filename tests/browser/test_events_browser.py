@@ -17,12 +17,8 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,34 +29,21 @@ import httpx
 import pytest
 import yaml
 
-from hermes_container.envfile import read_env
-from tests.browser.conftest import require_s6
+from tests.browser.support import (
+    WAIT,
+    WAIT_MS,
+    gateway_status,
+    hermes,
+    oidc_dashboard,
+    sign_in,
+    supervised_tree,
+)
 from tests.conftest import free_port, wait_for
 from tests.fake_upstream import FakeUpstream
-from tests.unit.dashboard_support import clean_env, dashboard_process, oidc_provider
+from tests.s6.support import gateway_key
 
 pytestmark = pytest.mark.browser
-WAIT = 30.0
-WAIT_MS = int(WAIT * 1000)
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
-
-
-def hermes(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hermes_container", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def gateway_status(env: dict[str, str]) -> dict[str, Any]:
-    proc = hermes(env, "-p", "alpha", "gateway", "status", "--json")
-    assert proc.returncode == 0, proc.stderr
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
 
 
 @dataclass
@@ -72,78 +55,33 @@ class Supervised:
 
     @property
     def api_key(self) -> str:
-        return read_env(self.home / "profiles" / "alpha" / ".env")["API_SERVER_KEY"]
+        return gateway_key(self.home / "profiles" / "alpha")
 
 
 @pytest.fixture
 def supervised() -> Iterator[Supervised]:
     """A `hermes supervise` tree whose profile `alpha` runs a real gateway to the fake
-    provider. A short base directory: s6's control sockets need short paths."""
-    require_s6()
-    base = Path(tempfile.mkdtemp(prefix="hermes-events-"))
-    base.chmod(0o755)
-    home = base / "home"
-    env = clean_env(
-        HERMES_HOME=str(home),
-        HERMES_GATEWAY_PORT_BASE=str(free_port()),
-        HERMES_GATEWAY_STAGGER="0",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    env.pop("HERMES_S6_SCANDIR", None)  # host mode: $HERMES_HOME/run/service
-    env.pop("HERMES_PROFILE", None)
-    env.pop("HERMES_EVENTS", None)
-    if os.geteuid() == 0:
-        env["HERMES_ALLOW_ROOT_GATEWAY"] = "1"
+    provider."""
+    port = free_port()
     with FakeUpstream() as upstream:
+
+        def alpha_on_the_fake_provider(env: dict[str, str]) -> None:
+            created = hermes(env, "profile", "create", "alpha", "--start")
+            assert created.returncode == 0, created.stderr
+            config = Path(env["HERMES_HOME"]) / "profiles" / "alpha" / "config.yaml"
+            data = yaml.safe_load(config.read_text())
+            data["model"] = {
+                "base_url": upstream.base_url,
+                "name": "test-model",
+                "connect_timeout_s": 2,
+                "read_timeout_s": 5,
+            }
+            data["gateway"] = {"port": port, "shutdown_grace_s": 10}
+            config.write_text(yaml.safe_dump(data))
+
         upstream.set(usage=dict(USAGE))
-        created = hermes(env, "profile", "create", "alpha", "--start")
-        assert created.returncode == 0, created.stderr
-        config = home / "profiles" / "alpha" / "config.yaml"
-        data = yaml.safe_load(config.read_text())
-        port = free_port()
-        data["model"] = {
-            "base_url": upstream.base_url,
-            "name": "test-model",
-            "connect_timeout_s": 2,
-            "read_timeout_s": 5,
-        }
-        data["gateway"] = {"port": port, "shutdown_grace_s": 10}
-        config.write_text(yaml.safe_dump(data))
-        output = (base / "supervise.log").open("wb")
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "hermes_container", "supervise"],
-            env=env,
-            cwd=base,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            try:
-                wait_for(lambda: gateway_status(env)["ready"], WAIT, "alpha to be ready")
-            except AssertionError:
-                print((base / "supervise.log").read_text(errors="replace")[-4000:])
-                raise
-            yield Supervised(env, home, port, upstream)
-        finally:
-            supervisor.send_signal(signal.SIGTERM)
-            try:
-                supervisor.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(supervisor.pid, signal.SIGKILL)
-                supervisor.wait(timeout=10)
-            output.close()
-            shutil.rmtree(base, ignore_errors=True)
-
-
-def _oidc_env(issuer: str) -> dict[str, str]:
-    return {
-        "HERMES_DASHBOARD_OIDC_ISSUER": issuer,
-        "HERMES_DASHBOARD_OIDC_CLIENT_ID": "hermes-dashboard",
-        "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "browser-test-secret",
-        "HERMES_DASHBOARD_ALLOWED_EMAILS": "alice@example.com",
-    }
+        with supervised_tree(prepare=alpha_on_the_fake_provider, ready="alpha") as env:
+            yield Supervised(env, Path(env["HERMES_HOME"]), port, upstream)
 
 
 def _clear_of_a_minute_boundary(margin: float = 3.0) -> None:
@@ -197,157 +135,148 @@ def test_events_page_timeline_and_charts_show_a_killed_gateway(
 
     tree = supervised
     first = _burst(tree, [200, 200, 500, 200, 200])  # one refused by the provider
-    users = [("alice", {"email": "alice@example.com", "email_verified": True, "name": "Alice"})]
-    with oidc_provider(users) as issuer:
-        env = {**tree.env, **_oidc_env(issuer)}
-        with dashboard_process(env) as (port, _proc):
-            base_url = f"http://127.0.0.1:{port}"
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            page = context.new_page()
-            try:
-                # The Events page is gated: the real login first.
-                page.goto(base_url + "/events")
-                assert "/login" in page.url
-                page.click("#login-oidc")
-                page.wait_for_url(issuer + "/oauth2/authorize*")
-                page.get_by_role("button", name="alice").click()
-                page.wait_for_url(base_url + "/events")
-                expect(page.locator("#events-live")).to_have_text("live", timeout=WAIT_MS)
-                # A link with filters (the profile page's "all events") fills the form.
-                page.goto(base_url + "/events?profile=alpha")
-                expect(page.locator("#events-live")).to_have_text("live", timeout=WAIT_MS)
-                expect(page.locator("#events-profile")).to_have_value("alpha")
-                rows = page.locator("#events-body tr")
-                ready = page.locator('#events-body tr[data-kind="gateway.ready"]')
-                expect(ready).to_have_count(1, timeout=WAIT_MS)
-                assert (
-                    page.locator("#events-body tr td:nth-child(4)").all_inner_texts()
-                    == ["alpha"] * rows.count()
-                )
+    with oidc_dashboard(tree.env) as (base_url, issuer):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        try:
+            # The Events page is gated: the real login first.
+            sign_in(page, base_url, issuer, "/events")
+            expect(page.locator("#events-live")).to_have_text("live", timeout=WAIT_MS)
+            # A link with filters (the profile page's "all events") fills the form.
+            page.goto(base_url + "/events?profile=alpha")
+            expect(page.locator("#events-live")).to_have_text("live", timeout=WAIT_MS)
+            expect(page.locator("#events-profile")).to_have_value("alpha")
+            rows = page.locator("#events-body tr")
+            ready = page.locator('#events-body tr[data-kind="gateway.ready"]')
+            expect(ready).to_have_count(1, timeout=WAIT_MS)
+            assert (
+                page.locator("#events-body tr td:nth-child(4)").all_inner_texts()
+                == ["alpha"] * rows.count()
+            )
 
-                # Kill the gateway once, with the page open: the rows arrive live.
-                loads: list[str] = []
-                page.on("domcontentloaded", lambda p: loads.append(p.url))
-                old_pid = gateway_status(tree.env)["pid"]
-                time.sleep(1.1)  # s6 waits a second before respawning a younger run
-                os.kill(old_pid, signal.SIGKILL)
-                exited = page.locator('#events-body tr[data-kind="gateway.exited"]')
-                expect(exited).to_have_count(1, timeout=WAIT_MS)
-                expect(exited).to_contain_text("Crashed")
-                expect(exited).to_contain_text("killed by SIGKILL")
-                expect(exited).to_contain_text("supervisor")
-                restarted = page.locator('#events-body tr[data-kind="gateway.restarted"]')
-                expect(restarted).to_have_count(1, timeout=WAIT_MS)
-                expect(ready).to_have_count(2, timeout=WAIT_MS)
-                # Newest first: ready (new), restarted, exited, ..., ready (old).
-                kinds = [r.get_attribute("data-kind") for r in rows.all()]
-                assert kinds.index("gateway.ready") < kinds.index("gateway.restarted")
-                assert kinds.index("gateway.restarted") < kinds.index("gateway.exited")
-                page.screenshot(path=str(artifacts / "events-live.png"), full_page=True)
-                assert loads == [], f"the page navigated: {loads}"
+            # Kill the gateway once, with the page open: the rows arrive live.
+            loads: list[str] = []
+            page.on("domcontentloaded", lambda p: loads.append(p.url))
+            old_pid = gateway_status(tree.env, "alpha")["pid"]
+            time.sleep(1.1)  # s6 waits a second before respawning a younger run
+            os.kill(old_pid, signal.SIGKILL)
+            exited = page.locator('#events-body tr[data-kind="gateway.exited"]')
+            expect(exited).to_have_count(1, timeout=WAIT_MS)
+            expect(exited).to_contain_text("Crashed")
+            expect(exited).to_contain_text("killed by SIGKILL")
+            expect(exited).to_contain_text("supervisor")
+            restarted = page.locator('#events-body tr[data-kind="gateway.restarted"]')
+            expect(restarted).to_have_count(1, timeout=WAIT_MS)
+            expect(ready).to_have_count(2, timeout=WAIT_MS)
+            # Newest first: ready (new), restarted, exited, ..., ready (old).
+            kinds = [r.get_attribute("data-kind") for r in rows.all()]
+            assert kinds.index("gateway.ready") < kinds.index("gateway.restarted")
+            assert kinds.index("gateway.restarted") < kinds.index("gateway.exited")
+            page.screenshot(path=str(artifacts / "events-live.png"), full_page=True)
+            assert loads == [], f"the page navigated: {loads}"
 
-                # A kind filter: only the restart.
-                page.select_option("#events-kind", "gateway.restarted")
-                expect(rows).to_have_count(1, timeout=WAIT_MS)
-                expect(rows.first).to_have_attribute("data-kind", "gateway.restarted")
-                assert "kind=gateway.restarted" in page.url
-                # A layer prefix and a time window together.
-                page.select_option("#events-kind", "gateway.")
-                page.fill("#events-since", "1h")
-                page.click("#events-apply")
-                expect(rows.first).to_have_attribute("data-kind", "gateway.ready", timeout=WAIT_MS)
-                gateway_kinds = {r.get_attribute("data-kind") for r in rows.all()}
-                assert gateway_kinds <= {
-                    "gateway.starting",
-                    "gateway.ready",
-                    "gateway.exited",
-                    "gateway.restarted",
-                }, gateway_kinds
-                page.screenshot(path=str(artifacts / "events-filtered.png"), full_page=True)
+            # A kind filter: only the restart.
+            page.select_option("#events-kind", "gateway.restarted")
+            expect(rows).to_have_count(1, timeout=WAIT_MS)
+            expect(rows.first).to_have_attribute("data-kind", "gateway.restarted")
+            assert "kind=gateway.restarted" in page.url
+            # A layer prefix and a time window together.
+            page.select_option("#events-kind", "gateway.")
+            page.fill("#events-since", "1h")
+            page.click("#events-apply")
+            expect(rows.first).to_have_attribute("data-kind", "gateway.ready", timeout=WAIT_MS)
+            gateway_kinds = {r.get_attribute("data-kind") for r in rows.all()}
+            assert gateway_kinds <= {
+                "gateway.starting",
+                "gateway.ready",
+                "gateway.exited",
+                "gateway.restarted",
+            }, gateway_kinds
+            page.screenshot(path=str(artifacts / "events-filtered.png"), full_page=True)
 
-                status = wait_for(
-                    lambda: (s := gateway_status(tree.env))["ready"] and s["pid"] != old_pid and s,
-                    WAIT,
-                    "the restarted gateway",
-                )
-                second = _burst(tree, [200, 200, 200])
-                made = dict(first)
-                for bucket, count in second.items():
-                    made[bucket] = made.get(bucket, 0) + count
-                wait_for(lambda: _recorded(tree) == 8, WAIT, "the 8 exchanges in sessions.db")
+            status = wait_for(
+                lambda: (
+                    (s := gateway_status(tree.env, "alpha"))["ready"] and s["pid"] != old_pid and s
+                ),
+                WAIT,
+                "the restarted gateway",
+            )
+            second = _burst(tree, [200, 200, 200])
+            made = dict(first)
+            for bucket, count in second.items():
+                made[bucket] = made.get(bucket, 0) + count
+            wait_for(lambda: _recorded(tree) == 8, WAIT, "the 8 exchanges in sessions.db")
 
-                # The profile page: the timeline and the charts.
-                page.goto(base_url + "/profiles/alpha")
-                totals = page.locator("#chart-totals")
-                expect(totals).to_have_attribute("data-requests", "8", timeout=WAIT_MS)
-                expect(totals).to_contain_text("8 requests, 1 errors, 49 tokens in / 21 out")
-                rate = _points(page, "rate")
-                per_bucket = dict(zip(rate["t"], rate["series"]["requests_per_min"], strict=True))
-                assert {t: n for t, n in per_bucket.items() if n} == made
-                errors = _points(page, "errors")["series"]["error_pct"]
-                error_at = dict(zip(rate["t"], errors, strict=True))
-                first_bucket = next(iter(first))
-                if first_bucket in second:  # both bursts in one minute: 1 error of 8
-                    assert error_at[first_bucket] == 12.5
+            # The profile page: the timeline and the charts.
+            page.goto(base_url + "/profiles/alpha")
+            totals = page.locator("#chart-totals")
+            expect(totals).to_have_attribute("data-requests", "8", timeout=WAIT_MS)
+            expect(totals).to_contain_text("8 requests, 1 errors, 49 tokens in / 21 out")
+            rate = _points(page, "rate")
+            per_bucket = dict(zip(rate["t"], rate["series"]["requests_per_min"], strict=True))
+            assert {t: n for t, n in per_bucket.items() if n} == made
+            errors = _points(page, "errors")["series"]["error_pct"]
+            error_at = dict(zip(rate["t"], errors, strict=True))
+            first_bucket = next(iter(first))
+            if first_bucket in second:  # both bursts in one minute: 1 error of 8
+                assert error_at[first_bucket] == 12.5
+            else:
+                assert error_at[first_bucket] == 20.0
+                assert error_at[next(iter(second))] == 0.0
+            assert all(error_at[t] is None for t in rate["t"] if t not in made)
+            latency = _points(page, "latency")["series"]
+            for t, p50, p99 in zip(rate["t"], latency["p50_ms"], latency["p99_ms"], strict=True):
+                if t in made:
+                    assert p50 is not None and p99 is not None and 0 < p50 <= p99 < 30_000
                 else:
-                    assert error_at[first_bucket] == 20.0
-                    assert error_at[next(iter(second))] == 0.0
-                assert all(error_at[t] is None for t in rate["t"] if t not in made)
-                latency = _points(page, "latency")["series"]
-                for t, p50, p99 in zip(
-                    rate["t"], latency["p50_ms"], latency["p99_ms"], strict=True
-                ):
-                    if t in made:
-                        assert p50 is not None and p99 is not None and 0 < p50 <= p99 < 30_000
-                    else:
-                        assert p50 is None and p99 is None
-                tokens = _points(page, "tokens")["series"]
-                assert sum(tokens["tokens_in"]) == 7 * 7 and sum(tokens["tokens_out"]) == 3 * 7
-                for chart in ("rate", "latency", "errors", "tokens"):
-                    plot = page.locator(f'#charts figure[data-chart="{chart}"] canvas')
-                    expect(plot.first).to_be_visible()
-                table = page.locator("#chart-table tbody tr")
-                expect(table).to_have_count(len(made))
+                    assert p50 is None and p99 is None
+            tokens = _points(page, "tokens")["series"]
+            assert sum(tokens["tokens_in"]) == 7 * 7 and sum(tokens["tokens_out"]) == 3 * 7
+            for chart in ("rate", "latency", "errors", "tokens"):
+                plot = page.locator(f'#charts figure[data-chart="{chart}"] canvas')
+                expect(plot.first).to_be_visible()
+            table = page.locator("#chart-table tbody tr")
+            expect(table).to_have_count(len(made))
 
-                timeline = page.locator("#timeline li")
-                crashed = page.locator('#timeline li[data-kind="gateway.exited"]')
-                expect(crashed).to_have_count(1, timeout=WAIT_MS)
-                expect(crashed).to_contain_text("Crashed")
-                expect(crashed).to_contain_text("killed by SIGKILL")
-                expect(page.locator('#timeline li[data-kind="gateway.restarted"]')).to_contain_text(
-                    "Restarted by the supervisor"
-                )
-                expect(page.locator('#timeline li[data-kind="desired.changed"]')).to_contain_text(
-                    "→ running"
-                )
-                order = [li.get_attribute("data-kind") for li in timeline.all()]
-                assert order.index("gateway.ready") < order.index("gateway.restarted")
-                assert order.index("gateway.restarted") < order.index("gateway.exited")
-                assert not any(k and k.startswith("kanban.") for k in order)
-                page.screenshot(path=str(artifacts / "events-profile.png"), full_page=True)
+            timeline = page.locator("#timeline li")
+            crashed = page.locator('#timeline li[data-kind="gateway.exited"]')
+            expect(crashed).to_have_count(1, timeout=WAIT_MS)
+            expect(crashed).to_contain_text("Crashed")
+            expect(crashed).to_contain_text("killed by SIGKILL")
+            expect(page.locator('#timeline li[data-kind="gateway.restarted"]')).to_contain_text(
+                "Restarted by the supervisor"
+            )
+            expect(page.locator('#timeline li[data-kind="desired.changed"]')).to_contain_text(
+                "→ running"
+            )
+            order = [li.get_attribute("data-kind") for li in timeline.all()]
+            assert order.index("gateway.ready") < order.index("gateway.restarted")
+            assert order.index("gateway.restarted") < order.index("gateway.exited")
+            assert not any(k and k.startswith("kanban.") for k in order)
+            page.screenshot(path=str(artifacts / "events-profile.png"), full_page=True)
 
-                # The day window: 15-minute buckets, the same 8 requests.
-                page.click('#charts button[data-window="day"]')
-                expect(page.locator("#chart-totals")).to_contain_text(
-                    "in the last day", timeout=WAIT_MS
-                )
-                day = _points(page, "rate")
-                assert len(day["t"]) == 96 and day["t"][1] - day["t"][0] == 900
-                assert round(sum(day["series"]["requests_per_min"]) * 15) == 8
+            # The day window: 15-minute buckets, the same 8 requests.
+            page.click('#charts button[data-window="day"]')
+            expect(page.locator("#chart-totals")).to_contain_text(
+                "in the last day", timeout=WAIT_MS
+            )
+            day = _points(page, "rate")
+            assert len(day["t"]) == 96 and day["t"][1] - day["t"][0] == 900
+            assert round(sum(day["series"]["requests_per_min"]) * 15) == 8
 
-                # The overview: one restart of alpha in the last day, none of default.
-                page.goto(base_url + "/")
-                cell = page.locator('tr[data-profile="alpha"] [data-activity="restarts"]')
-                expect(cell).to_have_text("1", timeout=WAIT_MS)
-                expect(
-                    page.locator('tr[data-profile="default"] [data-activity="restarts"]')
-                ).to_have_text("0")
-                expect(page.locator("#throughput-total")).to_have_attribute("data-total", "0")
-                throughput = page.locator('#activity figure[data-chart="throughput"]')
-                expect(throughput.locator("canvas").first).to_be_visible()
-                page.screenshot(path=str(artifacts / "events-overview.png"), full_page=True)
-            finally:
-                context.close()
+            # The overview: one restart of alpha in the last day, none of default.
+            page.goto(base_url + "/")
+            cell = page.locator('tr[data-profile="alpha"] [data-activity="restarts"]')
+            expect(cell).to_have_text("1", timeout=WAIT_MS)
+            expect(
+                page.locator('tr[data-profile="default"] [data-activity="restarts"]')
+            ).to_have_text("0")
+            expect(page.locator("#throughput-total")).to_have_attribute("data-total", "0")
+            throughput = page.locator('#activity figure[data-chart="throughput"]')
+            expect(throughput.locator("canvas").first).to_be_visible()
+            page.screenshot(path=str(artifacts / "events-overview.png"), full_page=True)
+        finally:
+            context.close()
 
     # What the pages showed is what the ledger holds (read by the CLI).
     out = hermes(tree.env, "events", "--json", "--profile", "alpha", "--kind", "gateway.")

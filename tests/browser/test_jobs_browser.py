@@ -28,15 +28,12 @@ from hermes_container.home import HermesHome
 from hermes_container.kanban.jobs.api import Jobs
 from hermes_container.kanban.jobs.delivery import SIGNATURE_HEADER, verify
 from hermes_container.kanban.store import open_store
-from hermes_container.profiles import create_profile, ensure_default_profile
-from tests.browser.test_kanban_browser import kanban_daemon
+from tests.browser.support import WAIT_MS, kanban_daemon, oidc_dashboard, running_alpha, sign_in
 from tests.conftest import wait_for
-from tests.fake_upstream import FakeUpstream
 from tests.unit.conftest import GatewayProfile
-from tests.unit.dashboard_support import clean_env, dashboard_process, oidc_provider
+from tests.unit.dashboard_support import clean_env
 
 pytestmark = pytest.mark.browser
-WAIT_MS = 30_000
 ANSWER = "The night was quiet, said the fake provider."
 PROMPT = "Summarise the night."
 JOB = "nightly-report"
@@ -45,16 +42,8 @@ JOB = "nightly-report"
 @pytest.fixture
 def alpha(hermes_home: HermesHome, tmp_path: Path) -> Iterator[GatewayProfile]:
     """Profile `alpha` with a running gateway to a fake provider that fails (HTTP 500)."""
-    ensure_default_profile(hermes_home)
-    create_profile(hermes_home, "alpha")
-    with FakeUpstream() as upstream:
-        upstream.set(status=500, error="provider on fire")
-        profile = GatewayProfile(hermes_home, "alpha", upstream, tmp_path)
-        try:
-            profile.start()
-            yield profile
-        finally:
-            profile.cleanup()
+    with running_alpha(hermes_home, tmp_path, status=500, error="provider on fire") as profile:
+        yield profile
 
 
 @contextlib.contextmanager
@@ -83,15 +72,6 @@ def webhook() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
         thread.join(5)
 
 
-def _oidc_env(issuer: str) -> dict[str, str]:
-    return {
-        "HERMES_DASHBOARD_OIDC_ISSUER": issuer,
-        "HERMES_DASHBOARD_OIDC_CLIENT_ID": "hermes-dashboard",
-        "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "browser-test-secret",
-        "HERMES_DASHBOARD_ALLOWED_EMAILS": "alice@example.com",
-    }
-
-
 def test_a_job_added_in_the_page_is_paused_run_dead_lettered_and_retried(
     browser: Any,
     artifacts: Path,
@@ -101,28 +81,17 @@ def test_a_job_added_in_the_page_is_paused_run_dead_lettered_and_retried(
 ) -> None:
     from playwright.sync_api import expect
 
-    users = [("alice", {"email": "alice@example.com", "email_verified": True, "name": "Alice"})]
     with (
-        oidc_provider(users) as issuer,
         webhook() as (hook_url, received),
-        dashboard_process(clean_env(HERMES_HOME=str(hermes_home.root), **_oidc_env(issuer))) as (
-            port,
-            _proc,
-        ),
+        oidc_dashboard(clean_env(HERMES_HOME=str(hermes_home.root))) as (base_url, issuer),
     ):
-        base_url = f"http://127.0.0.1:{port}"
         context = browser.new_context(viewport={"width": 1400, "height": 1100})
         page = context.new_page()
         store = open_store(hermes_home)
         jobs = Jobs(store)
         try:
             # The real login: the page is gated, the provider vouches for alice.
-            page.goto(base_url + "/jobs")
-            assert "/login" in page.url
-            page.click("#login-oidc")
-            page.wait_for_url(issuer + "/oauth2/authorize*")
-            page.get_by_role("button", name="alice").click()
-            page.wait_for_url(base_url + "/jobs")
+            sign_in(page, base_url, issuer, "/jobs")
             expect(page.locator("#jobs-live")).to_have_text("live", timeout=WAIT_MS)
             expect(page.locator("#jobs-empty")).to_be_visible()
             expect(page.locator("#jobs-dead-count")).to_have_text("dead letters: 0")

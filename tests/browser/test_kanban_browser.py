@@ -10,11 +10,6 @@ navigating (the live stream did it). Screenshots land in test-artifacts/.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,13 +19,12 @@ import yaml
 
 from hermes_container.home import HermesHome
 from hermes_container.kanban.store import open_store
-from hermes_container.profiles import create_profile, ensure_default_profile
-from tests.fake_upstream import FakeUpstream
+from hermes_container.profiles import ensure_default_profile
+from tests.browser.support import WAIT_MS, kanban_daemon, oidc_dashboard, running_alpha, sign_in
 from tests.unit.conftest import GatewayProfile
-from tests.unit.dashboard_support import clean_env, dashboard_process, oidc_provider
+from tests.unit.dashboard_support import clean_env
 
 pytestmark = pytest.mark.browser
-WAIT_MS = 30_000
 ANSWER = "Forty-two, said the fake provider."
 
 
@@ -38,49 +32,12 @@ ANSWER = "Forty-two, said the fake provider."
 def alpha(hermes_home: HermesHome, tmp_path: Path) -> Iterator[GatewayProfile]:
     """Profile `alpha` with a running gateway to the fake provider; per-profile cap 2."""
     ensure_default_profile(hermes_home)
-    create_profile(hermes_home, "alpha")
     config = hermes_home.root / "config.yaml"
-    data = (yaml.safe_load(config.read_text()) or {}) if config.exists() else {}
+    data = yaml.safe_load(config.read_text()) or {}
     data["kanban"] = {"max_in_progress_per_profile": 2}
     config.write_text(yaml.safe_dump(data))
-    with FakeUpstream() as upstream:
-        upstream.set(reply=ANSWER)
-        profile = GatewayProfile(hermes_home, "alpha", upstream, tmp_path)
-        try:
-            profile.start()
-            yield profile
-        finally:
-            profile.cleanup()
-
-
-@contextlib.contextmanager
-def kanban_daemon(log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`hermes kanban daemon` on this test's HERMES_HOME, stopped with SIGTERM."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hermes_container", "kanban", "daemon"],
-            env={**os.environ},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-def _oidc_env(issuer: str) -> dict[str, str]:
-    return {
-        "HERMES_DASHBOARD_OIDC_ISSUER": issuer,
-        "HERMES_DASHBOARD_OIDC_CLIENT_ID": "hermes-dashboard",
-        "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "browser-test-secret",
-        "HERMES_DASHBOARD_ALLOWED_EMAILS": "alice@example.com",
-    }
+    with running_alpha(hermes_home, tmp_path, reply=ANSWER) as profile:
+        yield profile
 
 
 def test_a_task_created_in_the_page_reaches_done_live(
@@ -92,102 +49,94 @@ def test_a_task_created_in_the_page_reaches_done_live(
 ) -> None:
     from playwright.sync_api import expect
 
-    users = [("alice", {"email": "alice@example.com", "email_verified": True, "name": "Alice"})]
-    with oidc_provider(users) as issuer:
-        env = clean_env(HERMES_HOME=str(hermes_home.root), **_oidc_env(issuer))
-        with dashboard_process(env) as (port, _proc):
-            base_url = f"http://127.0.0.1:{port}"
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            page = context.new_page()
-            try:
-                # The real login: the page is gated, the provider vouches for alice.
-                page.goto(base_url + "/kanban")
-                assert "/login" in page.url
-                page.click("#login-oidc")
-                page.wait_for_url(issuer + "/oauth2/authorize*")
-                page.get_by_role("button", name="alice").click()
-                page.wait_for_url(base_url + "/kanban")
-                expect(page.locator("#kanban-live")).to_have_text("live", timeout=WAIT_MS)
-                caps = page.locator('#kanban-caps tr[data-profile="alpha"]')
-                expect(caps.locator('[data-field="cap"]')).to_have_text("2")
-                expect(caps.locator('[data-field="running"]')).to_have_text("0")
+    env = clean_env(HERMES_HOME=str(hermes_home.root))
+    with oidc_dashboard(env) as (base_url, issuer):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        try:
+            # The real login: the page is gated, the provider vouches for alice.
+            sign_in(page, base_url, issuer, "/kanban")
+            expect(page.locator("#kanban-live")).to_have_text("live", timeout=WAIT_MS)
+            caps = page.locator('#kanban-caps tr[data-profile="alpha"]')
+            expect(caps.locator('[data-field="cap"]')).to_have_text("2")
+            expect(caps.locator('[data-field="running"]')).to_have_text("0")
 
-                # From here on the page must never load again: every change is live.
-                loads: list[str] = []
-                page.on("domcontentloaded", lambda p: loads.append(p.url))
+            # From here on the page must never load again: every change is live.
+            loads: list[str] = []
+            page.on("domcontentloaded", lambda p: loads.append(p.url))
 
-                page.fill("#kanban-title", "Ask alpha the question")
-                page.fill("#kanban-body", "What is six times seven?")
-                page.select_option("#kanban-assignee", "alpha")
-                page.fill("#kanban-priority", "3")
-                page.click("#kanban-create-submit")
-                expect(page.locator("#kanban-create-result")).to_have_text(
-                    "created #1 (ready)", timeout=WAIT_MS
+            page.fill("#kanban-title", "Ask alpha the question")
+            page.fill("#kanban-body", "What is six times seven?")
+            page.select_option("#kanban-assignee", "alpha")
+            page.fill("#kanban-priority", "3")
+            page.click("#kanban-create-submit")
+            expect(page.locator("#kanban-create-result")).to_have_text(
+                "created #1 (ready)", timeout=WAIT_MS
+            )
+            card = page.locator('#kanban-board [data-status="ready"] [data-task-id="1"]')
+            expect(card).to_contain_text("Ask alpha the question")
+            expect(card.locator(".kcard-assignee")).to_have_text("alpha")
+            expect(card.locator(".kcard-priority")).to_have_text("P3")
+            expect(card.locator(".kcard-attempts")).to_have_text("0 attempts")
+
+            card.click()
+            dialog = page.locator("#kanban-task")
+            expect(dialog).to_be_visible()
+            expect(dialog.locator('[data-field="status"]')).to_have_text("ready")
+            expect(page.locator("#kanban-task-body")).to_have_text("What is six times seven?")
+            expect(page.locator("#kanban-task-answer")).to_have_text("(no result yet)")
+            expect(dialog.locator('[data-task-action="reclaim"]')).to_be_disabled()
+            dialog.locator("#kanban-task-close").click()
+            expect(dialog).to_be_hidden()
+
+            page.click("#kanban-preview-button")
+            expect(page.locator("#kanban-preview")).to_contain_text(
+                "Would spawn: #1 (alpha)", timeout=WAIT_MS
+            )
+            page.screenshot(path=str(artifacts / "kanban-ready.png"), full_page=True)
+
+            card.click()
+            expect(dialog.locator('[data-field="status"]')).to_have_text("ready")
+            with kanban_daemon(tmp_path / "daemon.log"):
+                # The open card view and the board both follow the dispatcher.
+                expect(dialog.locator('[data-field="status"]')).to_have_text(
+                    "done", timeout=WAIT_MS
                 )
-                card = page.locator('#kanban-board [data-status="ready"] [data-task-id="1"]')
-                expect(card).to_contain_text("Ask alpha the question")
-                expect(card.locator(".kcard-assignee")).to_have_text("alpha")
-                expect(card.locator(".kcard-priority")).to_have_text("P3")
-                expect(card.locator(".kcard-attempts")).to_have_text("0 attempts")
-
-                card.click()
-                dialog = page.locator("#kanban-task")
-                expect(dialog).to_be_visible()
-                expect(dialog.locator('[data-field="status"]')).to_have_text("ready")
-                expect(page.locator("#kanban-task-body")).to_have_text("What is six times seven?")
-                expect(page.locator("#kanban-task-answer")).to_have_text("(no result yet)")
-                expect(dialog.locator('[data-task-action="reclaim"]')).to_be_disabled()
-                dialog.locator("#kanban-task-close").click()
-                expect(dialog).to_be_hidden()
-
-                page.click("#kanban-preview-button")
-                expect(page.locator("#kanban-preview")).to_contain_text(
-                    "Would spawn: #1 (alpha)", timeout=WAIT_MS
-                )
-                page.screenshot(path=str(artifacts / "kanban-ready.png"), full_page=True)
-
-                card.click()
-                expect(dialog.locator('[data-field="status"]')).to_have_text("ready")
-                with kanban_daemon(tmp_path / "daemon.log"):
-                    # The open card view and the board both follow the dispatcher.
-                    expect(dialog.locator('[data-field="status"]')).to_have_text(
-                        "done", timeout=WAIT_MS
-                    )
-                    expect(page.locator("#kanban-task-answer")).to_have_text(ANSWER)
-                    runs = page.locator("#kanban-task-runs tbody tr")
-                    expect(runs).to_have_count(1)
-                    expect(runs.first).to_contain_text("completed")
-                    expect(page.locator("#kanban-task-events")).to_contain_text("completed")
-                    done = page.locator('#kanban-board [data-status="done"] [data-task-id="1"]')
-                    expect(done).to_contain_text("Ask alpha the question")
-                    expect(done.locator(".kcard-attempts")).to_have_text("1 attempt")
-                    expect(
-                        page.locator('#kanban-board [data-status="ready"] [data-task-id]')
-                    ).to_have_count(0)
-                page.screenshot(path=str(artifacts / "kanban-done.png"), full_page=True)
-
-                # The run's token, the holder's secret, is nowhere in the page.
-                store = open_store(hermes_home)
-                try:
-                    (run,) = store.runs_of(1)
-                    assert run.outcome == "completed"
-                    assert store.get_task(1).result == ANSWER
-                finally:
-                    store.close()
-                assert run.token not in page.content()
-
-                # Archive from the card view: the card moves to the collapsed column.
-                dialog.locator('[data-task-action="archive"]').click()
-                expect(page.locator("#kanban-task-result")).to_have_text("archive: done (archived)")
-                expect(dialog.locator('[data-field="status"]')).to_have_text("archived")
-                archived = page.locator('#kanban-board [data-status="archived"]')
-                expect(archived.locator("[data-count]")).to_have_text("1")
+                expect(page.locator("#kanban-task-answer")).to_have_text(ANSWER)
+                runs = page.locator("#kanban-task-runs tbody tr")
+                expect(runs).to_have_count(1)
+                expect(runs.first).to_contain_text("completed")
+                expect(page.locator("#kanban-task-events")).to_contain_text("completed")
+                done = page.locator('#kanban-board [data-status="done"] [data-task-id="1"]')
+                expect(done).to_contain_text("Ask alpha the question")
+                expect(done.locator(".kcard-attempts")).to_have_text("1 attempt")
                 expect(
-                    page.locator('#kanban-board [data-status="done"] [data-task-id]')
+                    page.locator('#kanban-board [data-status="ready"] [data-task-id]')
                 ).to_have_count(0)
-                assert loads == [], f"the page navigated: {loads}"
+            page.screenshot(path=str(artifacts / "kanban-done.png"), full_page=True)
+
+            # The run's token, the holder's secret, is nowhere in the page.
+            store = open_store(hermes_home)
+            try:
+                (run,) = store.runs_of(1)
+                assert run.outcome == "completed"
+                assert store.get_task(1).result == ANSWER
             finally:
-                context.close()
+                store.close()
+            assert run.token not in page.content()
+
+            # Archive from the card view: the card moves to the collapsed column.
+            dialog.locator('[data-task-action="archive"]').click()
+            expect(page.locator("#kanban-task-result")).to_have_text("archive: done (archived)")
+            expect(dialog.locator('[data-field="status"]')).to_have_text("archived")
+            archived = page.locator('#kanban-board [data-status="archived"]')
+            expect(archived.locator("[data-count]")).to_have_text("1")
+            expect(page.locator('#kanban-board [data-status="done"] [data-task-id]')).to_have_count(
+                0
+            )
+            assert loads == [], f"the page navigated: {loads}"
+        finally:
+            context.close()
 
     # The provider really answered the prompt built from the task, through alpha's gateway.
     asked = [r for r in alpha.upstream.requests if r.path.endswith("/chat/completions")]

@@ -17,28 +17,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from hermes_container.envfile import read_env
 from tests import fake_upstream
-from tests.browser.conftest import require_s6
-from tests.conftest import free_port, wait_for
-from tests.unit.dashboard_support import clean_env, dashboard_process, oidc_provider
+from tests.browser.support import (
+    WAIT,
+    WAIT_MS,
+    gateway_status,
+    hermes,
+    oidc_dashboard,
+    sign_in,
+    supervised_tree,
+)
+from tests.s6.support import chat, gateway_key
 
 pytestmark = pytest.mark.browser
-WAIT = 30.0
-WAIT_MS = 30_000
 PROVIDER_KEY = "sk-browser-provider-key-0123456789"
 
 
@@ -58,86 +55,11 @@ class PersonaUpstream(fake_upstream.FakeUpstream):
         self._server.RequestHandlerClass = _PersonaHandler
 
 
-def hermes(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hermes_container", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def gateway_status(env: dict[str, str], profile: str) -> dict[str, Any]:
-    proc = hermes(env, "-p", profile, "gateway", "status", "--json")
-    assert proc.returncode == 0, proc.stderr
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
-
-
 @pytest.fixture
 def supervised() -> Iterator[dict[str, str]]:
     """A `hermes supervise` tree (host mode) with only the default profile."""
-    require_s6()
-    base = Path(tempfile.mkdtemp(prefix="hermes-browser-admin-"))
-    base.chmod(0o755)
-    env = clean_env(
-        HERMES_HOME=str(base / "home"),
-        HERMES_GATEWAY_PORT_BASE=str(free_port()),
-        HERMES_INGRESS_PORT=str(free_port()),
-        HERMES_GATEWAY_STAGGER="0",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    env.pop("HERMES_S6_SCANDIR", None)  # host mode: $HERMES_HOME/run/service
-    env.pop("HERMES_PROFILE", None)
-    if os.geteuid() == 0:
-        env["HERMES_ALLOW_ROOT_GATEWAY"] = "1"
-    output = (base / "supervise.log").open("wb")  # a file: the tree never blocks on a pipe
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "hermes_container", "supervise"],
-        env=env,
-        cwd=base,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        try:
-            wait_for(lambda: gateway_status(env, "default")["registered"], WAIT, "the tree")
-        except AssertionError:
-            print((base / "supervise.log").read_text(errors="replace")[-4000:])
-            raise
+    with supervised_tree() as env:
         yield env
-    finally:
-        supervisor.send_signal(signal.SIGTERM)
-        try:
-            supervisor.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(supervisor.pid, signal.SIGKILL)
-            supervisor.wait(timeout=10)
-        output.close()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _oidc_env(issuer: str) -> dict[str, str]:
-    return {
-        "HERMES_DASHBOARD_OIDC_ISSUER": issuer,
-        "HERMES_DASHBOARD_OIDC_CLIENT_ID": "hermes-dashboard",
-        "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "browser-test-secret",
-        "HERMES_DASHBOARD_ALLOWED_EMAILS": "alice@example.com",
-    }
-
-
-def _chat(port: int, key: str) -> int:
-    return httpx.post(
-        f"http://127.0.0.1:{port}/v1/chat/completions",
-        json={"messages": [{"role": "user", "content": "hi"}]},
-        headers={"authorization": f"Bearer {key}"},
-        trust_env=False,
-        timeout=WAIT,
-    ).status_code
 
 
 def test_create_chat_change_the_persona_and_rotate_the_key(
@@ -145,25 +67,14 @@ def test_create_chat_change_the_persona_and_rotate_the_key(
 ) -> None:
     from playwright.sync_api import expect
 
-    users = [("alice", {"email": "alice@example.com", "email_verified": True, "name": "Alice"})]
     home = Path(supervised["HERMES_HOME"])
-    with (
-        PersonaUpstream() as upstream,
-        oidc_provider(users) as issuer,
-        dashboard_process({**supervised, **_oidc_env(issuer)}) as (port, _proc),
-    ):
-        base_url = f"http://127.0.0.1:{port}"
+    with PersonaUpstream() as upstream, oidc_dashboard(supervised) as (base_url, issuer):
         context = browser.new_context(viewport={"width": 1300, "height": 1000})
         page = context.new_page()
         answers: list[Any] = []
         page.on("response", lambda response: answers.append(response))
         try:
-            page.goto(base_url + "/")
-            assert "/login" in page.url
-            page.click("#login-oidc")
-            page.wait_for_url(issuer + "/oauth2/authorize*")
-            page.get_by_role("button", name="alice").click()
-            page.wait_for_url(base_url + "/")
+            sign_in(page, base_url, issuer)
 
             # Create: the dashboard lists the provider's models; Alice picks one.
             page.click("#new-profile > summary")
@@ -222,9 +133,9 @@ def test_create_chat_change_the_persona_and_rotate_the_key(
 
             # Rotate the key: shown once, the old one refused at once.
             profile_dir = home / "profiles/scribe"
-            old = read_env(profile_dir / ".env")["API_SERVER_KEY"]
+            old = gateway_key(profile_dir)
             gateway_port = after["port"]
-            assert _chat(gateway_port, old) == 200
+            assert chat(gateway_port, old, timeout=WAIT).status_code == 200
             page.goto(base_url + "/profiles/scribe")
             snippet = page.locator("#snippet-curl-own")
             expect(snippet).to_contain_text(f":{gateway_port}/v1/chat/completions")
@@ -237,9 +148,9 @@ def test_create_chat_change_the_persona_and_rotate_the_key(
                 "Rotated: the gateway refuses the old key from now on."
             )
             new = shown.inner_text().strip()
-            assert new == read_env(profile_dir / ".env")["API_SERVER_KEY"] != old
-            assert _chat(gateway_port, old) == 401
-            assert _chat(gateway_port, new) == 200
+            assert new == gateway_key(profile_dir) != old
+            assert chat(gateway_port, old, timeout=WAIT).status_code == 401
+            assert chat(gateway_port, new, timeout=WAIT).status_code == 200
             page.screenshot(path=str(artifacts / "profile-admin-rotated.png"), full_page=True)
             page.reload()
             expect(page.locator("#pa-new-key")).to_be_hidden()

@@ -21,16 +21,13 @@ from typing import Any
 
 import pytest
 
-from hermes_container.envfile import read_env
 from hermes_container.home import SESSIONS_DB, HermesHome
-from hermes_container.profiles import create_profile, ensure_default_profile
+from tests.browser.support import WAIT_MS, oidc_dashboard, running_alpha, sign_in
 from tests.conftest import wait_for
-from tests.fake_upstream import FakeUpstream
 from tests.unit.conftest import GatewayProfile
-from tests.unit.dashboard_support import clean_env, dashboard_process, oidc_provider
+from tests.unit.dashboard_support import clean_env
 
 pytestmark = pytest.mark.browser
-WAIT_MS = 30_000
 PIECES = ["The ", "lighthouse ", "keeper ", "waved ", "at ", "the ", "passing ", "ships."]
 ANSWER = "".join(PIECES)
 
@@ -38,25 +35,9 @@ ANSWER = "".join(PIECES)
 @pytest.fixture
 def alpha(hermes_home: HermesHome, tmp_path: Path) -> Iterator[GatewayProfile]:
     """Profile `alpha` with a running gateway to a fake provider that streams slowly."""
-    ensure_default_profile(hermes_home)
-    create_profile(hermes_home, "alpha")
-    with FakeUpstream() as upstream:
-        upstream.set(chunks=PIECES, chunk_delay=0.4)  # about 3 s from first to last
-        profile = GatewayProfile(hermes_home, "alpha", upstream, tmp_path)
-        try:
-            profile.start()
-            yield profile
-        finally:
-            profile.cleanup()
-
-
-def _oidc_env(issuer: str) -> dict[str, str]:
-    return {
-        "HERMES_DASHBOARD_OIDC_ISSUER": issuer,
-        "HERMES_DASHBOARD_OIDC_CLIENT_ID": "hermes-dashboard",
-        "HERMES_DASHBOARD_OIDC_CLIENT_SECRET": "browser-test-secret",
-        "HERMES_DASHBOARD_ALLOWED_EMAILS": "alice@example.com",
-    }
+    # about 3 s from the first piece to the last
+    with running_alpha(hermes_home, tmp_path, chunks=PIECES, chunk_delay=0.4) as profile:
+        yield profile
 
 
 def _rows(profile: GatewayProfile, session: str) -> int:
@@ -80,16 +61,9 @@ def test_chat_in_the_playground_then_find_search_export_and_delete_the_session(
 ) -> None:
     from playwright.sync_api import expect
 
-    key = read_env(alpha.dir / ".env")["API_SERVER_KEY"]
-    users = [("alice", {"email": "alice@example.com", "email_verified": True, "name": "Alice"})]
-    with (
-        oidc_provider(users) as issuer,
-        dashboard_process(clean_env(HERMES_HOME=str(hermes_home.root), **_oidc_env(issuer))) as (
-            port,
-            _proc,
-        ),
-    ):
-        base_url = f"http://127.0.0.1:{port}"
+    key = alpha.api_key
+    env = clean_env(HERMES_HOME=str(hermes_home.root))
+    with oidc_dashboard(env) as (base_url, issuer):
         context = browser.new_context(
             viewport={"width": 1400, "height": 1000}, accept_downloads=True
         )
@@ -98,12 +72,7 @@ def test_chat_in_the_playground_then_find_search_export_and_delete_the_session(
         page.on("response", lambda response: answers.append(response))
         try:
             # The real login: the page is gated, the provider vouches for alice.
-            page.goto(base_url + "/playground")
-            assert "/login" in page.url
-            page.click("#login-oidc")
-            page.wait_for_url(issuer + "/oauth2/authorize*")
-            page.get_by_role("button", name="alice").click()
-            page.wait_for_url(base_url + "/playground")
+            sign_in(page, base_url, issuer, "/playground")
 
             # The playground: pick alpha, a new session, ask; the answer grows in place.
             page.select_option("#pg-profile", "alpha")

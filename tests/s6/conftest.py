@@ -32,6 +32,7 @@ from hermes_container.home import HermesHome
 from hermes_container.supervision.tools import find_tool
 from tests.conftest import free_port, set_port
 from tests.conftest import wait_for as shared_wait_for
+from tests.s6.support import WAIT
 
 S6_TOOLS = (
     "s6-svscan",
@@ -46,7 +47,6 @@ S6_TOOLS = (
 )
 GATEWAY_UID = 10000
 HERMES = str(Path(sys.executable).parent / "hermes")
-WAIT = 20.0  # upper bound of every wait in this tier
 
 
 def require_s6() -> None:

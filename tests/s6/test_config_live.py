@@ -4,26 +4,9 @@ its slot (a reload, not a restart)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import httpx
-import yaml
-
-from hermes_container.envfile import read_env
 from tests.fake_upstream import FakeUpstream
-from tests.s6.conftest import WAIT, Tree, wait_for
-
-
-def _chat(profile_dir: Path) -> httpx.Response:
-    port = yaml.safe_load((profile_dir / "config.yaml").read_text())["gateway"]["port"]
-    key = read_env(profile_dir / ".env")["API_SERVER_KEY"]
-    return httpx.post(
-        f"http://127.0.0.1:{port}/v1/chat/completions",
-        json={"messages": [{"role": "user", "content": "hi"}]},
-        headers={"authorization": f"Bearer {key}"},
-        trust_env=False,
-        timeout=WAIT,
-    )
+from tests.s6.conftest import Tree, wait_for
+from tests.s6.support import chat, gateway_key
 
 
 def test_setup_starts_the_gateway_and_config_set_reloads_it(tree: Tree) -> None:
@@ -42,14 +25,15 @@ def test_setup_starts_the_gateway_and_config_set_reloads_it(tree: Tree) -> None:
         assert "Gateway 'fresh' is running" in out
         profile_dir = tree.home.profile_dir("fresh")
         before = tree.wait_ready("fresh")
-        assert _chat(profile_dir).json()["model"] == "fake-model"
+        port, key = before["port"], gateway_key(profile_dir)
+        assert chat(port, key).json()["model"] == "fake-model"
         chats = [r for r in upstream.requests if r.path.endswith("/chat/completions")]
         assert chats[0].body["max_tokens"] == 1  # setup's one check, before the start
 
         out = tree.ok("-p", "fresh", "config", "set", "model.name", "second-model")
         assert "Gateway 'fresh' reloaded" in out
         answer = wait_for(
-            lambda: (r := _chat(profile_dir)).json()["model"] == "second-model" and r,
+            lambda: (r := chat(port, key)).json()["model"] == "second-model" and r,
             what="the reloaded model",
         )
         assert answer.status_code == 200

@@ -12,22 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
-from hermes_container.envfile import read_env
 from tests.conftest import free_port
 from tests.fake_upstream import FakeUpstream
-from tests.s6.conftest import (
-    WAIT,
-    Tree,
-    boot,
-    make_base,
-    make_tree,
-    require_s6,
-    wait_for,
-)
+from tests.s6.conftest import Tree, boot, make_base, make_tree, require_s6, wait_for
+from tests.s6.support import chat, gateway_key
 
 MODEL_KEY = "sk-declared-boot-0123456789"
 
@@ -89,17 +80,6 @@ def declared_tree(declared_dir: Path) -> Iterator[tuple[Tree, Path]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def chat(tree: Tree, profile: str, port: int) -> httpx.Response:
-    key = read_env(tree.home.profile_dir(profile) / ".env")["API_SERVER_KEY"]
-    return httpx.post(
-        f"http://127.0.0.1:{port}/v1/chat/completions",
-        json={"messages": [{"role": "user", "content": "hi"}]},
-        headers={"authorization": f"Bearer {key}"},
-        trust_env=False,
-        timeout=WAIT,
-    )
-
-
 def events(tree: Tree, kind: str) -> list[dict[str, Any]]:
     out = tree.ok("events", "--json", "--kind", kind)
     return [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -118,7 +98,7 @@ def test_boot_creates_and_starts_then_a_rerun_reloads_the_changed_profile(
         assert alpha["port"] == ports["alpha"] and beta["port"] == ports["beta"]
         gamma = tree.status("gamma")
         assert gamma["registered"] and not gamma["up"] and gamma["desired_state"] == "stopped"
-        answer = chat(tree, "alpha", alpha["port"])
+        answer = chat(alpha["port"], gateway_key(tree.home.profile_dir("alpha")))
         assert answer.status_code == 200 and answer.json()["model"] == "alpha-one"
         sent = upstream.requests[-1]
         assert sent.body["messages"][0]["content"] == "You are alpha one."
@@ -136,7 +116,7 @@ def test_boot_creates_and_starts_then_a_rerun_reloads_the_changed_profile(
         reloaded = wait_for(lambda: events(tree, "gateway.reloaded"), what="gateway.reloaded")
         assert [e["profile"] for e in reloaded] == ["alpha"]
         assert set(reloaded[0]["data"]["keys"]) == {"soul", "model.name"}
-        answer = chat(tree, "alpha", alpha["port"])
+        answer = chat(alpha["port"], gateway_key(tree.home.profile_dir("alpha")))
         assert answer.status_code == 200 and answer.json()["model"] == "alpha-two"
         assert upstream.requests[-1].body["messages"][0]["content"] == "You are alpha two."
         assert tree.status("beta")["pid"] == beta["pid"]
@@ -199,7 +179,7 @@ def test_profiles_apply_in_a_live_tree_starts_reloads_and_stops(
         out = tree.ok("profiles", "apply", "--file", str(path))
         assert "Gateway 'alpha' reloaded" in out
         wait_for(lambda: events(tree, "gateway.reloaded"), what="gateway.reloaded")
-        answer = chat(tree, "alpha", first["port"])
+        answer = chat(first["port"], gateway_key(tree.home.profile_dir("alpha")))
         assert answer.status_code == 200 and answer.json()["model"] == "alpha-two"
         assert tree.status("alpha")["pid"] == first["pid"]
 

@@ -5,35 +5,12 @@ settings without a restart and records `gateway.reloaded`."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
-
-from hermes_container.envfile import read_env
 from hermes_container.home import SOUL_FILE
 from tests.fake_upstream import FakeUpstream
-from tests.s6.conftest import WAIT, Tree, chown_home, wait_for
-
-
-def _use_upstream(profile_dir: Path, upstream: FakeUpstream, name: str = "test-model") -> None:
-    config = profile_dir / "config.yaml"
-    data: dict[str, Any] = yaml.safe_load(config.read_text())
-    data["model"]["base_url"] = upstream.base_url
-    data["model"]["name"] = name
-    config.write_text(yaml.safe_dump(data))  # rewritten in place: owner and mode stay
-
-
-def _chat(profile_dir: Path, port: int) -> httpx.Response:
-    key = read_env(profile_dir / ".env")["API_SERVER_KEY"]
-    return httpx.post(
-        f"http://127.0.0.1:{port}/v1/chat/completions",
-        json={"messages": [{"role": "user", "content": "hi"}]},
-        headers={"authorization": f"Bearer {key}"},
-        trust_env=False,
-        timeout=WAIT,
-    )
+from tests.s6.conftest import Tree, chown_home, wait_for
+from tests.s6.support import chat, gateway_key, use_upstream
 
 
 def _reloaded_events(tree: Tree, profile: str) -> list[dict[str, Any]]:
@@ -45,24 +22,24 @@ def _reloaded_events(tree: Tree, profile: str) -> list[dict[str, Any]]:
 def test_reload_reaches_the_supervised_gateway_without_a_restart(tree: Tree) -> None:
     with FakeUpstream() as upstream:
         profile_dir = tree.create("live")
-        _use_upstream(profile_dir, upstream)
+        use_upstream(profile_dir, upstream, name="test-model")
         soul = profile_dir / SOUL_FILE
         soul.write_text("You are persona one.\n")
         chown_home(tree)
         tree.ok("-p", "live", "gateway", "start")
         before = tree.wait_ready("live")
-        assert _chat(profile_dir, before["port"]).status_code == 200
+        assert chat(before["port"], gateway_key(profile_dir)).status_code == 200
         assert upstream.requests[-1].body["messages"][0]["content"] == "You are persona one."
 
         soul.write_text("You are persona two.\n")
-        _use_upstream(profile_dir, upstream, name="second-model")
+        use_upstream(profile_dir, upstream, name="second-model")
         out = tree.ok("-p", "live", "gateway", "reload")
         assert "Reloaded gateway 'live'" in out
 
         after = tree.status("live")
         assert after["pid"] == before["pid"] and after["ready"]  # no restart
         assert after["restarts"] == before["restarts"]
-        answer = _chat(profile_dir, before["port"])
+        answer = chat(before["port"], gateway_key(profile_dir))
         assert answer.status_code == 200 and answer.json()["model"] == "second-model"
         assert upstream.requests[-1].body["messages"][0]["content"] == "You are persona two."
 

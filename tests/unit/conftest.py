@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from hermes_container.envfile import read_env
+from hermes_container.events import append
 from hermes_container.home import HermesHome
 from hermes_container.profiles import create_profile, ensure_default_profile
 from hermes_container.state import GatewayState, read_state
@@ -24,6 +26,17 @@ from tests.conftest import free_port, wait_for
 from tests.fake_upstream import FakeUpstream
 
 START_TIMEOUT = 20.0
+
+
+@pytest.fixture
+def forget_ledgers() -> Iterator[None]:
+    """record() keeps one open ledger per home for the process: close the ones this test
+    opened, so none outlives its home (for modules that record in-process)."""
+    yield
+    with append._ledgers_lock:
+        for ledger in append._ledgers.values():
+            ledger.close()
+        append._ledgers.clear()
 
 
 @pytest.fixture
@@ -173,6 +186,14 @@ def gateway(profile: GatewayProfile) -> GatewayProc:
     return profile.start()
 
 
+@pytest.fixture
+def alpha(make_profile: Callable[[str], GatewayProfile]) -> GatewayProfile:
+    """Profile `alpha` with a running gateway to the fake provider."""
+    profile = make_profile("alpha")
+    profile.start()
+    return profile
+
+
 def hang_up_mid_stream(profile: GatewayProfile, fake_upstream: FakeUpstream) -> None:
     """Start a ~10 s streamed reply, hang up after the first chunk, and check the gateway
     stopped relaying at once and recorded the exchange as 499 (client disconnected)."""
@@ -201,6 +222,17 @@ def hang_up_mid_stream(profile: GatewayProfile, fake_upstream: FakeUpstream) -> 
     status, error = wait_for(lambda: db.exists() and recorded(), what="the aborted exchange")
     assert (status, error) == (499, "client disconnected")
     assert time.monotonic() - started < 5  # not after the whole 10 s stream
+
+
+def line_diff(before: str, after: str) -> tuple[list[str], list[str]]:
+    """(the lines `after` lost, the lines it gained), in order."""
+    removed, added = [], []
+    for line in difflib.ndiff(before.splitlines(), after.splitlines()):
+        if line.startswith("- "):
+            removed.append(line[2:])
+        elif line.startswith("+ "):
+            added.append(line[2:])
+    return removed, added
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import pty
@@ -20,7 +19,7 @@ from hermes_container.envfile import read_env
 from hermes_container.home import HermesHome
 from tests.conftest import run_hermes, wait_for
 from tests.fake_upstream import FakeUpstream
-from tests.unit.conftest import GatewayProfile
+from tests.unit.conftest import GatewayProfile, line_diff
 
 HAND_WRITTEN = """\
 # coder: the profile that writes code.
@@ -49,16 +48,6 @@ def _profile(hermes_home: HermesHome, name: str = "coder", text: str | None = No
     return directory
 
 
-def _diff(before: str, after: str) -> tuple[list[str], list[str]]:
-    removed, added = [], []
-    for line in difflib.ndiff(before.splitlines(), after.splitlines()):
-        if line.startswith("- "):
-            removed.append(line[2:])
-        elif line.startswith("+ "):
-            added.append(line[2:])
-    return removed, added
-
-
 def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("hermes: error: "), proc.stderr
@@ -85,7 +74,7 @@ def test_set_changes_only_the_line_of_the_key(hermes_home: HermesHome) -> None:
     proc = run_hermes("-p", "coder", "config", "set", "model.name", "qwen-2")
     assert proc.returncode == 0, proc.stderr
     after = (directory / "config.yaml").read_text()
-    assert _diff(before, after) == (
+    assert line_diff(before, after) == (
         ["  name: qwen-coder  # the model"],
         ["  name: qwen-2      # the model"],
     )
@@ -99,7 +88,7 @@ def test_set_of_a_new_key_adds_one_line_and_unset_takes_it_back(hermes_home: Her
     assert (
         run_hermes("-p", "coder", "config", "set", "gateway.shutdown_grace_s", "4").returncode == 0
     )
-    assert _diff(original.decode(), config.read_text()) == ([], ["  shutdown_grace_s: 4"])
+    assert line_diff(original.decode(), config.read_text()) == ([], ["  shutdown_grace_s: 4"])
     assert run_hermes("-p", "coder", "config", "unset", "gateway.shutdown_grace_s").returncode == 0
     assert config.read_bytes() == original  # byte for byte
 
@@ -109,7 +98,10 @@ def test_unset_removes_the_line_and_keeps_the_comments_around_it(hermes_home: He
     before = (directory / "config.yaml").read_text()
     proc = run_hermes("-p", "coder", "config", "unset", "model.read_timeout_s")
     assert proc.returncode == 0, proc.stderr
-    assert _diff(before, (directory / "config.yaml").read_text()) == (["  read_timeout_s: 30"], [])
+    assert line_diff(before, (directory / "config.yaml").read_text()) == (
+        ["  read_timeout_s: 30"],
+        [],
+    )
     proc = run_hermes("-p", "coder", "config", "unset", "model.read_timeout_s")
     assert proc.returncode == 0 and "nothing changed" in proc.stdout
 

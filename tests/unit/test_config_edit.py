@@ -5,7 +5,6 @@ the old mapping with the one change."""
 from __future__ import annotations
 
 import copy
-import difflib
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import yaml
 
 from hermes_container import config_edit
 from hermes_container.config import render_config
+from tests.unit.conftest import line_diff
 
 TEMPLATE = render_config(8643)  # what `profile create` writes
 HAND_WRITTEN = """\
@@ -52,17 +52,6 @@ def _unset(text: str, name: str) -> str:
     return doc.result()
 
 
-def _diff(before: str, after: str) -> tuple[list[str], list[str]]:
-    """(lines removed, lines added)."""
-    removed, added = [], []
-    for line in difflib.ndiff(before.splitlines(), after.splitlines()):
-        if line.startswith("- "):
-            removed.append(line[2:])
-        elif line.startswith("+ "):
-            added.append(line[2:])
-    return removed, added
-
-
 def _expected(text: str, name: str, value: object, *, unset: bool = False) -> Any:
     data = copy.deepcopy(yaml.safe_load(text))
     section, _, leaf = name.partition(".")
@@ -79,7 +68,7 @@ def _expected(text: str, name: str, value: object, *, unset: bool = False) -> An
 def test_changing_a_value_changes_only_its_line(sample: str) -> None:
     text = SAMPLES[sample]
     after = _set(text, "model.name", "m2")
-    removed, added = _diff(text, after)
+    removed, added = line_diff(text, after)
     assert len(removed) == 1 and "name:" in removed[0], (removed, added)
     assert len(added) == 1 and "name: m2" in added[0], (removed, added)
     assert yaml.safe_load(after) == _expected(text, "model.name", "m2")
@@ -91,7 +80,7 @@ def test_changing_a_value_changes_only_its_line(sample: str) -> None:
 def test_a_new_key_adds_one_line_in_its_section(sample: str) -> None:
     text = SAMPLES[sample]
     after = _set(text, "model.connect_timeout_s", 3)
-    removed, added = _diff(text, after)
+    removed, added = line_diff(text, after)
     assert removed == [] and [a.strip() for a in added] == ["connect_timeout_s: 3"]
     assert yaml.safe_load(after) == _expected(text, "model.connect_timeout_s", 3)
 
@@ -106,13 +95,13 @@ def test_a_new_key_goes_before_the_comments_of_the_next_section() -> None:
 def test_a_new_section_keeps_the_end_of_file_comment_last() -> None:
     after = _set(HAND_WRITTEN, "kanban.max_in_progress", 3)
     assert after.endswith("kanban:\n  max_in_progress: 3\n# kanban settings below, one day\n")
-    removed, added = _diff(HAND_WRITTEN, after)
+    removed, added = line_diff(HAND_WRITTEN, after)
     assert removed == [] and added == ["kanban:", "  max_in_progress: 3"]
 
 
 def test_a_new_key_in_a_flow_mapping_stays_in_it() -> None:
     after = _set(ODD, "gateway.host", "127.0.0.2")
-    assert _diff(ODD, after) == (
+    assert line_diff(ODD, after) == (
         ["gateway: {port: 8650}"],
         ["gateway: {port: 8650, host: 127.0.0.2}"],
     )
@@ -135,7 +124,7 @@ def test_four_space_indentation_is_kept_for_new_keys() -> None:
 )
 def test_unset_removes_only_its_line(name: str, removed_line: str) -> None:
     after = _unset(HAND_WRITTEN, name)
-    assert _diff(HAND_WRITTEN, after) == ([removed_line], [])
+    assert line_diff(HAND_WRITTEN, after) == ([removed_line], [])
     assert yaml.safe_load(after) == _expected(HAND_WRITTEN, name, None, unset=True)
 
 
@@ -149,7 +138,7 @@ def test_unset_of_a_sections_last_key_removes_the_section() -> None:
 def test_strings_the_gateway_would_misread_are_quoted(value: str) -> None:
     after = _set(TEMPLATE, "model.name", value)
     assert yaml.safe_load(after)["model"]["name"] == value
-    assert len(_diff(TEMPLATE, after)[1]) == 1
+    assert len(line_diff(TEMPLATE, after)[1]) == 1
 
 
 def test_a_long_value_is_never_folded() -> None:
@@ -183,5 +172,5 @@ def test_every_edit_reads_back_as_the_old_mapping_plus_the_change(
     text = SAMPLES[sample]
     after = _set(text, name, value)
     assert yaml.safe_load(after) == _expected(text, name, value)
-    removed, added = _diff(text, after)
+    removed, added = line_diff(text, after)
     assert len(removed) <= 1 and 1 <= len(added) <= 2, (removed, added)

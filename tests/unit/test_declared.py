@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from hermes_container.declared import (
 from hermes_container.declared_result import read_result, result_path
 from hermes_container.envfile import read_env
 from hermes_container.errors import UsageError
-from hermes_container.events import append
 from hermes_container.events.ledger import ledger_dir
 from hermes_container.home import HermesHome
 from hermes_container.profiles import create_profile, ensure_default_profile
@@ -35,16 +33,7 @@ from tests.conftest import free_port, run_hermes
 
 MODEL_KEY = "sk-declared-0123456789"
 FILE_KEY = "sk-from-a-file-9876543210"
-
-
-@pytest.fixture(autouse=True)
-def _forget_ledgers() -> Iterator[None]:
-    """apply_at_boot records in this process: close the ledgers it opened."""
-    yield
-    with append._ledgers_lock:
-        for ledger in append._ledgers.values():
-            ledger.close()
-        append._ledgers.clear()
+pytestmark = pytest.mark.usefixtures("forget_ledgers")  # apply_at_boot records in-process
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from hermes_container.events import append
 from hermes_container.events.append import may_write, record
 from hermes_container.events.ledger import (
     DEFAULT_MAX_BYTES,
@@ -35,16 +34,7 @@ from hermes_container.events.model import KINDS, LedgerEvent, known_kind
 from hermes_container.events.spool import deliver, pending_files
 
 OTHER_UID = 10000
-
-
-@pytest.fixture(autouse=True)
-def _forget_ledgers() -> Iterator[None]:
-    """record() keeps one open ledger per home for the process: close this test's."""
-    yield
-    with append._ledgers_lock:
-        for ledger in append._ledgers.values():
-            ledger.close()
-        append._ledgers.clear()
+pytestmark = pytest.mark.usefixtures("forget_ledgers")  # record() runs in-process
 
 
 @pytest.fixture

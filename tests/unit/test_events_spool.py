@@ -11,26 +11,16 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hermes_container.events import append
 from hermes_container.events.append import record
 from hermes_container.events.ledger import LEDGER_FILE, Ledger, ledger_dir, make_pending
 from hermes_container.events.spool import deliver, pending_files, put, spool_dir
 
 BOUND_S = 0.2  # what a supervision caller may lose to the ledger, at most
-
-
-@pytest.fixture(autouse=True)
-def _forget_ledgers() -> Iterator[None]:
-    yield
-    with append._ledgers_lock:
-        for ledger in append._ledgers.values():
-            ledger.close()
-        append._ledgers.clear()
+pytestmark = pytest.mark.usefixtures("forget_ledgers")  # record() runs in-process
 
 
 @pytest.fixture

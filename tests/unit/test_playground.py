@@ -24,21 +24,19 @@ from hermes_container.home import SESSIONS_DB, HermesHome
 from tests.conftest import run_hermes, wait_for
 from tests.fake_upstream import FakeUpstream
 from tests.unit.conftest import GatewayProfile
+from tests.unit.dashboard_client_support import csrf_of, one_line_error
 from tests.unit.dashboard_support import clean_env, dashboard_process
 from tests.unit.test_sessions_browser import (
     TOKEN,
-    alpha,
     assert_no_secret,
     audit_records,
-    csrf_of,
     dashboard,
     ledger_actions,
-    one_line_error,
     rows_of,
     wait_rows,
 )
 
-__all__ = ["alpha", "dashboard"]  # fixtures shared with the sessions browser's tests
+__all__ = ["dashboard"]  # a fixture shared with the sessions browser's tests
 
 MakeProfile = Callable[[str], GatewayProfile]
 CHAT = "/api/playground/alpha/chat"

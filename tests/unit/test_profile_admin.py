@@ -13,12 +13,10 @@ one, its own new key. The audit log, the ledger and the dashboard's log carry no
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import logging
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -42,9 +40,9 @@ from hermes_container.state import read_state
 from tests.conftest import wait_for
 from tests.fake_upstream import FakeUpstream
 from tests.unit.conftest import GatewayProfile
+from tests.unit.dashboard_client_support import LOCAL, csrf_of, one_line_error, page_client
 
 TOKEN = "profile-admin-test-token"
-LOCAL = "http://127.0.0.1:9119"
 ROTATE = "/key/rotate"
 MakeProfile = Callable[[str], GatewayProfile]
 PROVIDER_KEY = "sk-provider-typed-in-the-form-0123456789"
@@ -118,23 +116,6 @@ def audit_records(home: HermesHome) -> list[dict[str, Any]]:
     return [r for r in map(json.loads, lines) if r["event"] == "profiles_action"]
 
 
-def csrf_of(page: httpx.Response) -> str:
-    match = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
-    assert match, page.text[:300]
-    return match.group(1)
-
-
-@contextlib.contextmanager
-def signed_in(app: Any, watch: Watch) -> Iterator[TestClient]:
-    with TestClient(app, base_url=LOCAL, follow_redirects=False) as client:
-        client.event_hooks["response"] = [watch.seen]
-        client.headers["X-Hermes-Session-Token"] = TOKEN
-        page = client.get("/")
-        assert page.status_code == 200, page.text
-        client.headers["X-CSRF-Token"] = csrf_of(page)
-        yield client
-
-
 @pytest.fixture
 def watch(hermes_home: HermesHome, caplog: pytest.LogCaptureFixture) -> Iterator[Watch]:
     caplog.set_level(logging.DEBUG)
@@ -147,25 +128,8 @@ def watch(hermes_home: HermesHome, caplog: pytest.LogCaptureFixture) -> Iterator
 def dashboard(hermes_home: HermesHome, watch: Watch) -> Iterator[TestClient]:
     """No supervisor: gateways here are the tests' own foreground processes."""
     app = create_app(DashboardSettings(session_token=TOKEN), home=hermes_home, manager=None)
-    with signed_in(app, watch) as client:
+    with page_client(app, TOKEN, "/", watch.seen) as client:
         yield client
-
-
-@pytest.fixture
-def alpha(make_profile: MakeProfile) -> GatewayProfile:
-    profile = make_profile("alpha")
-    profile.start()
-    return profile
-
-
-def one_line_error(response: httpx.Response, status: int, code: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    assert "\n" not in response.text
-    body = response.json()
-    assert body["detail"] and "\n" not in body["detail"], body
-    if code is not None:
-        assert body["error"] == code, body
-    return str(body["detail"])
 
 
 def field_errors(response: httpx.Response) -> dict[str, str]:
@@ -371,13 +335,15 @@ def test_create_and_start_under_s6_then_chat_and_delete(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from tests.s6.conftest import booted_tree, gateway_pids
+    from tests.s6.support import chat as s6_chat
+    from tests.s6.support import gateway_key
 
     with FakeUpstream() as upstream, booted_tree(drop=False) as tree:
         for name in ("HERMES_HOME", "HERMES_S6_SCANDIR", "HERMES_GATEWAY_PORT_BASE"):
             monkeypatch.setenv(name, tree.env[name])
         watch = Watch(tree.home)
         app = create_app(DashboardSettings(session_token=TOKEN), home=tree.home)  # finds s6
-        with signed_in(app, watch) as dashboard:
+        with page_client(app, TOKEN, "/", watch.seen) as dashboard:
             created = dashboard.post(
                 "/api/profiles",
                 json={
@@ -395,14 +361,7 @@ def test_create_and_start_under_s6_then_chat_and_delete(
             assert status["ready"] and status["pid"] in gateway_pids("fresh", tree.base)
             # A real client of the new gateway, with the key the profile was given.
             profile_dir = tree.home.profile_dir("fresh")
-            key = read_env(profile_dir / ".env")["API_SERVER_KEY"]
-            answer = httpx.post(
-                f"http://127.0.0.1:{status['port']}/v1/chat/completions",
-                json={"messages": [{"role": "user", "content": "hello"}]},
-                headers={"authorization": f"Bearer {key}"},
-                trust_env=False,
-                timeout=20,
-            )
+            answer = s6_chat(status["port"], gateway_key(profile_dir), "hello")
             assert answer.status_code == 200, answer.text
             assert answer.json()["choices"][0]["message"]["content"] == "echo: hello"
             sent = upstream.requests[-1]

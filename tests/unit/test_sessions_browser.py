@@ -10,7 +10,6 @@ answer it gives is checked for the profiles' keys when the test ends.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
@@ -34,9 +33,10 @@ from hermes_container.profiles import list_profiles
 from tests.conftest import run_hermes, wait_for
 from tests.fake_upstream import FakeUpstream
 from tests.unit.conftest import GatewayProfile
+from tests.unit.dashboard_client_support import LOCAL, one_line_error, page_client
 
 TOKEN = "sessions-browser-test-token"
-LOCAL = "http://127.0.0.1:9119"
+# test_playground.py takes these from here with the rest it shares with this module.
 
 MakeProfile = Callable[[str], GatewayProfile]
 
@@ -69,36 +69,15 @@ def assert_no_secret(home: HermesHome, answers: list[httpx.Response]) -> None:
     assert all(secret not in log for secret in secrets)
 
 
-def csrf_of(page: httpx.Response) -> str:
-    match = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
-    assert match, page.text[:300]
-    return match.group(1)
-
-
 @pytest.fixture
 def dashboard(hermes_home: HermesHome) -> Iterator[TestClient]:
     """The page's own scripts: token on every request, the page's CSRF token on POSTs."""
     answers: list[httpx.Response] = []
     app = create_app(DashboardSettings(session_token=TOKEN), home=hermes_home, manager=None)
-    with TestClient(app, base_url=LOCAL, follow_redirects=False) as client:
-        client.event_hooks["response"] = [answers.append]
-        client.headers["X-Hermes-Session-Token"] = TOKEN
-        page = client.get("/sessions")
-        assert page.status_code == 200, page.text
-        client.headers["X-CSRF-Token"] = csrf_of(page)
+    with page_client(app, TOKEN, "/sessions", answers.append) as client:
         yield client
     assert len(answers) > 1  # the page, and what the test asked
     assert_no_secret(hermes_home, answers)
-
-
-def one_line_error(response: httpx.Response, status: int, code: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    assert "\n" not in response.text
-    body = response.json()
-    assert set(body) >= {"error", "detail"} and body["detail"], body
-    if code is not None:
-        assert body["error"] == code, body
-    return str(body["detail"])
 
 
 def audit_records(home: HermesHome, event: str) -> list[dict[str, Any]]:
@@ -158,13 +137,6 @@ def ask(
             text = reply.read().decode()
         assert "[DONE]" in text
         return text
-
-
-@pytest.fixture
-def alpha(make_profile: MakeProfile) -> GatewayProfile:
-    profile = make_profile("alpha")
-    profile.start()
-    return profile
 
 
 @pytest.fixture
