@@ -562,7 +562,7 @@ def _commit(
         if "gateway.port" in changed:
             _check_port_free(home, profile, after)
         if new_env != dotenv:
-            _write_env(profile_dir, new_env)
+            _write_env(profile_dir, {k: v for k, v in new_env.items() if dotenv.get(k) != v})
             changed += [
                 f"env.{name}" for name in sorted(new_env) if new_env[name] != dotenv.get(name)
             ]
@@ -588,11 +588,12 @@ def _check_port_free(home: HermesHome, profile: str, raw: Mapping[str, Any]) -> 
             raise UsageError(f"gateway.port {port} is already the port of profile {other!r}")
 
 
-def _write_env(profile_dir: Path, values: dict[str, str]) -> None:
-    from hermes_container.envfile import write_env
+def _write_env(profile_dir: Path, updates: dict[str, str]) -> None:
+    from hermes_container.envfile import update_env
     from hermes_container.profiles import ENV_HEADER
 
-    write_env(profile_dir / ENV_FILE, values, header=ENV_HEADER)  # atomic, mode 600
+    # The operator's comments and other entries stay; atomic, mode 600.
+    update_env(profile_dir / ENV_FILE, updates, header=ENV_HEADER)
 
 
 # -- the operations ----------------------------------------------------------------------

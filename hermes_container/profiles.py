@@ -20,7 +20,7 @@ from hermes_container.config import (
     read_port,
     render_config,
 )
-from hermes_container.envfile import read_env, write_env
+from hermes_container.envfile import read_env, update_env, write_env
 from hermes_container.errors import HermesError, UsageError
 from hermes_container.fsutil import atomic_write_text, fsync_dir, locked
 from hermes_container.home import (
@@ -168,8 +168,11 @@ def ensure_default_profile(home: HermesHome) -> None:
     env_path = root / ENV_FILE
     env = read_env(env_path)
     if not env.get("API_SERVER_KEY"):
-        env.setdefault("HERMES_MODEL_API_KEY", "")
-        write_env(env_path, {"API_SERVER_KEY": new_api_key(), **env}, header=ENV_HEADER)
+        # A key added to what is there (an empty one replaced); the rest stays as written.
+        updates = {"API_SERVER_KEY": new_api_key()}
+        if "HERMES_MODEL_API_KEY" not in env:
+            updates["HERMES_MODEL_API_KEY"] = ""
+        update_env(env_path, updates, header=ENV_HEADER)
     if not (root / SOUL_FILE).exists():
         atomic_write_text(root / SOUL_FILE, DEFAULT_SOUL)
 
