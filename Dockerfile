@@ -55,36 +55,49 @@ RUN [ -n "${PIP_INDEX_URL}" ] || unset PIP_INDEX_URL; \
         > /tmp/requirements.txt \
  && /opt/hermes/.venv/bin/pip install --quiet -r /tmp/requirements.txt
 COPY README.md /src/README.md
+COPY docker/trim-venv /usr/local/bin/trim-venv
 COPY hermes_container /src/hermes_container
 RUN [ -n "${PIP_INDEX_URL}" ] || unset PIP_INDEX_URL; \
     [ -n "${PIP_NO_INDEX}" ] || unset PIP_NO_INDEX; \
     [ -n "${PIP_FIND_LINKS}" ] || unset PIP_FIND_LINKS; \
     /opt/hermes/.venv/bin/pip install --quiet --no-deps /src \
  && /opt/hermes/.venv/bin/pip uninstall --quiet --yes pip setuptools \
- && find /opt/hermes/.venv -name '*.so' -exec strip --strip-debug {} + \
- && find /opt/hermes/.venv -depth -type d -name tests -path '*/site-packages/*/tests' \
-        -exec rm -rf {} + \
- && /opt/hermes/.venv/bin/python -m compileall -q /opt/hermes/.venv/lib \
+ && trim-venv /opt/hermes/.venv \
  && /opt/hermes/.venv/bin/hermes --version
 
 # ---------------------------------------------------------------------------------------
-# final image
+# runtime: the base image with Debian's Python and the hermes user, trimmed
 # ---------------------------------------------------------------------------------------
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS runtime
 SHELL ["/bin/sh", "-eu", "-c"]
 
-LABEL org.opencontainers.image.title="hermes-container" \
-      org.opencontainers.image.description="Many Hermes agent profiles in one s6-supervised container"
-
+COPY docker/trim-runtime /tmp/trim-runtime
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 \
  && rm -rf /var/lib/apt/lists/* \
+ && /tmp/trim-runtime \
+ && rm /tmp/trim-runtime \
  && groupadd --gid 10000 hermes \
  && useradd --uid 10000 --gid 10000 --home-dir /opt/data --no-create-home \
         --shell /usr/sbin/nologin hermes \
  && install -d -o hermes -g hermes -m 0755 /opt/data
 
+# ---------------------------------------------------------------------------------------
+# final image
+# ---------------------------------------------------------------------------------------
+# The runtime stage's filesystem is copied as one layer rather than built on top of the
+# base image's layers: what trim-runtime removes from the base (and the copies of the
+# package database that apt-get rewrites) would otherwise still be shipped underneath.
+FROM scratch
+SHELL ["/bin/sh", "-eu", "-c"]
+
+LABEL org.opencontainers.image.title="hermes-container" \
+      org.opencontainers.image.description="Many Hermes agent profiles in one s6-supervised container"
+
+# Copying a whole filesystem is the point here (see above), hence DL3067.
+# hadolint ignore=DL3067
+COPY --from=runtime / /
 COPY --from=builder /s6root/ /
 COPY --from=builder /opt/hermes/.venv /opt/hermes/.venv
 # The image's own files, laid out in root/ as the filesystem they become: the exec shim,
@@ -92,10 +105,6 @@ COPY --from=builder /opt/hermes/.venv /opt/hermes/.venv
 # their scripts beside them. The `user` bundle is in user-bundles.d, where s6-overlay
 # >= 3.2.3 reads it (no deprecation warning).
 COPY root/ /
-# COPY keeps the directory modes of the checkout, which follow the cloner's umask: only
-# root may write where the scripts root runs live, whatever that umask was.
-RUN chmod go-w /etc /opt /opt/hermes \
- && chmod -R go-w /etc/s6-overlay /opt/hermes/bin /opt/hermes/libexec
 
 ENV HERMES_HOME=/opt/data \
     PATH=/opt/hermes/bin:/command:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -112,9 +121,24 @@ ENV HERMES_HOME=/opt/data \
     S6_SERVICES_GRACETIME=5000 \
     S6_VERBOSITY=1
 
+# COPY keeps the directory modes of the checkout, which follow the cloner's umask: only
+# root may write where the scripts root runs live, whatever that umask was. Then every
+# native piece the product loads is imported with all its symbols bound now, so a library
+# trim-runtime or trim-venv took away fails the build instead of a container.
+RUN chmod go-w /etc /opt /opt/hermes \
+ && chmod -R go-w /etc/s6-overlay /opt/hermes/bin /opt/hermes/libexec \
+ && LD_BIND_NOW=1 PSYCOPG_IMPL=binary /opt/hermes/.venv/bin/python -c 'if True: \
+        import decimal, hashlib, sqlite3, ssl, zoneinfo; \
+        import psycopg, argon2, pydantic_core, uvloop, httptools, yaml, _cffi_backend; \
+        from cryptography.hazmat.bindings import _rust; \
+        assert psycopg.pq.__impl__ == "binary" and psycopg.pq.version() > 0; \
+        assert yaml.__with_libyaml__; \
+        zoneinfo.ZoneInfo("Europe/Paris")' \
+ && /opt/hermes/.venv/bin/hermes --version
+
 VOLUME /opt/data
 WORKDIR /opt/data
-EXPOSE 8642 9119
+EXPOSE 8640 8642 9119
 
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
     CMD ["hermes", "healthcheck"]

@@ -1,8 +1,9 @@
 """CLI latency: `--help`, `profile list`, `gateway status`, `healthcheck` vs `python3 -c pass`.
 
-Each command runs N times in a fresh process; the median wall time is printed with
-its ratio to the bare interpreter measured in the same run. Target: status <= 80 ms
-and <= 4x bare python.
+Each command runs N times in a fresh process, each run right after one of the bare
+interpreter (`python3 -c pass`), so both see the same machine load; the median wall
+time is printed with its ratio to that baseline's median. Target (issue 21): status
+<= 2.5x bare python.
 
 Then the same inside a live s6 tree (when s6 is installed): a real `s6-svscan` on a
 temp scandir (HERMES_S6_SCANDIR), the profiles' slots registered by `hermes reconcile`
@@ -39,20 +40,30 @@ RUNS = int(os.environ.get("BENCH_RUNS", "15"))
 HERMES = str(Path(sys.executable).parent / "hermes")
 
 
+BARE = [sys.executable, "-c", "pass"]
+
+
+def wall_ms(argv: list[str], env: dict[str, str], *, check: bool) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = (time.perf_counter() - started) * 1000
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.decode().strip()}")
+    return elapsed
+
+
 def median_ms(
     make_argv: Callable[[], list[str]], env: dict[str, str], *, check: bool = False
-) -> float:
-    """Median wall time of RUNS fresh processes; a new argv per run (profile create needs a
-    new name). With `check`, a failed run stops the benchmark."""
-    samples = []
+) -> tuple[float, float]:
+    """Medians of RUNS fresh processes and of as many bare interpreters, alternating (a
+    shared machine's load drifts within seconds: a baseline taken before the command's
+    runs skewed ratios by 2x). A new argv per run (profile create needs a new name).
+    With `check`, a failed run stops the benchmark."""
+    samples, bare = [], []
     for _ in range(RUNS):
-        argv = make_argv()
-        started = time.perf_counter()
-        proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        samples.append((time.perf_counter() - started) * 1000)
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.decode().strip()}")
-    return statistics.median(samples)
+        bare.append(wall_ms(BARE, env, check=True))
+        samples.append(wall_ms(make_argv(), env, check=check))
+    return statistics.median(samples), statistics.median(bare)
 
 
 def create_profiles(env: dict[str, str], count: int = 5) -> None:
@@ -62,17 +73,26 @@ def create_profiles(env: dict[str, str], count: int = 5) -> None:
         )
 
 
-def judged(label: str, value: float, baseline: float, width: int) -> tuple[str, bool]:
-    """The report line; `gateway status` is held to its target (<= 80 ms, <= 4x)."""
+def always(argv: list[str]) -> Callable[[], list[str]]:
+    return lambda: argv
+
+
+TARGET_RATIO = 2.5  # issue 21: `gateway status` <= 2.5x bare python (was 4x)
+
+
+def judged(label: str, measured: tuple[float, float], width: int) -> tuple[str, bool]:
+    """The report line; `gateway status` is held to its target (<= 2.5x bare python)."""
+    value, baseline = measured
     ratio = value / baseline
-    line = f"{label:<{width}} {value:7.1f} ms  {ratio:4.1f}x bare python"
+    line = f"{label:<{width}} {value:7.1f} ms  {ratio:4.2f}x bare python ({baseline:.1f} ms)"
     if "gateway status" not in label:
         return line, True
-    met = value <= 80 and ratio <= 4
-    return line + f"  [target <= 80 ms, <= 4x: {'met' if met else 'MISSED'}]", met
+    met = ratio <= TARGET_RATIO
+    verdict = "met" if met else "MISSED"
+    return line + f"  [target <= {TARGET_RATIO}x: {verdict}]", met
 
 
-def in_tree(baseline: float, outer: dict[str, str]) -> bool:
+def in_tree(outer: dict[str, str]) -> bool:
     """`gateway status` and `profile create` inside a live s6 tree; True when met."""
     if shutil.which("s6-svscan") is None:
         print("inside an s6 tree: skipped, s6-svscan not installed  [target: MISSED]")
@@ -115,7 +135,7 @@ def in_tree(baseline: float, outer: dict[str, str]) -> bool:
             }
             ok = True
             for label, make_argv in cases.items():
-                line, met = judged(label, median_ms(make_argv, env, check=True), baseline, 28)
+                line, met = judged(label, median_ms(make_argv, env, check=True), 28)
                 ok = ok and met
                 print("  " + line)
             created = len(list(scandir.glob("gateway-new*")))
@@ -137,8 +157,7 @@ def main() -> int:
             + ("cached in a temp PYTHONPYCACHEPREFIX" if "PYTHONPYCACHEPREFIX" in env else "none")
         )
         create_profiles(env)
-        baseline = median_ms(lambda: [sys.executable, "-c", "pass"], env)
-        print(f"python3 -c pass            {baseline:7.1f} ms  (baseline)")
+        print("each figure: median ms, ratio to `python3 -c pass` run alternately with it")
         cases = {
             "hermes --help": [HERMES, "--help"],
             "hermes profile list": [HERMES, "profile", "list"],
@@ -148,10 +167,10 @@ def main() -> int:
         }
         ok = True
         for label, argv in cases.items():
-            line, met = judged(label, median_ms(lambda argv=argv: argv, env), baseline, 26)
+            line, met = judged(label, median_ms(always(argv), env), 26)
             ok = ok and met
             print(line)
-        ok = in_tree(baseline, env) and ok
+        ok = in_tree(env) and ok
     return 0 if ok else 1
 
 

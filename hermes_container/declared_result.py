@@ -3,7 +3,8 @@
 `$HERMES_HOME/run/profiles-file.json` (0600, written atomically) holds what the last
 apply of HERMES_PROFILES_FILE came to: applied, partly applied (the profiles that
 failed and why) or rejected (why). `gateway status` reads it on its fast path, so this
-module imports nothing beyond json and our leaf modules: no YAML, no typing.
+module loads nothing the status path lacks: json only when there is a file to read
+(usually there is none), the writers' helpers only to write; no YAML, no typing.
 
 It is rewritten only when the result differs from the one it holds: applying an
 unchanged file again writes nothing.
@@ -11,12 +12,8 @@ unchanged file again writes nothing.
 
 from __future__ import annotations
 
-import contextlib
-import json
+import contextlib  # loaded anyway on the status path (profiles, scandir)
 import os
-
-from hermes_container.fsutil import atomic_write_json
-from hermes_container.timeutil import utc_now_iso
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,6 +39,8 @@ def read_result(home: HermesHome) -> dict[str, Any] | None:
     try:
         fd = os.open(result_path(home), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as fh:
+            import json
+
             data = json.loads(fh.read(MAX_RESULT))
     except (OSError, ValueError):
         return None
@@ -61,6 +60,9 @@ def save_result(
     old = read_result(home)
     if old is not None and all(old.get(key) == new[key] for key in _COMPARED):
         return False
+    from hermes_container.fsutil import atomic_write_json
+    from hermes_container.timeutil import utc_now_iso
+
     home.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     atomic_write_json(result_path(home), {**new, "at": utc_now_iso()})
     return True

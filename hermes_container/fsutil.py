@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 
 TYPE_CHECKING = False
@@ -57,6 +56,8 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any, mode: int = 0o600) -> None:
+    import json  # here: modules that only read (`gateway status`) import fsutil too
+
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", mode)
 
 

@@ -9,12 +9,9 @@ reader never sees a half-written file. A missing or corrupt file reads as unknow
 
 from __future__ import annotations
 
-import json
-
 from hermes_container.fsutil import atomic_write_json, locked
 from hermes_container.home import DEFAULT_PROFILE, STATE_FILE
 from hermes_container.record import Record
-from hermes_container.timeutil import utc_now_iso
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -155,6 +152,8 @@ def read_state(profile_dir: Path, *, warn: bool = True) -> GatewayState:
         return GatewayState(problem="missing")
     except OSError as exc:
         return _unknown(path, f"unreadable: {exc.strerror}", warn)
+    import json  # only now: a profile that never ran has no file, and `gateway status` no json
+
     try:
         raw = json.loads(text)
         if not isinstance(raw, dict):
@@ -206,6 +205,8 @@ def write_desired(
     receives the replaced values (its "desired_state" says whether this changed it)."""
     if desired not in DESIRED_STATES:
         raise ValueError(f"desired state must be one of {DESIRED_STATES}, not {desired!r}")
+    from hermes_container.timeutil import utc_now_iso  # writers only: off the status path
+
     changes = {"desired_state": desired, "desired_updated_at": utc_now_iso()}
     return _update(profile_dir, changes, previous)
 
@@ -218,5 +219,7 @@ def write_observed(profile_dir: Path, **observed: Any) -> GatewayState:
     gateway_state = observed.get("gateway_state")
     if gateway_state is not None and gateway_state not in OBSERVED_STATES:
         raise ValueError(f"gateway_state must be one of {OBSERVED_STATES}")
+    from hermes_container.timeutil import utc_now_iso
+
     observed.setdefault("updated_at", utc_now_iso())
     return _update(profile_dir, observed)

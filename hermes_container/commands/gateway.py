@@ -9,12 +9,12 @@ tree (`hermes supervise`, or the container) instead of forking a gateway ourselv
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse  # only for annotations: `gateway status` runs without argparse (cli.py)
     from pathlib import Path
     from typing import Any
 
@@ -57,15 +57,10 @@ def register(subparsers: Any) -> None:
                 metavar="TIME",
                 help="as it was then, replayed from the event ledger (ISO time or 15m/2h ago)",
             )
-        # status only reads and never logs: skip the logging setup (and its import), and
-        # a root caller may keep root for it
-        reads = action == "status"
-        cmd.set_defaults(
-            handler=_control,
-            action=action,
-            setup_logging=not reads,
-            as_root="keep" if reads else "drop",
-        )
+        if action == "status":
+            cmd.set_defaults(**status_defaults())
+        else:
+            cmd.set_defaults(handler=_control, action=action, setup_logging=True, as_root="drop")
 
     reload = sub.add_parser(
         "reload", help="make the running gateway re-read its settings (SIGHUP), no restart"
@@ -85,9 +80,14 @@ def register(subparsers: Any) -> None:
         metavar="TIME",
         help="as it was then, replayed from the event ledger (ISO time or 15m/2h ago)",
     )
-    status.set_defaults(
-        handler=_control, action="status", all=True, setup_logging=False, as_root="keep"
-    )
+    status.set_defaults(**status_defaults(), all=True)
+
+
+def status_defaults() -> dict[str, object]:
+    """What a status parser sets besides its arguments; also cli.status_args's, the
+    fast path that parses plain status commands without argparse. Status only reads and
+    never logs: no logging setup (nor its import), and a root caller may keep root."""
+    return {"handler": _control, "action": "status", "setup_logging": False, "as_root": "keep"}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -320,9 +320,9 @@ def _without_tree(home: HermesHome, action: str, profiles: list[str], scandir: P
 
 
 def _emit(statuses: list[ServiceStatus], manager: str, args: argparse.Namespace) -> None:
-    import json
-
     if args.json:
+        import json  # only for --json: the plain status path otherwise does without it
+
         items = [{**s.to_json(), "manager": manager} for s in statuses]
         print(json.dumps(items if args.all else items[0], indent=2))
     else:

@@ -1,6 +1,7 @@
 """Who is acting, for the ledger's `actor` field: set once per process by the CLI entry
-point from its command (cheap to import: `hermes --help` loads it), and per request by
-the dashboard (`acting_as("dashboard:<user>")` in events.append)."""
+point from its command (cheap to import: `hermes --help` loads it; the plain `gateway
+status`, which records nothing, skips it), and per request by the dashboard
+(`acting_as("dashboard:<user>")` in events.append)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ COMMAND_ACTORS = {
 _process_actor = "cli"
 
 
-def set_process_actor(command: str | None, argv: list[str] | None = None) -> None:
+def set_process_actor(command: str | None, action: str | None = None) -> None:
+    """The actor of this process from its parsed command and action (never from raw
+    argv: `hermes -p run gateway start` is someone at the CLI, not the gateway)."""
     global _process_actor
     actor = COMMAND_ACTORS.get(command or "", "cli")
-    if command == "gateway" and argv and "run" in argv:
+    if command == "gateway" and action == "run":
         actor = "gateway"  # the gateway process itself, not someone running the CLI
-    if command == "kanban" and argv and "daemon" in argv:
+    if command == "kanban" and action == "daemon":
         actor = "dispatcher"
     _process_actor = actor
 

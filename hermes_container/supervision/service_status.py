@@ -14,9 +14,7 @@ from hermes_container.procutil import pid_alive
 from hermes_container.profiles import require_profile
 from hermes_container.record import Record
 from hermes_container.state import read_state
-from hermes_container.supervision import history
 from hermes_container.supervision.scandir import slot_name
-from hermes_container.supervision.svstat import svstat
 
 MANAGER_NAME = "s6 (container supervisor)"  # shown as `Manager:` by `gateway status`
 # Observed states in which the gateway process still exists (its pid is recorded).
@@ -119,6 +117,11 @@ def gateway_status(home: HermesHome, scandir: Path | None, profile: str) -> Serv
     slot = None if scandir is None else scandir / slot_name(profile)
     if slot is None or not slot.is_dir():
         return _unsupervised_status(profile, profile_dir, state)
+    # Only a slot needs these (and json, select with them): imported here, they stay off
+    # `gateway status` outside a tree.
+    from hermes_container.supervision import history
+    from hermes_container.supervision.svstat import svstat
+
     st: SvStat | None
     try:
         st = svstat(str(slot))

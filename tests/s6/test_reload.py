@@ -5,6 +5,7 @@ settings without a restart and records `gateway.reloaded`."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from hermes_container.home import SOUL_FILE
@@ -59,10 +60,26 @@ def test_reload_of_a_stopped_slot_is_not_sent(tree: Tree) -> None:
     ), proc.stderr
 
 
+def _past_the_shell(pid: int) -> bool:
+    """Whether the slot's process has exec'd beyond its run script's shell (into the
+    envdir, the privilege drop or Python): the disposition it has now is the script's
+    `trap`'s, carried through exec."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(argv0) and Path(argv0).name not in ("sh", "dash", "bash", "run")
+
+
 def test_a_reload_while_the_slot_starts_does_not_kill_it(tree: Tree) -> None:
-    """SIGHUPs sent from the moment the slot is told to start (through its shell, the
-    envdir and privilege-drop execs, Python's start-up) until it is ready: the gateway
-    ignores or applies them, and never dies of one."""
+    """SIGHUPs sent all through the slot's start (its shell from the `trap` line on, the
+    envdir and privilege-drop execs, Python's start-up, the gateway's own start) until
+    it is ready: the gateway ignores or applies them, and never dies of one.
+
+    The hangups start once the slot's process has left its shell (the first exec): the
+    script's first lines, before its `trap '' HUP`, are the one window nothing can
+    close, as the script is the first thing s6 runs. Without the trap, Python's start-up
+    (tens of milliseconds before the gateway's handler) is exposed, and this fails."""
     import subprocess
     import threading
 
@@ -73,8 +90,18 @@ def test_a_reload_while_the_slot_starts_does_not_kill_it(tree: Tree) -> None:
     stop = threading.Event()
     sent = 0
 
+    def slot_pid() -> int | None:
+        out = subprocess.run(
+            ["s6-svstat", "-o", "pid", str(slot)], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        return int(out) if out.isdigit() and int(out) > 0 else None
+
     def hangups() -> None:
         nonlocal sent
+        while not stop.is_set():
+            pid = slot_pid()
+            if pid is not None and _past_the_shell(pid):
+                break
         while not stop.is_set():
             subprocess.run(["s6-svc", "-h", str(slot)], check=False, capture_output=True)
             sent += 1

@@ -26,8 +26,13 @@ HEAVY = (
     "sqlite3",
 )
 # Standard modules `gateway status` does without: together about 60 ms of imports on a
-# 2-core machine, more than the whole command may take (bench/bench_cli.py: <= 80 ms).
+# 2-core machine, more than the whole command may take (bench/bench_cli.py: <= 2.5x bare
+# python). Its plain forms are parsed without argparse (cli.status_args), which would
+# bring gettext and locale with it.
 SLOW_STDLIB = (
+    "argparse",
+    "gettext",
+    "locale",
     "dataclasses",
     "datetime",
     "inspect",
@@ -91,6 +96,103 @@ def test_status_imports_no_slow_stdlib_modules(hermes_home: HermesHome, argv: li
     assert "Profile:" in proc.stdout or '"profile"' in proc.stdout, proc.stdout
     last = proc.stdout.strip().splitlines()[-1]
     assert last == "HEAVY=", f"{argv} imported {last}"
+
+
+@pytest.mark.parametrize("argv", [["-p", "coder", "gateway", "status"], ["status"]])
+def test_plain_status_of_profiles_that_never_ran_imports_no_json(
+    hermes_home: HermesHome, argv: list[str]
+) -> None:
+    """No state file, no profiles-file result, no --json: nothing to parse or print as
+    JSON, so json stays unloaded; nor is the ledger's actor module needed (status records
+    nothing)."""
+    assert run_hermes("profile", "create", "coder").returncode == 0
+    assert not (hermes_home.profile_dir("coder") / "gateway_state.json").exists()
+    probe = _IMPORT_PROBE.format(heavy={"json", "hermes_container.events"})
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60
+    )
+    assert "Profile:   coder" in proc.stdout, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY=", proc.stdout
+
+
+# What the fast path parses by hand, and what argparse must answer the same way.
+_STATUS_ARGVS = [
+    ["gateway", "status"],
+    ["gateway", "status", "--all"],
+    ["gateway", "status", "--json"],
+    ["gateway", "status", "--json", "--all", "--json"],
+    ["status"],
+    ["status", "--json"],
+    ["-p", "coder", "gateway", "status"],
+    ["--profile", "coder", "status", "--json"],
+    ["--profile=coder", "gateway", "status", "--all"],
+    ["--profile=", "gateway", "status"],
+    ["-p", "gateway", "status"],  # the profile named "gateway", then `status`
+    ["-v", "-p", "x", "-v", "--verbose", "gateway", "status"],
+    ["-p", "a", "-p", "b", "gateway", "status"],  # the last one wins
+]
+
+
+@pytest.mark.parametrize("argv", _STATUS_ARGVS)
+@pytest.mark.parametrize("env_profile", [None, "fromenv"])
+def test_status_fast_path_matches_argparse(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], env_profile: str | None
+) -> None:
+    from hermes_container.cli import build_parser, status_args
+
+    if env_profile is None:
+        monkeypatch.delenv("HERMES_PROFILE", raising=False)
+    else:
+        monkeypatch.setenv("HERMES_PROFILE", env_profile)
+    fast = status_args(argv)
+    assert fast is not None, argv
+    assert vars(fast) == vars(build_parser(argv).parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--help"],
+        ["gateway"],
+        ["gateway", "start"],
+        ["gateway", "status", "--help"],
+        ["gateway", "status", "--at", "1h"],
+        ["gateway", "status", "--js"],  # an abbreviation: argparse's business
+        ["gateway", "status", "extra"],
+        ["status", "--all"],  # an error, which argparse words
+        ["-pcoder", "gateway", "status"],
+        ["-p", "-x", "gateway", "status"],
+        ["-p"],
+        ["--", "status"],
+        ["--prof", "x", "status"],
+        ["profile", "list"],
+    ],
+)
+def test_status_fast_path_leaves_everything_else_to_argparse(argv: list[str]) -> None:
+    from hermes_container.cli import status_args
+
+    assert status_args(argv) is None
+
+
+def test_status_fast_path_exit_keeps_output_and_exit_code(hermes_home: HermesHome) -> None:
+    """The console script leaves a status run with os._exit (cli._exit_without_teardown):
+    what was printed must still arrive whole, and the exit code must be the command's."""
+    for name in ("alpha", "beta"):
+        assert run_hermes("profile", "create", name).returncode == 0
+    proc = run_hermes("status")
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line.startswith("Profile:")] == [
+        "Profile:   default",
+        "Profile:   alpha",
+        "Profile:   beta",
+    ]
+    assert proc.stdout.endswith("Gateway:   -\n")
+    missing = run_hermes("-p", "ghost", "gateway", "status", "--json")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr == (
+        "hermes: error: profile 'ghost' does not exist (see: hermes profile list)\n"
+    )
 
 
 def test_status_is_gateway_status_all(hermes_home: HermesHome) -> None:

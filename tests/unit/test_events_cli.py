@@ -237,3 +237,14 @@ def test_follow_prints_new_events_through_a_pipe_and_idles_behind_a_filter(
             raise
     assert code == 0
     assert proc.stderr is not None and proc.stderr.read() == b""
+
+
+def test_a_profile_named_like_a_command_word_is_still_the_cli_actor(
+    hermes_home: HermesHome,
+) -> None:
+    """The actor comes from the parsed command: `-p run gateway stop` is someone at the
+    CLI, not the gateway process (whose own command is `gateway run`)."""
+    assert run_hermes("profile", "create", "run").returncode == 0
+    assert run_hermes("-p", "run", "gateway", "stop").returncode == 0
+    desired = [e for e in _json("--profile", "run") if e["kind"] == "desired.changed"]
+    assert desired and desired[-1]["actor"] == "cli"

@@ -10,6 +10,7 @@ is a failure.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import re
@@ -78,7 +79,9 @@ def _render(kustomization: str) -> tuple[dict[str, Any], ...]:
 
 
 def render(kustomization: str) -> list[dict[str, Any]]:
-    return list(_render(kustomization))
+    """A fresh copy of the rendered objects: a caller may change them (the podman test
+    does), and the cache must keep what kubectl rendered for every later test."""
+    return copy.deepcopy(list(_render(kustomization)))
 
 
 def only(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
