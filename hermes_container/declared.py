@@ -500,11 +500,9 @@ def apply(
 
 
 def _delete(home: HermesHome, name: str, manager: S6Manager | None) -> None:
-    from hermes_container.profiles import delete_profile
+    from hermes_container.supervision.profile_slots import remove
 
-    if manager is not None:
-        manager.unregister(name)  # down (-wD), removed, `s6-svscanctl -an`
-    delete_profile(home, name)
+    remove(home, manager, name)  # as `hermes profile delete`: the slot first, then the files
 
 
 def _create(

@@ -30,20 +30,6 @@ OBSERVED_STATES: tuple[str, ...] = (
     "startup_failed",
 )
 DESIRED_FIELDS = frozenset({"desired_state", "desired_updated_at"})
-OBSERVED_FIELDS = frozenset(
-    {
-        "gateway_state",
-        "pid",
-        "started_at",
-        "updated_at",
-        "exit_code",
-        "exit_reason",
-        "port",
-        "config_rejected",
-        "restart_needed",
-        "reloads",
-    }
-)
 LOCK_NAME = ".gateway_state.lock"
 
 
@@ -68,6 +54,8 @@ FILE_KEYS: tuple[str, ...] = (
     "reloads",
 )
 _KNOWN_KEYS = frozenset(FILE_KEYS)
+# Everything but the desired state is what the gateway and its finish script observe.
+OBSERVED_FIELDS = _KNOWN_KEYS - DESIRED_FIELDS
 
 
 class GatewayState(Record):
