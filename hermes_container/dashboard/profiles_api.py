@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from hermes_container.dashboard import client_snippets as snippets
 from hermes_container.dashboard import profile_admin
 from hermes_container.dashboard.context import ctx, user_label
 from hermes_container.dashboard.profile_admin import FieldErrors, Stale
@@ -281,7 +282,7 @@ def _dashboard_host(request: Request) -> str:
     host = urlsplit(public).hostname if public else request.url.hostname
     if host and ":" in host:
         host = f"[{host}]"
-    return profile_admin.safe_host(host)
+    return snippets.safe_host(host)
 
 
 def _ingress_port() -> int:
@@ -300,21 +301,21 @@ async def client_snippets(request: Request, name: str) -> Response:
     home = ctx(request).home
     host = _dashboard_host(request)
 
-    def build() -> list[profile_admin.Snippet]:
+    def build() -> list[snippets.Snippet]:
         from hermes_container.config import read_port
 
         try:
             port = read_port(home.profile_dir(name))
         except HermesError:
             port = None
-        own_host = profile_admin.gateway_host(home, name, host)
-        return profile_admin.client_snippets(name, host, port, _ingress_port(), own_host)
+        own_host = snippets.gateway_host(home, name, host)
+        return snippets.client_snippets(name, host, port, _ingress_port(), own_host)
 
-    snippets = await run_in_threadpool(build)
+    made = await run_in_threadpool(build)
     return JSONResponse(
         {
             "profile": name,
-            "key_variable": profile_admin.KEY_VARIABLE,
-            "snippets": [asdict(s) for s in snippets],
+            "key_variable": snippets.KEY_VARIABLE,
+            "snippets": [asdict(s) for s in made],
         }
     )
