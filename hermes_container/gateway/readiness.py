@@ -13,6 +13,28 @@ log = logging.getLogger("hermes.gateway")
 CONNECT_PROBE_S = 5.0
 
 
+def listen_socket(host: str, port: int, what: str) -> socket.socket:
+    """Bind and listen ourselves (the gateway's and the ingress's port): a clear one-line
+    error, and the port is ours at once. `what` names the server in the errors."""
+    from hermes_container.errors import EXIT_CONFIG, HermesError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise HermesError(f"cannot resolve {what} host {host!r}: {exc}", EXIT_CONFIG) from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise HermesError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
 def resolve_notify_fd(flag: int | None, environ: Mapping[str, str] | None = None) -> int | None:
     """`--notify-fd`, else $HERMES_NOTIFY_FD; None if unset or not an open descriptor."""
     env = os.environ if environ is None else environ

@@ -26,6 +26,7 @@ from hermes_container.gateway.live_settings import SighupLatch
 from hermes_container.gateway.lock import Takeover, acquire
 from hermes_container.gateway.profile_settings import Settings, load_settings
 from hermes_container.gateway.readiness import (
+    listen_socket,
     port_accepts,
     probe_host,
     resolve_notify_fd,
@@ -63,25 +64,6 @@ def _setup_logging(profile: str) -> None:
     log.propagate = False
     if log.level == logging.NOTSET or log.level > logging.INFO:
         log.setLevel(logging.INFO)
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind and listen ourselves: a clear one-line error, and the port is ours at once."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise HermesError(f"cannot resolve gateway host {host!r}: {exc}", EXIT_CONFIG) from None
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise HermesError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.setblocking(False)
-    return sock
 
 
 class _EarlyStop(Exception):
@@ -146,7 +128,8 @@ def _run_locked(settings: Settings, notify_fd: int | None, hangup: SighupLatch) 
         )
         _note_settings_change(settings)
         ledger(settings, "gateway.starting", pid=os.getpid(), port=settings.port)
-        return _serve(settings, bind_socket(settings.host, settings.port), notify_fd, hangup)
+        sock = listen_socket(settings.host, settings.port, "gateway")
+        return _serve(settings, sock, notify_fd, hangup)
     except HermesError as exc:
         _record_failure(settings, exc)
         raise

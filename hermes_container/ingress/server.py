@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import sys
 from collections.abc import Generator
 
 import uvicorn
 
 from hermes_container.config import INGRESS_DEFAULT_PORT
-from hermes_container.errors import EXIT_CONFIG, HermesError
+from hermes_container.gateway.readiness import listen_socket
 from hermes_container.home import HermesHome
 from hermes_container.ingress.app import build_app
 from hermes_container.ingress.directory import Directory
@@ -47,24 +46,6 @@ class IngressServer(uvicorn.Server):
         self.should_exit = True
 
 
-def bind(host: str, port: int) -> socket.socket:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise HermesError(f"cannot resolve ingress host {host!r}: {exc}", EXIT_CONFIG) from None
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise HermesError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.setblocking(False)
-    return sock
-
-
 def _setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("hermes-ingress: %(levelname)s: %(message)s"))
@@ -79,7 +60,7 @@ def serve(home: HermesHome, host: str, port: int) -> int:
     directory = Directory(home)
     keys = KeySource(home)
     keys.ensure()  # a missing or unreadable key file stops us here, with its name
-    sock = bind(host, port)
+    sock = listen_socket(host, port, "ingress")
     _setup_logging()
     where = keys.origin if keys.origin != "generated" else f"{keys.path} (`hermes ingress key`)"
     log.info(
