@@ -3,7 +3,8 @@
 Three profiles run; only `target` is killed. Each kill waits until the gateway has
 been up >= 1 s (s6-supervise delays respawning younger processes by design), then
 measures until s6 reports it up and ready with a new pid. Siblings must never restart.
-Ratio is against `python3 -c pass` measured in the same run.
+Ratio is against `python3 -c pass` measured in the same run. Target: median <= 400 ms,
+no sibling restarted.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from hermes_container.state import write_desired
 
 HERMES = str(Path(sys.executable).parent / "hermes")
 KILLS = int(os.environ.get("BENCH_KILLS", "20"))
+TARGET_MS = 400.0  # issue 21 (was 1.5 s)
 PROFILES = ("target", "sibling1", "sibling2")
 
 
@@ -130,12 +132,12 @@ def main() -> int:
     baseline = statistics.median(baseline_samples)
     median = statistics.median(samples)
     print(f"python3 -c pass                 {baseline:8.1f} ms  (baseline)")
-    fast = median <= 1500
+    fast = median <= TARGET_MS
     print(
         f"crash -> ready (median of {len(samples)})  {median:8.1f} ms  "
         f"{median / baseline:5.1f}x bare python  "
         f"(min {min(samples):.0f}, max {max(samples):.0f} ms)  "
-        f"[target <= 1.5 s: {'met' if fast else 'MISSED'}]"
+        f"[target <= {TARGET_MS:.0f} ms: {'met' if fast else 'MISSED'}]"
     )
     print(
         f"  of which finish + respawn       {statistics.median(respawns):8.1f} ms  (median; "

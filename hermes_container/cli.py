@@ -176,6 +176,27 @@ def status_args(argv: Sequence[str]) -> SimpleNamespace | None:
     return args
 
 
+def finish_args(argv: Sequence[str]) -> SimpleNamespace | None:
+    """The namespace argparse would give for `_slot-finish PROFILE EXIT [SIGNAL]` as a
+    slot's finish script runs it, else None. s6-supervise waits for this process before
+    it restarts a crashed gateway, so every millisecond here is one of crash -> ready."""
+    if not argv or argv[0] != "_slot-finish" or not 3 <= len(argv) <= 4:
+        return None
+    if any(not word or word.startswith("-") for word in argv[1:]):
+        return None  # options, `--`, empty words: argparse's business
+    from hermes_container.commands.supervision import finish_defaults
+
+    return SimpleNamespace(
+        profile=os.environ.get("HERMES_PROFILE") or "default",
+        verbose=False,
+        command="_slot-finish",
+        slot_profile=argv[1],
+        exit_code=argv[2],
+        signal=argv[3] if len(argv) == 4 else "0",
+        **finish_defaults(),
+    )
+
+
 def setup_logging(*, verbose: bool) -> None:
     # Commands that never log opt out (set_defaults(setup_logging=False)): importing
     # logging costs about 15 ms, a fifth of a fast command. Their rare warnings still
@@ -206,6 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     fast = status_args(argv)
     args: argparse.Namespace | SimpleNamespace
+    if fast is None and (finishing := finish_args(argv)) is not None:
+        from hermes_container.events.actor import set_process_actor
+
+        set_process_actor(finishing.command)
+        return _dispatch(finishing)
     if fast is None:
         parser = build_parser(argv)
         args = parser.parse_args(argv)

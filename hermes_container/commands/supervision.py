@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from pathlib import Path
+    from typing import Any
 
 
 def register(subparsers: Any) -> None:
@@ -36,7 +36,14 @@ def register(subparsers: Any) -> None:
     finish.add_argument("slot_profile")
     finish.add_argument("exit_code")
     finish.add_argument("signal", nargs="?", default="0")
-    finish.set_defaults(handler=_slot_finish)
+    finish.set_defaults(**finish_defaults())
+
+
+def finish_defaults() -> dict[str, Any]:
+    """What `_slot-finish` sets besides its arguments; cli.finish_args builds the same
+    namespace without argparse. It logs nothing of its own (a warning still reaches
+    stderr through logging's last resort), so logging is not set up."""
+    return {"handler": _slot_finish, "setup_logging": False}
 
 
 def _reconcile(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +47,7 @@ SLOW_STDLIB = (
 
 _IMPORT_PROBE = """
 import sys
+from pathlib import Path
 from hermes_container.cli import main
 try:
     main(sys.argv[1:])
@@ -367,3 +369,63 @@ def test_a_command_builds_only_its_own_parser(hermes_home: HermesHome) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert proc.stdout.strip().splitlines()[-1] == "['hermes_container.commands.gateway']"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["_slot-finish", "coder", "256", "9"],
+        ["_slot-finish", "coder", "0"],
+        ["_slot-finish", "gateway", "78", "0"],
+    ],
+)
+def test_finish_fast_path_matches_argparse(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """A slot's finish script is on the crash -> ready path: its plain form skips argparse
+    but must mean exactly what argparse would make of it."""
+    from hermes_container.cli import build_parser, finish_args
+
+    monkeypatch.delenv("HERMES_PROFILE", raising=False)
+    fast = finish_args(argv)
+    assert fast is not None, argv
+    assert vars(fast) == vars(build_parser(argv).parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["_slot-finish"],
+        ["_slot-finish", "coder"],
+        ["_slot-finish", "coder", "1", "2", "3"],
+        ["_slot-finish", "--help"],
+        ["_slot-finish", "coder", "-1", "0"],
+        ["-p", "x", "_slot-finish", "coder", "1", "0"],
+        ["gateway", "status"],
+    ],
+)
+def test_finish_fast_path_leaves_everything_else_to_argparse(argv: list[str]) -> None:
+    from hermes_container.cli import finish_args
+
+    assert finish_args(argv) is None
+
+
+def test_finish_imports_no_argparse(hermes_home: HermesHome, tmp_path: Path) -> None:
+    """The finish script's run loads neither argparse nor logging's setup: s6 restarts the
+    gateway only once it has exited."""
+    code = (
+        "import sys\n"
+        "from hermes_container.cli import main\n"
+        "rc = main(['_slot-finish', 'nosuch', 'x', 'y'])\n"
+        "print(rc, 'argparse' in sys.modules, 'gettext' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "HERMES_HOME": str(hermes_home.root)},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert proc.stdout.split() == ["0", "False", "False"]
+    assert "bad exit/signal 'x' 'y'" in proc.stderr
