@@ -6,8 +6,15 @@ same chat request N times directly to the upstream, N times through the gateway 
 times through the ingress and the gateway, interleaved in blocks so all three see the
 same machine state. Prints p50/p99 of each and the overheads (gateway - direct,
 ingress - gateway), for non-streaming and streaming (time to the last byte), and the
-gateway's idle RSS from /proc/<pid>/status. Targets: gateway overhead <= 1.5 ms p50,
-ingress overhead <= 0.4 ms p50, idle RSS <= 45 MB.
+gateway's idle RSS from /proc/<pid>/status. Targets: gateway overhead <= 0.4 ms p50
+and <= 1.0 ms p99 in both modes, ingress overhead <= 0.4 ms p50, idle RSS <= 45 MB.
+
+The judged p99 overhead is p99(gateway) - p99(direct) over the whole run, the figure
+issue 21 stated. A difference of quantiles is not the p99 of the time the gateway
+adds (no request is measured both ways), and one burst of load elsewhere on the
+machine moves it either way; so beside it, unjudged, the same difference per chunk of
+CHUNK consecutive requests a side (their blocks interleaved, so each chunk's two sides
+saw the same minutes): the median over the chunks and their range.
 
     .venv/bin/python bench/bench_gateway.py [--requests 3000] [--max-seconds 120]
 """
@@ -34,10 +41,12 @@ from hermes_container.envfile import read_env  # noqa: E402
 from hermes_container.home import HermesHome  # noqa: E402
 from hermes_container.profiles import ensure_default_profile  # noqa: E402
 
-TARGET_OVERHEAD_MS = 1.5
+TARGET_OVERHEAD_MS = 0.4  # p50
+TARGET_OVERHEAD_P99_MS = 1.0
 TARGET_INGRESS_MS = 0.4
 TARGET_RSS_MB = 45.0
 BLOCK = 50  # requests per block; blocks alternate direct / gateway
+CHUNK = 10 * BLOCK  # requests a side per chunk, for the p99 overhead by chunk
 
 
 def start_upstream() -> tuple[subprocess.Popen[str], int]:
@@ -147,25 +156,48 @@ def pct(samples: list[float], q: int) -> float:
     )
 
 
+def chunked_p99_overheads(d: list[float], g: list[float]) -> list[float]:
+    """p99(gateway) - p99(direct) of each CHUNK of requests a side, in order."""
+    return [
+        pct(g[at : at + CHUNK], 99) - pct(d[at : at + CHUNK], 99)
+        for at in range(0, min(len(d), len(g)) - CHUNK + 1, CHUNK)
+    ]
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
 def report(label: str, d: list[float], g: list[float], i: list[float]) -> bool:
     d50, d99, g50, g99 = pct(d, 50), pct(d, 99), pct(g, 50), pct(g, 99)
     i50, i99 = pct(i, 50), pct(i, 99)
     over50, over99 = g50 - d50, g99 - d99
-    met = over50 <= TARGET_OVERHEAD_MS
+    met50 = over50 <= TARGET_OVERHEAD_MS
+    met99 = over99 <= TARGET_OVERHEAD_P99_MS
     ingress_met = i50 - g50 <= TARGET_INGRESS_MS
     print(f"{label} ({len(g)} requests each)")
     print("             direct      gateway     ingress + gateway")
     print(f"  p50  {d50:9.3f} ms {g50:9.3f} ms {i50:9.3f} ms")
     print(f"  p99  {d99:9.3f} ms {g99:9.3f} ms {i99:9.3f} ms")
     print(
-        f"  gateway overhead p50 {over50:6.3f} ms   p99 {over99:6.3f} ms   "
-        f"[target p50 <= {TARGET_OVERHEAD_MS} ms: {'met' if met else 'MISSED'}]"
+        f"  gateway overhead p50 {over50:6.3f} ms ({g50:.3f} - direct {d50:.3f})   "
+        f"[target <= {TARGET_OVERHEAD_MS} ms: {verdict(met50)}]"
     )
     print(
-        f"  ingress overhead p50 {i50 - g50:6.3f} ms   p99 {i99 - g99:6.3f} ms   "
-        f"[target p50 <= {TARGET_INGRESS_MS} ms: {'met' if ingress_met else 'MISSED'}]"
+        f"  gateway overhead p99 {over99:6.3f} ms ({g99:.3f} - direct {d99:.3f})   "
+        f"[target <= {TARGET_OVERHEAD_P99_MS} ms: {verdict(met99)}]"
     )
-    return met and ingress_met
+    chunks = chunked_p99_overheads(d, g)
+    if chunks:
+        print(
+            f"    by chunks of {CHUNK}: median {statistics.median(chunks):6.3f} ms, "
+            f"from {min(chunks):.3f} to {max(chunks):.3f} ms over {len(chunks)} chunks"
+        )
+    print(
+        f"  ingress overhead p50 {i50 - g50:6.3f} ms   p99 {i99 - g99:6.3f} ms   "
+        f"[target p50 <= {TARGET_INGRESS_MS} ms: {verdict(ingress_met)}]"
+    )
+    return met50 and met99 and ingress_met
 
 
 def main() -> int:

@@ -72,6 +72,9 @@ class RelayedStream(Response):
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         try:
             while (chunk := await self.upstream.next_chunk()) is not None:
+                # Pieces that came in together go out together: one write, one wake-up
+                # of the client, instead of one per SSE event.
+                chunk += self.upstream.take_buffered()
                 ex.chunks.append(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:

@@ -10,7 +10,6 @@ caught from the first line on and reloads the settings once serving (live_settin
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import logging
@@ -37,6 +36,10 @@ from hermes_container.names import validate_profile_name
 from hermes_container.profiles import require_profile
 from hermes_container.state import write_observed
 from hermes_container.timeutil import utc_now_iso
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # argparse stays out of the gateway's memory (cli.run_args)
+    import argparse
 
 log = logging.getLogger("hermes.gateway")
 

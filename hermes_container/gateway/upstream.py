@@ -69,6 +69,11 @@ class UpstreamResponse(Protocol):
             parts.append(chunk)
         return b"".join(parts)
 
+    def take_buffered(self) -> bytes:
+        """Body that already arrived, joined, without waiting; b"" where the client
+        cannot tell (httpx)."""
+        return b""
+
     def abort(self, reason: str) -> None: ...
 
     def close(self) -> None: ...

@@ -44,6 +44,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hermes_container.deferred_init import defer_init
+
 log = logging.getLogger("hermes.metrics")
 
 METRICS_DIR = "metrics"
@@ -58,7 +60,13 @@ LOCK_WAIT_S = 2.0
 
 def library(module: str) -> Any:
     """A module of prometheus-client, imported on first use (those used here are
-    untyped: calls through it are checked by the tests, not by mypy)."""
+    untyped: calls through it are checked by the tests, not by mypy).
+
+    Without the package's __init__, which loads the library's exposition servers
+    (http.server, urllib.request, wsgiref: 1.2 MB of every gateway, which never serves
+    a scrape); `import prometheus_client` elsewhere still gets all of it (deferred_init).
+    """
+    defer_init("prometheus_client")
     return importlib.import_module(f"prometheus_client.{module}")
 
 

@@ -4,28 +4,29 @@ The request path holds a meter from the start, NULL_METER until `start()` swaps 
 GatewayMeter once the gateway is ready (runner.py). On the request path a GatewayMeter
 only appends to a deque; a thread hands that to prometheus-client twice a second
 (GatewayMeter says why). Its first error turns it off (logged once) instead of reaching
-a request. Token counts come from the provider's usage block, read on the session
-writer's thread after the reply went out.
+a request. Token counts come from the provider's usage block, as the session store's
+rows hold them (read once, after the reply went out).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-from hermes_container.gateway.sessions import Exchange, SessionStore
+from hermes_container.gateway.sessions import (
+    COMPLETION_TOKENS,
+    PROMPT_TOKENS,
+    Pacer,
+    Row,
+    SessionStore,
+)
 from hermes_container.metrics import names
 
 log = logging.getLogger("hermes.metrics")
 
-_USAGE = b'"usage"'
-_USAGE_KEY = re.compile(rb'"usage"\s*:\s*')
-_DECODER = json.JSONDecoder()
 FLUSH_PERIOD_S = 0.5
 
 
@@ -46,9 +47,6 @@ class NullMeter:
     def upstream_error(self, kind: str) -> None:
         pass
 
-    def count_usage(self, ex: Exchange) -> None:
-        pass
-
     def add_tokens(self, prompt: int | None, completion: int | None) -> None:
         pass
 
@@ -64,41 +62,6 @@ NULL_METER = NullMeter()
 
 def route_label(path: str) -> str:
     return path if path in names.ROUTES else names.OTHER_ROUTE
-
-
-def _usage(raw: bytes) -> dict[str, Any]:
-    """The object after the last `"usage":` key in `raw`, decoded alone ({} if none)."""
-    at = raw.rfind(_USAGE)
-    found = _USAGE_KEY.match(raw, at) if at >= 0 else None
-    if found is None:
-        return {}
-    try:
-        value, _ = _DECODER.raw_decode(raw[found.end() :].decode("utf-8", "replace"))
-    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def usage_of(ex: Exchange) -> tuple[int | None, int | None]:
-    """(prompt_tokens, completion_tokens) as the provider reported them, else None each.
-
-    Only the usage object itself is decoded, not the whole reply: it is found by its key
-    (inside a string a quote is escaped, so `"usage"` there never matches), and in a
-    stream the last one counts (OpenAI sends `"usage": null` in each chunk, the counts
-    in the last).
-    """
-    if ex.stream:
-        usage = _usage(b"".join(ex.chunks))
-    elif ex.status == 200:
-        usage = _usage(ex.body)
-    else:
-        return None, None
-
-    def count(key: str) -> int | None:
-        value = usage.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-    return count("prompt_tokens"), count("completion_tokens")
 
 
 class GatewayMeter:
@@ -177,10 +140,6 @@ class GatewayMeter:
 
     # -- the writer threads -------------------------------------------------------------
 
-    def count_usage(self, ex: Exchange) -> None:
-        """On the session writer's thread, after the exchange was answered."""
-        self.add_tokens(*usage_of(ex))
-
     def add_tokens(self, prompt: int | None, completion: int | None) -> None:
         if not self.on:
             return
@@ -205,11 +164,14 @@ class GatewayMeter:
     def _flush(self) -> None:
         counts: dict[tuple[str, int], int] = {}
         ended, times = self._ended, self._upstream_times
+        # Paced: half a second of traffic in one go held the GIL for up to 4 ms.
+        pace = Pacer()
         while ended:
             route, status, seconds = ended.popleft()
             counts[(route, status)] = counts.get((route, status), 0) + 1
             if route == names.CHAT_ROUTE:
                 self._duration.observe(seconds)
+            pace()
         for key, n in counts.items():
             child = self._counts.get(key)
             if child is None:
@@ -217,6 +179,7 @@ class GatewayMeter:
             child.inc(n)
         while times:
             self._upstream.observe(times.popleft())
+            pace()
         active = self.active
         if active != self._published:
             self._in_flight.set(active)
@@ -241,20 +204,14 @@ class MeteredSessionStore(SessionStore):
 
     meter: Meter = NULL_METER
 
-    def _write(self, batch: list[Exchange]) -> None:
+    def _write(self, batch: list[Row]) -> None:
         super()._write(batch)
         meter = self.meter
-        if not meter.on:
-            return
-        prompt = completion = 0
-        try:
-            for ex in batch:
-                p, c = usage_of(ex)
-                prompt += p or 0
-                completion += c or 0
-        except Exception as exc:  # this thread also writes sessions.db: it must live on
-            log.warning("metrics: cannot read token usage: %s", exc)
-        meter.add_tokens(prompt, completion)
+        if meter.on:
+            meter.add_tokens(
+                sum(row[PROMPT_TOKENS] or 0 for row in batch),
+                sum(row[COMPLETION_TOKENS] or 0 for row in batch),
+            )
 
 
 def start(home: Path, profile: str) -> Meter:

@@ -43,22 +43,18 @@ class Writer:
         self.home, self.directory, self.lock = home, directory, lock
 
     def counter(self, name: str, doc: str, labels: Sequence[str]) -> Any:
-        from prometheus_client import Counter
-
-        return Counter(name, doc, labels, registry=None)
+        return files.library("metrics").Counter(name, doc, labels, registry=None)
 
     def histogram(
         self, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
     ) -> Any:
-        from prometheus_client import Histogram
-
-        return Histogram(name, doc, labels, registry=None, buckets=buckets)
+        return files.library("metrics").Histogram(name, doc, labels, registry=None, buckets=buckets)
 
     def live_gauge(self, name: str, doc: str, labels: Sequence[str]) -> Any:
         """A gauge summed over the live processes only (a dead one's value is dropped)."""
-        from prometheus_client import Gauge
-
-        return Gauge(name, doc, labels, registry=None, multiprocess_mode="livesum")
+        return files.library("metrics").Gauge(
+            name, doc, labels, registry=None, multiprocess_mode="livesum"
+        )
 
     def close(self) -> None:
         self.lock.close()

@@ -142,6 +142,19 @@ def test_streaming_chunks_arrive_in_order_as_they_come(
     assert events[-1][0] - events[0][0] > 0.75
 
 
+def test_a_burst_of_pieces_is_relayed_whole_and_in_order(
+    client: httpx.Client, fake_upstream: FakeUpstream
+) -> None:
+    """Pieces that reach the gateway together leave it in one write: none lost or moved."""
+    pieces = [f"p{i} " for i in range(300)]
+    fake_upstream.set(chunks=pieces)
+    with client.stream("POST", "/v1/chat/completions", json={**HELLO, "stream": True}) as r:
+        events = list(_sse_events(r))
+    assert events[-1][1] == "[DONE]"
+    deltas = [json.loads(data)["choices"][0]["delta"] for _, data in events[:-1]]
+    assert [d["content"] for d in deltas if "content" in d] == pieces
+
+
 def test_upstream_down_is_502(profile: GatewayProfile) -> None:
     profile.configure(model={"base_url": f"http://127.0.0.1:{free_port()}/v1"})
     profile.start()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from hermes_container.gateway import sessions
 from hermes_container.gateway.sessions import Exchange, SessionStore, parse_reply, parse_stream
 from hermes_container.home import SESSIONS_DB
 from tests.conftest import free_port, wait_for
@@ -96,6 +100,62 @@ def test_store_writes_batches_from_its_thread(tmp_path: Path) -> None:
             "SELECT session_id, count(*) FROM exchanges GROUP BY session_id"
         ).fetchall()
     assert counts == [("s0", 25), ("s1", 25)]
+
+
+def _count(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM exchanges").fetchone()[0])
+
+
+def test_one_odd_exchange_costs_no_other_its_row(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "s.db")
+    store.start()
+    now = time.time()
+    for i in range(5):
+        messages: list[Any] = [{"i": i}] if i != 2 else [{"not json": {1, 2}}]
+        store.record(Exchange("s", now, now, "m", False, messages, 200, body=b"{}"))
+    store.close()
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        rows = conn.execute("SELECT request_messages FROM exchanges ORDER BY id").fetchall()
+    assert [json.loads(r[0])[0]["i"] for r in rows] == [0, 1, 3, 4]
+
+
+def test_writer_lets_go_of_the_gil_between_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every PACE_WORK_S of work, a sleep: the event loop never waits for a whole batch."""
+    clock = [0.0]
+    sleeps: list[tuple[float, str]] = []
+
+    def perf_counter() -> float:
+        clock[0] += sessions.PACE_WORK_S / 2  # each look at the clock: half a slice on
+        return clock[0]
+
+    def sleep(seconds: float) -> None:
+        sleeps.append((seconds, threading.current_thread().name))
+
+    fake_time = types.SimpleNamespace(
+        perf_counter=perf_counter, sleep=sleep, strftime=time.strftime, gmtime=time.gmtime
+    )
+    monkeypatch.setattr(sessions, "time", fake_time)
+    store = SessionStore(tmp_path / "s.db")
+    store.start()
+    now = time.time()
+    for i in range(40):
+        store.record(Exchange("s", now, now, "m", False, [{"i": i}], 200, body=b"{}"))
+    # Written while serving (closing, nothing is left to make room for: no pauses).
+    wait_for(lambda: _count(tmp_path / "s.db") == 40, what="40 rows")
+    store.close()
+    # The pacer reads the clock twice per pause, once per step otherwise.
+    assert len(sleeps) >= 10
+    assert set(sleeps) == {(sessions.PACE_PAUSE_S, "sessions-writer")}
+
+
+def test_boolean_usage_is_no_token_count() -> None:
+    now = time.time()
+    body = b'{"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": true}}'
+    row = sessions.row_of(Exchange("s", now, now, "m", False, [], 200, body=body))
+    assert row[sessions.PROMPT_TOKENS] is None and row[6] == "hi"
 
 
 def test_parsers_tolerate_odd_replies() -> None:
