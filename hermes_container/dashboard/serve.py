@@ -21,9 +21,14 @@ def serve(host: str | None = None, port: int | None = None) -> int:
     home = HermesHome.from_env()
     settings = load_settings(home, host=host, port=port)  # raises ConfigError (exit 78)
 
-    import uvicorn
-
     from hermes_container.dashboard.app import create_app
+    from hermes_container.deferred_init import defer_init
+
+    # Not uvicorn's __init__: it loads uvicorn's command line (click, multiprocessing),
+    # which a server started from here never runs (deferred_init says why and how).
+    defer_init("uvicorn", Config="uvicorn.config")
+    from uvicorn.config import Config
+    from uvicorn.server import Server
 
     _log_setup()
     app = create_app(settings, home=home)
@@ -43,7 +48,7 @@ def serve(host: str | None = None, port: int | None = None) -> int:
         settings.mode,
         f", providers: {', '.join(settings.providers)}" if settings.providers else "",
     )
-    config = uvicorn.Config(
+    config = Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -53,7 +58,7 @@ def serve(host: str | None = None, port: int | None = None) -> int:
         log_config=None,
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     server.run()
     return 0 if server.started else 1
 

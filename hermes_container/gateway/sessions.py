@@ -184,6 +184,9 @@ def connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, fast
     db.execute("PRAGMA busy_timeout=5000")
+    # The writer only appends: a big page cache buys nothing and, grown by traffic,
+    # stays in every gateway's memory (2.0 MB after 20,000 rows at the default size).
+    db.execute("PRAGMA cache_size=-256")
     db.executescript(SCHEMA)
     return db
 

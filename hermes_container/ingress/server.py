@@ -9,15 +9,19 @@ import signal
 import sys
 from collections.abc import Generator
 
-import uvicorn
-
 from hermes_container.config import INGRESS_DEFAULT_PORT
+from hermes_container.deferred_init import defer_init
 from hermes_container.gateway.readiness import listen_socket
 from hermes_container.home import HermesHome
 from hermes_container.ingress.app import build_app
 from hermes_container.ingress.directory import Directory
 from hermes_container.ingress.forward import Pools
 from hermes_container.ingress.keys import KeySource
+
+# Not uvicorn's __init__ (its command line: click, multiprocessing): deferred_init.
+defer_init("uvicorn", Config="uvicorn.config")
+from uvicorn.config import Config  # noqa: E402
+from uvicorn.server import Server  # noqa: E402
 
 log = logging.getLogger("hermes.ingress")
 
@@ -27,7 +31,7 @@ GRACE_S = 10
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 
-class IngressServer(uvicorn.Server):
+class IngressServer(Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         # uvicorn's own version re-raises the signal after shutdown; a stop is a clean exit.
@@ -72,7 +76,7 @@ def serve(home: HermesHome, host: str, port: int) -> int:
     )
     pools = Pools()
     app = build_app(directory, keys, pools)
-    config = uvicorn.Config(
+    config = Config(
         app,
         lifespan="off",
         http="httptools",
