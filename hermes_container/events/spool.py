@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ def put(ledger_directory: Path, events: list[Pending]) -> Path:
     """Keep `events` for later delivery; the file written."""
     directory = spool_dir(ledger_directory)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.json"
+    name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}.json"
     entries = []
     for index, event in enumerate(events):
         entry = event.to_json()

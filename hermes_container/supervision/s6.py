@@ -7,7 +7,6 @@ Stable API for the CLI and the dashboard: `S6Manager.start/stop/restart/reload/s
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import time
@@ -17,10 +16,19 @@ from pathlib import Path
 from hermes_container.errors import HermesError
 from hermes_container.events.append import record
 from hermes_container.events.desired import set_desired
+from hermes_container.fsutil import fsync_dir
 from hermes_container.home import HermesHome
 from hermes_container.profiles import require_profile
 from hermes_container.supervision import history
-from hermes_container.supervision.scandir import GATEWAY_PREFIX, slot_name, wait_until
+from hermes_container.supervision.events_batch import record_each
+from hermes_container.supervision.scandir import (
+    GATEWAY_PREFIX,
+    control_fifo,
+    has_reader,
+    open_control,
+    slot_name,
+    wait_until,
+)
 from hermes_container.supervision.service_status import (
     MANAGER_NAME,
     ServiceStatus,
@@ -35,8 +43,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 SVOK_TIMEOUT = 5.0  # s6-svscan spawns s6-supervise within milliseconds of a rescan
+SVOK_TIMEOUT_PER_SLOT = 0.05  # ... and a few ms per supervisor on a busy 2-core machine
 POLL = 0.05
-RESCAN_BATCH = 8  # slots written per `s6-svscanctl -a` when registering many
+SUPERVISED_POLL = 0.005  # the one loop that waits for many new supervisors at once
+RESCAN_BATCH = 8  # slots written per rescan when registering many
 
 
 class S6Manager:
@@ -55,32 +65,43 @@ class S6Manager:
         return self.slot_dir(profile).is_dir()
 
     def _supervised(self, service_dir: Path) -> bool:
-        return run_tool("s6-svok", str(service_dir), check=False).returncode == 0
+        """s6-svok's question without its exec: does an s6-supervise read the control
+        FIFO? A FIFO we may not open counts as unsupervised, as s6-svok's failure did."""
+        try:
+            return has_reader(_control(service_dir))
+        except PermissionError:
+            return False
 
     def _unsupervised(self, service_dir: Path) -> bool:
         return not self._supervised(service_dir)
 
     def rescan(self, *, prune: bool = False) -> None:
-        run_tool("s6-svscanctl", "-an" if prune else "-a", str(self.scandir))
+        """`s6-svscanctl -a` (`-an` with `prune`), written straight to the scanner's
+        control FIFO as s6-svscanctl itself does: no exec per rescan."""
+        write_control(control_fifo(self.scandir), "an" if prune else "a", self.scandir)
 
     def _wait_supervised(self, dirs: list[Path]) -> None:
-        """Wait until s6-supervise runs on each new slot and its logger.
+        """Wait until s6-supervise runs on each new slot and on its logger: one loop over
+        all of them, no exec.
 
-        A fresh s6-supervise writes supervise/status as soon as it starts; polling for
-        that file costs no exec, and s6-svok then confirms each slot once.
+        s6-supervise opens supervise/control before it first writes supervise/status,
+        so a status file plus a reader on the FIFO is a live supervisor (what s6-svok
+        reports); a slot counts once both hold. A round stops at the first one still
+        missing: while s6-svscan is busy a round costs one check, not one per slot.
         """
-        paths = [p for d in dirs for p in (d, d / "log")]
-        pending = list(paths)
+        pending = [p for d in dirs for p in (d, d / "log")]
 
         def all_started() -> bool:
-            pending[:] = [p for p in pending if not (p / "supervise" / "status").exists()]
-            return not pending
+            while pending:
+                path = pending[0]
+                if not ((path / "supervise" / "status").exists() and self._supervised(path)):
+                    return False
+                pending.pop(0)
+            return True
 
-        if not wait_until(all_started, SVOK_TIMEOUT, interval=0.01):
-            raise HermesError(f"s6-svscan did not pick up {pending[0]} within {SVOK_TIMEOUT:g}s")
-        for path in dirs:
-            if not wait_until(partial(self._supervised, path), SVOK_TIMEOUT):
-                raise HermesError(f"s6-supervise is not running on {path}")
+        timeout = SVOK_TIMEOUT + SVOK_TIMEOUT_PER_SLOT * len(pending)
+        if not wait_until(all_started, timeout, interval=SUPERVISED_POLL):
+            raise HermesError(f"s6-supervise is not running on {pending[0]} after {timeout:g}s")
 
     def register(self, profiles: Iterable[str]) -> dict[str, str | None]:
         """Give every profile its slot, down (idempotent); per-profile error or None."""
@@ -93,17 +114,23 @@ class S6Manager:
                     specs.append(gateway_spec(self.home, profile))
             except HermesError as exc:
                 errors[profile] = exc.message
+        registered: list[tuple[str, dict[str, object]]] = []
         for name, error in self.register_slots(specs).items():
-            errors[name.removeprefix(GATEWAY_PREFIX)] = error
+            profile = name.removeprefix(GATEWAY_PREFIX)
+            errors[profile] = error
             if error is None:
-                record(self.home.root, "slot.registered", profile=name.removeprefix(GATEWAY_PREFIX))
-        # Registered a moment ago, maybe by a concurrent CLI: let s6-svscan catch up.
+                registered.append((profile, {}))
+        record_each(self.home.root, "slot.registered", registered)
+        # Registered a moment ago, maybe by a concurrent CLI, or by a registration killed
+        # between its rename and its rescan: ask s6-svscan to look (one FIFO write), then
+        # wait for it to catch up.
         fresh = [
             self.slot_dir(p)
             for p, error in errors.items()
             if error is None and not (self.slot_dir(p) / "supervise" / "status").exists()
         ]
         if fresh:
+            self.rescan()
             self._wait_supervised(fresh)
         return errors
 
@@ -113,7 +140,8 @@ class S6Manager:
         counts as registered.
 
         A rescan goes out after every RESCAN_BATCH new slots, so s6-svscan starts their
-        supervisors while the next ones are written; then one wait covers them all.
+        supervisors while the next ones are written; one fsync of the scandir makes all
+        the renames durable, and one wait covers every supervisor.
         """
         errors: dict[str, str | None] = {}
         built: list[Path] = []
@@ -127,6 +155,7 @@ class S6Manager:
             if index % RESCAN_BATCH == 0 or index == len(specs):
                 self.rescan()
         if built:
+            fsync_dir(self.scandir)
             self._wait_supervised(built)
         return errors
 
@@ -190,24 +219,46 @@ class S6Manager:
         self._set_normally_up(profile, True)
         return slot
 
-    def up(self, profiles: list[str], *, stagger: float = 0.0) -> dict[str, str | None]:
-        """Bring registered slots up; per-profile error or None. The one start path, for
-        the CLI, the dashboard and boot alike.
-
-        Every slot is prepared before the first `u`: from then on gateways share the CPU.
-        The `u` goes straight to each slot's control FIFO, as s6-svc would send it, with
-        no exec per slot (and s6-svc before s6 2.12 takes a single service dir per call).
-        `stagger` seconds pass between two starts.
-        """
+    def prepare_up(self, profiles: list[str]) -> dict[str, str | None]:
+        """Everything a start needs but the `u` itself: each slot reset (`_prepare_up`),
+        then checked for a listening supervisor. Per-profile error or None; those with
+        None are ready for `send_up`."""
         slots = [self._prepare_up(profile) for profile in profiles]
+        errors: dict[str, str | None] = {}
+        for profile, slot in zip(profiles, slots, strict=True):
+            try:
+                listening = has_reader(_control(slot))
+            except OSError as exc:  # not a FIFO, not ours to open
+                errors[profile] = f"cannot control {slot}: {exc.strerror}"
+                continue
+            errors[profile] = None if listening else _not_listening(slot)
+        return errors
+
+    def send_up(self, profiles: list[str], *, stagger: float = 0.0) -> dict[str, str | None]:
+        """Write `u` to each prepared slot's control FIFO (what `s6-svc -u` writes, with
+        no exec per slot; s6-svc before s6 2.12 takes one service dir per call anyway),
+        `stagger` seconds apart; per-profile error or None."""
         errors: dict[str, str | None] = dict.fromkeys(profiles)
-        for index, (profile, slot) in enumerate(zip(profiles, slots, strict=True)):
+        for index, profile in enumerate(profiles):
             if index and stagger:
                 time.sleep(stagger)
             try:
-                send_control(slot, "u")
+                send_control(self.slot_dir(profile), "u")
             except HermesError as exc:
                 errors[profile] = exc.message
+        return errors
+
+    def up(self, profiles: list[str], *, stagger: float = 0.0) -> dict[str, str | None]:
+        """Bring registered slots up; per-profile error or None. The one start path, for
+        the CLI, the dashboard and boot alike (boot calls its two halves itself, so its
+        records are written before the first gateway competes for the CPU).
+
+        Every slot is prepared before the first `u`: from then on gateways share the CPU.
+        `stagger` seconds pass between two starts.
+        """
+        errors = self.prepare_up(profiles)
+        ready = [p for p in profiles if errors[p] is None]
+        errors.update(self.send_up(ready, stagger=stagger))
         return errors
 
     def _up_one(self, profile: str) -> None:
@@ -289,25 +340,38 @@ class S6Manager:
         return gateway_status(self.home, self.scandir, profile)
 
 
-def send_control(service_dir: Path, command: str) -> None:
-    """Write `command` (s6-svc's one-letter commands: u, d, ...) to supervise/control.
+def _control(service_dir: Path) -> Path:
+    return service_dir / "supervise" / "control"
 
-    Opening the FIFO without blocking fails with ENXIO when no s6-supervise reads it,
-    which is how s6-svc itself tells that nobody supervises the directory.
-    """
-    control = service_dir / "supervise" / "control"
+
+def _not_listening(service_dir: Path) -> str:
+    return f"cannot control {service_dir}: supervisor not listening"
+
+
+def write_control(fifo: Path, command: str, target: Path) -> None:
+    """Write `command` to an s6 control FIFO, as s6-svc and s6-svscanctl do (their
+    s6_svc_write): open without blocking, which fails with ENXIO when no s6 process
+    reads it, then write the command letters. `target` names the slot or scandir in
+    errors."""
     try:
-        fd = os.open(control, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_control(fifo)
     except OSError as exc:
-        missing = exc.errno in (errno.ENXIO, errno.ENOENT)
-        reason = "supervisor not listening" if missing else exc.strerror
-        raise HermesError(f"cannot control {service_dir}: {reason}") from None
+        raise HermesError(f"cannot control {target}: {exc.strerror}") from None
+    if fd is None:
+        raise HermesError(_not_listening(target))
     try:
         os.write(fd, command.encode("ascii"))
     except BlockingIOError:
-        raise HermesError(f"cannot control {service_dir}: its supervisor is not reading") from None
+        raise HermesError(f"cannot control {target}: its supervisor is not reading") from None
+    except BrokenPipeError:  # the reader went away between the open and the write
+        raise HermesError(_not_listening(target)) from None
     finally:
         os.close(fd)
+
+
+def send_control(service_dir: Path, command: str) -> None:
+    """Write `command` (s6-svc's one-letter commands: u, d, ...) to supervise/control."""
+    write_control(_control(service_dir), command, service_dir)
 
 
 def _down_and_finished(service_dir: str) -> bool:

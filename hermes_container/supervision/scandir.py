@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -34,19 +35,46 @@ def control_fifo(scandir: Path) -> Path:
     return scandir / ".s6-svscan" / "control"
 
 
+def open_control(fifo: Path) -> int | None:
+    """A write end of an s6 control FIFO, or None when nobody reads it.
+
+    What s6-svc and s6-svscanctl do (s6_svc_write): open the FIFO for writing without
+    blocking; ENXIO means no s6-supervise / s6-svscan listens, and a missing FIFO means
+    none ever did. Other errors (EACCES) propagate. Unlike s6-svc, a symlink in the
+    FIFO's place is not followed and anything but a FIFO is refused (EINVAL): the
+    scandir is writable by the user the gateways run as.
+    """
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ENOENT, errno.ENOTDIR):
+            return None
+        raise
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a FIFO", str(fifo))
+    return fd
+
+
+def has_reader(fifo: Path) -> bool:
+    """Whether an s6 process listens on the control FIFO `fifo` (no exec, unlike s6-svok)."""
+    fd = open_control(fifo)
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
+
+
 def svscan_alive(scandir: Path) -> bool:
     """True when an s6-svscan reads the scandir's control FIFO.
 
-    Opening a FIFO for writing without blocking fails with ENXIO when nobody reads
-    it: exactly the test s6-svscanctl makes. If we may not open it (a root svscan
-    whose control was not shared with us) we cannot tell, and assume it is live.
+    If we may not open it (a root svscan whose control was not shared with us) we
+    cannot tell, and assume it is live.
     """
     try:
-        fd = os.open(control_fifo(scandir), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        return has_reader(control_fifo(scandir))
     except OSError as exc:
         return exc.errno == errno.EACCES
-    os.close(fd)
-    return True
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:

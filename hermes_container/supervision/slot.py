@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hermes_container.errors import HermesError
-from hermes_container.fsutil import fsync_dir
 from hermes_container.gateway.environment import render_sh as render_env_deny
 from hermes_container.home import HermesHome
 from hermes_container.supervision.scandir import slot_name
@@ -145,8 +144,16 @@ def _precreate_control(service_dir: Path) -> None:
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     # Plain writes: the whole slot becomes visible at once by the directory rename.
-    path.write_text(text, encoding="utf-8")
-    os.chmod(path, mode)
+    # os-level (create, fchmod past the umask, write, close): half the syscalls and a
+    # fraction of the time of a text-mode open, six times per slot.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data) :]
+    finally:
+        os.close(fd)
 
 
 def _write_envdir(directory: Path, env: Mapping[str, str]) -> None:
@@ -205,6 +212,9 @@ def build_slot(scandir: Path, home: HermesHome, spec: SlotSpec, *, start: bool) 
     """Assemble the slot in a dot-prefixed temp dir and rename it into place.
 
     Returns the final path. Raises HermesError if a slot of that name already exists.
+    The caller makes the renames durable with one fsync of the scandir for all the
+    slots it registers (S6Manager.register_slots): a directory fsync is a journal
+    commit, 5-25 ms on the bench machine's ext4, and used to be paid once per slot.
     """
     final = scandir / spec.name
     if final.exists():
@@ -244,7 +254,6 @@ def build_slot(scandir: Path, home: HermesHome, spec: SlotSpec, *, start: bool) 
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    fsync_dir(scandir)
     return final
 
 

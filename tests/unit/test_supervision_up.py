@@ -78,3 +78,21 @@ def test_send_control_without_a_supervise_dir(tmp_path: Path) -> None:
 
 def test_nothing_to_start(tmp_path: Path) -> None:
     assert S6Manager(HermesHome(tmp_path), tmp_path).up([]) == {}
+
+
+def test_prepare_up_resets_and_checks_without_starting_anything(
+    tmp_path: Path, readers: list[int]
+) -> None:
+    """Boot's first half: every slot reset and its supervisor found listening, no `u` yet
+    (the reconciler writes its records in between); send_up is the second half."""
+    scandir = tmp_path / "service"
+    slots = {p: _slot(scandir, p) for p in "ab"}
+    readers.append(_listen(slots["a"]))  # nobody supervises b
+    manager = S6Manager(HermesHome(tmp_path / "home"), scandir)
+    errors = manager.prepare_up(["a", "b"])
+    assert errors == {"a": None, "b": f"cannot control {slots['b']}: supervisor not listening"}
+    for slot in slots.values():
+        assert not (slot / "down").exists() and not (slot / "data" / "parked").exists()
+    assert os.read(readers[0], 16) == b""  # nothing sent yet
+    assert manager.send_up(["a"]) == {"a": None}
+    assert os.read(readers[0], 16) == b"u"
