@@ -40,6 +40,19 @@ def register(subparsers: Any) -> None:
     )
     run.set_defaults(handler=_run)
 
+    zygote = sub.add_parser(
+        "zygote",
+        help="serve pre-imported gateways to the slots (opt-in: HERMES_GATEWAY_ZYGOTE)",
+    )
+    zygote.add_argument(
+        "--socket",
+        default=None,
+        help="its Unix socket (default: what HERMES_GATEWAY_ZYGOTE names, "
+        "else $HERMES_HOME/run/gateway-zygote.sock)",
+    )
+    zygote.add_argument("--notify-fd", type=int, default=None, help="s6 readiness fd")
+    zygote.set_defaults(handler=_zygote)
+
     for action, text in (
         ("start", "start the gateway (desired state: running)"),
         ("stop", "stop the gateway (desired state: stopped)"),
@@ -100,9 +113,31 @@ def _run(args: argparse.Namespace) -> int:
         manager = get_manager(HermesHome.from_env())
         if manager is not None:
             return _run_in_slot(manager, args.profile)
+    if args.supervised:
+        import sys
+
+        from hermes_container.commands.gateway_launcher import hand_off
+
+        hand_off(sys.argv)  # execs a thin launcher when a gateway zygote answers
     from hermes_container.gateway.runner import run_command
 
     return run_command(args)
+
+
+def _zygote(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hermes_container.commands.gateway_launcher import run_forked_gateway
+    from hermes_container.errors import UsageError
+    from hermes_container.gateway.readiness import resolve_notify_fd
+    from hermes_container.gateway.zygote import run_zygote
+    from hermes_container.gateway.zygote_wire import ENV_VAR, socket_path
+
+    # --socket, else the path the launchers will try, else the default one.
+    path = args.socket or socket_path(os.environ) or socket_path({**os.environ, ENV_VAR: "1"})
+    if not path or not os.path.isabs(path):
+        raise UsageError(f"--socket must be an absolute path, not {path!r}")
+    return run_zygote(Path(path), resolve_notify_fd(args.notify_fd), run_forked_gateway)
 
 
 def _run_in_slot(manager: S6Manager, profile: str) -> int:

@@ -76,7 +76,12 @@ def is_gateway_process(pid: int) -> bool:
     args = _cmdline(pid)
     if not any("hermes" in arg for arg in args) or "gateway" not in args:
         return False
-    return "run" in args[args.index("gateway") + 1 :]
+    rest = args[args.index("gateway") + 1 :]
+    if "run" in rest:
+        return True
+    # A gateway forked by the gateway zygote (gateway/zygote.py) keeps the zygote's
+    # command line; the zygote itself never takes a lock, so only its children count.
+    return "zygote" in rest and _cmdline(parent_pid(pid) or 0) == args
 
 
 def parent_pid(pid: int) -> int | None:
