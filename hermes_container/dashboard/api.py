@@ -45,15 +45,12 @@ async def session_info(request: Request) -> JSONResponse:
     return JSONResponse({"user": current_user(request), "mode": ctx(request).settings.mode})
 
 
-@router.get("/api/profiles")
-async def list_profiles_api(request: Request) -> JSONResponse:
-    manager, rows = await ctx(request).rows_now()
-    return JSONResponse(
-        {
-            "supervisor": manager.name if manager else None,
-            "profiles": [status_json(r) for r in rows],
-        }
-    )
+async def list_profiles_api(request: Request) -> Response:
+    """Every profile's status (gated like every /api/* path but /api/status). The body is
+    encoded once per rows generation (read_model.RowsCache says how fresh) and the same
+    bytes go to every request; a plain Starlette route, like /api/status."""
+    snapshot = await ctx(request).rows_snapshot()
+    return Response(snapshot.profiles_json, media_type="application/json")
 
 
 def _check_profile(request: Request, name: str) -> JSONResponse | None:

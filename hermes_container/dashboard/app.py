@@ -2,7 +2,8 @@
 
 Middleware order, outermost first: the Host check (OAuth mode; auth/hosts.py), the
 /api/status fast path, security headers, the session cookie, the auth gate for the
-mode (loopback token, OAuth gate, or none when explicitly insecure), CSRF.
+mode (loopback token, OAuth gate, or none when explicitly insecure), CSRF, and the
+loading of the features a request needs (features.py).
 """
 
 from __future__ import annotations
@@ -20,22 +21,7 @@ from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from hermes_container.dashboard import (
-    api,
-    events_api,
-    events_page,
-    jobs_api,
-    jobs_page,
-    kanban_api,
-    kanban_page,
-    metrics_endpoint,
-    pages,
-    playground_api,
-    playground_page,
-    profiles_api,
-    sessions_api,
-    sessions_page,
-)
+from hermes_container.dashboard import api, features, metrics_endpoint, pages
 from hermes_container.dashboard.asgi import Scope
 from hermes_container.dashboard.auth import routes as auth_routes
 from hermes_container.dashboard.auth.audit import AuditLog
@@ -47,8 +33,6 @@ from hermes_container.dashboard.auth.session import SessionCodec, SessionMiddlew
 from hermes_container.dashboard.auth.token_mode import TokenAuthMiddleware
 from hermes_container.dashboard.context import PACKAGE_DIR, DashboardContext
 from hermes_container.dashboard.headers import SecurityHeadersMiddleware
-from hermes_container.dashboard.kanban_board import KanbanBoard
-from hermes_container.dashboard.kanban_live import BoardWatch
 from hermes_container.dashboard.ledger_audit import chain, ledger_observer
 from hermes_container.dashboard.manager import ManagerSource, supervision_lookup
 from hermes_container.dashboard.public_status import StatusBody, StatusFastPath
@@ -149,14 +133,10 @@ def create_app(
         basic_login=basic_login,
     )
 
-    kanban = KanbanBoard(home)  # opens the board on first use
-    kanban_watch = BoardWatch(kanban)
-
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        kanban_watch.close()
-        kanban.close()
+        lazy_features.close()  # the board, if a request opened it
         audit.close()  # also writes the pending `suppressed` aggregates
 
     app = FastAPI(
@@ -167,27 +147,19 @@ def create_app(
         lifespan=lifespan,
         **_no_telemetry(),
     )
+    # Board, events, sessions and the profile editor: included on their first request
+    # (features.py); its middleware goes first, so it is the innermost.
+    lazy_features = features.install(app, home)
     app.state.hermes = context
     status_body = StatusBody(settings, context.counts)
     app.state.status_body = status_body
-    app.state.kanban = kanban
-    app.state.kanban_watch = kanban_watch
-    # A plain Starlette route: no FastAPI dependency solving on the hottest path.
+    # Plain Starlette routes, matched first: no FastAPI dependency solving on the two
+    # paths every open page polls (FastAPI's routing is most of a request's CPU there).
     app.router.routes.append(Route("/api/status", api.status_endpoint, methods=["GET"]))
+    app.router.routes.append(Route("/api/profiles", api.list_profiles_api, methods=["GET"]))
     app.include_router(api.router)
     app.include_router(auth_routes.router)
     app.include_router(pages.router)
-    app.include_router(kanban_api.router)
-    app.include_router(kanban_page.router)
-    app.include_router(jobs_api.router)
-    app.include_router(jobs_page.router)
-    app.include_router(events_api.router)
-    app.include_router(events_page.router)
-    app.include_router(sessions_api.router)
-    app.include_router(sessions_page.router)
-    app.include_router(playground_api.router)
-    app.include_router(playground_page.router)
-    app.include_router(profiles_api.router)
     app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")
 
     def on_refresh(scope: Scope, data: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from hermes_container.dashboard.auth.audit import AuditLog
 from hermes_container.dashboard.auth.session import SessionCodec, new_csrf_token
 from hermes_container.dashboard.manager import ManagerSource
-from hermes_container.dashboard.read_model import RowsCache, StatusCounts
+from hermes_container.dashboard.read_model import RowsCache, RowsSnapshot, StatusCounts
 from hermes_container.dashboard.settings import DashboardSettings
 from hermes_container.home import HermesHome
 
@@ -42,10 +42,20 @@ class DashboardContext:
     token_login: TokenLogin | None = None  # HERMES_DASHBOARD_AUTH=token
     basic_login: BasicLogin | None = None  # HERMES_DASHBOARD_BASIC_*
 
-    async def rows_now(self) -> tuple[ServiceManager | None, list[ServiceStatus]]:
-        """The supervisor and every profile's status (cached briefly), off the event loop."""
+    async def rows_snapshot(self) -> RowsSnapshot:
+        """Every profile's status as RowsCache serves it: straight from the event loop
+        when there are rows to serve, else read in the threadpool (the loop never waits
+        for the supervisor or the files)."""
         manager = self.managers.get()
-        return manager, await run_in_threadpool(self.rows.get, manager)
+        snapshot = self.rows.peek(manager)
+        if snapshot is None:
+            snapshot = await run_in_threadpool(self.rows.snapshot, manager)
+        return snapshot
+
+    async def rows_now(self) -> tuple[ServiceManager | None, list[ServiceStatus]]:
+        """The supervisor and every profile's status (see rows_snapshot)."""
+        snapshot = await self.rows_snapshot()
+        return snapshot.manager, snapshot.rows
 
 
 def ctx(request: Request) -> DashboardContext:

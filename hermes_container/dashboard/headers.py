@@ -17,6 +17,7 @@ COMMON_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"content-security-policy", CSP.encode("ascii")),
 )
+NO_STORE = (b"cache-control", b"no-store")
 
 
 class SecurityHeadersMiddleware:
@@ -31,11 +32,10 @@ class SecurityHeadersMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {name.lower() for name, _ in headers}
-                headers.extend(COMMON_HEADERS)
-                if not static and b"cache-control" not in names:
-                    headers.append((b"cache-control", b"no-store"))
+                own = message.get("headers", ())
+                headers = [*own, *COMMON_HEADERS]
+                if not static and not any(name.lower() == b"cache-control" for name, _ in own):
+                    headers.append(NO_STORE)
                 message["headers"] = headers
             await send(message)
 

@@ -1,8 +1,10 @@
-"""What the pages and the API show about profiles: each one's ServiceStatus (cached
-briefly), and the per-state counts of the public /api/status."""
+"""What the pages and the API show about profiles: each one's ServiceStatus (read
+once for all requests, see RowsCache for how fresh), the /api/profiles body of them,
+and the per-state counts of the public /api/status."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -55,35 +57,146 @@ def uptime_text(status: ServiceStatus) -> str:
     return format_duration(status.uptime_s, parts=2)
 
 
-class RowsCache:
-    """Every profile's row, computed once per `ttl` and shared by concurrent requests.
+def profiles_document(manager: ServiceManager | None, rows: list[ServiceStatus]) -> dict[str, Any]:
+    """The body of GET /api/profiles (the overview page's script reads it)."""
+    return {
+        "supervisor": manager.name if manager else None,
+        "profiles": [status_json(r) for r in rows],
+    }
 
-    A row asks the supervisor (an s6-svstat per profile), so pages and API clients
-    polling together would otherwise repeat that work per request. A gateway action
-    invalidates the rows, so its effect shows on the very next read.
+
+def encode_json(document: Any) -> bytes:
+    """JSON bytes exactly as starlette's JSONResponse renders them."""
+    return json.dumps(
+        document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def _supervisor_key(manager: ServiceManager | None) -> tuple[type, object]:
+    # The dashboard looks its supervisor up again every few seconds and gets a new
+    # manager object for the same tree: rows stay valid while the tree is the same one.
+    return type(manager), getattr(manager, "scandir", manager)
+
+
+class RowsSnapshot:
+    """Every profile's row as read at one moment, and the /api/profiles body of them
+    (encoded once, served as the same bytes to every request of this generation)."""
+
+    __slots__ = ("at", "epoch", "key", "manager", "profiles_json", "rows")
+
+    def __init__(
+        self, manager: ServiceManager | None, rows: list[ServiceStatus], at: float, epoch: int
+    ) -> None:
+        self.manager = manager
+        self.rows = rows
+        self.at = at  # time.monotonic() when the reading started
+        self.epoch = epoch
+        self.key = _supervisor_key(manager)
+        self.profiles_json = encode_json(profiles_document(manager, rows))
+
+
+class RowsCache:
+    """Every profile's rows, shared by all requests; one computation at a time.
+
+    A row asks the supervisor and reads the profile's files, so pages and API clients
+    polling together would otherwise repeat that work per request. Freshness:
+      - rows younger than `ttl` (0.5 s) are served as they are;
+      - older rows, up to `max_age` (2 s), are served while ONE background refresh
+        reads new ones: no request waits for a refresh under steady polling, and what
+        it shows is at most `max_age` old (in practice ttl plus one refresh);
+      - rows older than `max_age` (an idle dashboard's first request), rows of another
+        supervisor, and rows an action invalidated are never served: the request waits
+        for a reading that started after the invalidation, so an action's effect
+        shows on the very next read.
     """
 
-    def __init__(self, home: HermesHome, ttl: float = 0.5) -> None:
+    def __init__(self, home: HermesHome, ttl: float = 0.5, max_age: float = 2.0) -> None:
         self.home = home
         self.ttl = ttl
-        self._lock = threading.Lock()  # also coalesces: one computation at a time
-        self._at = float("-inf")
-        self._manager: ServiceManager | None = None
-        self._rows: list[ServiceStatus] = []
+        self.max_age = max(ttl, max_age)
+        self._cond = threading.Condition()
+        self._snapshot: RowsSnapshot | None = None
+        self._epoch = 0  # bumped by invalidate(); a reading keeps the one it started in
+        self._computing = False
+        self._retry_at = float("-inf")  # after a failed background refresh
+
+    def peek(self, manager: ServiceManager | None) -> RowsSnapshot | None:
+        """The rows to serve right now without waiting (starting a background refresh
+        when they are stale), or None: then `snapshot` must compute them."""
+        with self._cond:
+            snap = self._usable(manager)
+            if snap is not None:
+                self._refresh_if_stale(snap, manager)
+            return snap
+
+    def snapshot(self, manager: ServiceManager | None) -> RowsSnapshot:
+        """The rows to serve, computed here (blocking) when none may be served."""
+        with self._cond:
+            while True:
+                snap = self._usable(manager)
+                if snap is not None:
+                    self._refresh_if_stale(snap, manager)
+                    return snap
+                if not self._computing:
+                    break
+                self._cond.wait()  # one computation at a time: wait for it, then look again
+            self._computing = True
+            epoch = self._epoch
+        return self._compute(manager, epoch)
 
     def get(self, manager: ServiceManager | None) -> list[ServiceStatus]:
-        with self._lock:
-            fresh = time.monotonic() - self._at < self.ttl
-            if fresh and manager is self._manager:
-                return self._rows
-            rows = all_rows(self.home, manager)
-            self._rows, self._manager, self._at = rows, manager, time.monotonic()
-            return rows
+        return self.snapshot(manager).rows
 
     def invalidate(self) -> None:
-        # Waits for a computation in progress, so rows read before the action are dropped.
-        with self._lock:
-            self._at = float("-inf")
+        """Rows read before now (or still being read) are never served again."""
+        with self._cond:
+            self._epoch += 1
+
+    def _usable(self, manager: ServiceManager | None) -> RowsSnapshot | None:
+        snap = self._snapshot
+        if (
+            snap is None
+            or snap.epoch != self._epoch
+            or snap.key != _supervisor_key(manager)
+            or time.monotonic() - snap.at >= self.max_age
+        ):
+            return None
+        return snap
+
+    def _refresh_if_stale(self, snap: RowsSnapshot, manager: ServiceManager | None) -> None:
+        # Called with the lock held. A thread per refresh (one every `ttl` at most while
+        # polled): the event loop never waits for the supervisor or the files.
+        now = time.monotonic()
+        if self._computing or now - snap.at < self.ttl or now < self._retry_at:
+            return
+        self._computing = True
+        epoch = self._epoch
+        threading.Thread(
+            target=self._refresh, args=(manager, epoch), name="rows-refresh", daemon=True
+        ).start()
+
+    def _refresh(self, manager: ServiceManager | None, epoch: int) -> None:
+        try:
+            self._compute(manager, epoch)
+        except Exception:  # the stale rows stay until max_age; a request then reads anew
+            log.exception("refreshing the profile rows failed")
+
+    def _compute(self, manager: ServiceManager | None, epoch: int) -> RowsSnapshot:
+        try:
+            at = time.monotonic()
+            snap = RowsSnapshot(manager, all_rows(self.home, manager), at, epoch)
+        except BaseException:
+            with self._cond:
+                self._computing = False
+                self._retry_at = time.monotonic() + self.ttl  # no background retry before
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            if epoch == self._epoch:  # else invalidated meanwhile: serve it to no one else
+                self._snapshot = snap
+            self._computing = False
+            self._cond.notify_all()
+        return snap
 
 
 class StatusCounts:

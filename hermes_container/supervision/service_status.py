@@ -1,6 +1,7 @@
 """A profile's gateway status: the one model (ServiceStatus) and the one way to read it.
 
-`gateway_status` merges `s6-svstat`, the slot's history and the profile's files. Kept
+`gateway_status` merges the supervisor's status (svstat.py: supervise/status, read as
+s6-svstat reads it), the slot's history and the profile's files. Kept
 apart from the S6Manager (which also builds and controls slots) so that
 `hermes gateway status` loads only what reading a status needs.
 """
@@ -101,7 +102,8 @@ def gateway_status(home: HermesHome, scandir: Path | None, profile: str) -> Serv
 
     The one rule, for `gateway status`, the dashboard and the s6 backend alike:
       - when `gateway-<profile>` is a slot in the live tree, its supervisor's word
-        (`s6-svstat`) says whether it is up and ready, and which pid;
+        (what `s6-svstat` would print: svstat.svstat) says whether it is up and ready,
+        and which pid;
       - otherwise (no live tree, or a profile without a slot) only the state file can
         tell, and a pid it records for a live state (starting, running, stopping) that
         still exists is a running gateway (say `gateway run --no-supervise`): up, ready
@@ -117,7 +119,7 @@ def gateway_status(home: HermesHome, scandir: Path | None, profile: str) -> Serv
     slot = None if scandir is None else scandir / slot_name(profile)
     if slot is None or not slot.is_dir():
         return _unsupervised_status(profile, profile_dir, state)
-    # Only a slot needs these (and json, select with them): imported here, they stay off
+    # Only a slot needs these (and json with them): imported here, they stay off
     # `gateway status` outside a tree.
     from hermes_container.supervision import history
     from hermes_container.supervision.svstat import svstat
