@@ -1,11 +1,11 @@
 """`hermes gateway zygote [--socket PATH]`: one process that has imported the gateway's
-modules and forks a gateway for every slot's launcher (commands/gateway_launcher.py), opt-in with
-HERMES_GATEWAY_ZYGOTE.
+modules and forks a gateway for every slot's launcher (commands/gateway_launcher.py); on
+in the image (HERMES_GATEWAY_ZYGOTE).
 
 Why: every gateway is its own Python process, and what its imports build (~12.5 MB of
 its ~19 MB PSS) is private to it. Forked from one parent that already built it (then
 gc.freeze()d so the collector never writes to those pages), 50 gateways share it
-copy-on-write (docs/architecture.md, "Gateway zygote (opt-in)").
+copy-on-write (docs/architecture.md, "Gateway zygote").
 
 Rules this module keeps:
 - The parent stays single-threaded and opens nothing it would hand down: no thread, no
