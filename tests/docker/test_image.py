@@ -166,6 +166,10 @@ def test_04_kill9_restarts_only_that_gateway(start_container: Start) -> None:
     default_pid = c.status("default")["pid"]
     old_pid = c.status("coder")["pid"]
     assert default_pid and old_pid
+    # The image forks gateways from the zygote (HERMES_GATEWAY_ZYGOTE=1): s6 supervises
+    # each slot's launcher (the pid status shows), the gateway is the zygote's child.
+    forked = _zygote_children(c)
+    assert len(forked) == 2, forked
     c.exec("sh", "-c", f"kill -9 {int(old_pid)}")
 
     def restarted() -> bool:
@@ -175,6 +179,19 @@ def test_04_kill9_restarts_only_that_gateway(start_container: Start) -> None:
     wait_for(restarted, 30, "coder's gateway to come back with a new pid")
     c.wait_healthy_gateway(coder, timeout=30)
     assert c.status("default")["pid"] == default_pid
+    # The killed launcher's gateway went with it (no orphan holds the port); its
+    # successor was forked again; default's gateway is the same process.
+    now = _zygote_children(c)
+    assert len(now) == 2 and len(now & forked) == 1, (forked, now)
+
+
+def _zygote_children(c: Container) -> set[int]:
+    script = (
+        "z=$(s6-svstat -o pid /run/service/gateway-zygote) && for d in /proc/[0-9]*; do "
+        '[ "$(awk \'/^PPid:/ {print $2}\' "$d/status" 2>/dev/null)" = "$z" ] && '
+        'echo "${d#/proc/}"; done; true'
+    )
+    return {int(pid) for pid in c.exec("sh", "-c", script).stdout.split()}
 
 
 # 5 -----------------------------------------------------------------------------------------
