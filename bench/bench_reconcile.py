@@ -19,6 +19,8 @@ recompile edited modules in the reconciler and in every gateway on every run, so
 get a temp PYTHONPYCACHEPREFIX warmed by one unmeasured run of each kind, as
 bench_cli does (BENCH_NO_PYCACHE=1 measures without it).
 
+Scandirs go on a tmpfs (/dev/shm) when there is one, as the image's does (s6-overlay's
+/run); the homes, with their logs directories, on the scratch disk, as the image's volume.
 The trees of all runs are deleted at the end, not after each run: on this machine's
 ext4 (no journal) an inode deleted in the last minutes is skipped by a linear scan when
 the next one is allocated (ext4 `recently_deleted`), so deleting run N's ~1,500 files
@@ -109,13 +111,30 @@ def wait_ready(slot: Path, timeout: float = 60.0) -> None:
     raise RuntimeError(f"warm-up gateway in {slot} not ready within {timeout:g}s")
 
 
+def scandir_parent(scratch: Path) -> Path:
+    """Where the runs' scandirs go: a tmpfs when the machine has one (/dev/shm), as the
+    image's scandir is (/run/hermes/service, on s6-overlay's tmpfs /run); the homes stay
+    on the scratch disk, as the image's volume does."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return Path(tempfile.mkdtemp(prefix="bench-reconcile-svc-", dir=shm))
+    return scratch
+
+
 def one_run(
-    scratch: Path, size: int, desired: str, outer: dict[str, str], *, warm_up: bool = False
+    scratch: Path,
+    size: int,
+    desired: str,
+    outer: dict[str, str],
+    *,
+    warm_up: bool = False,
+    scandirs: Path | None = None,
 ) -> tuple[float, float, float]:
     """(reconcile wall ms, reconcile CPU ms, bare python wall ms) in a fresh tree."""
     base = Path(tempfile.mkdtemp(prefix="run-", dir=scratch))
     env = make_home(base, size, desired, outer)
-    scandir = base / "service"
+    scandir = Path(tempfile.mkdtemp(prefix="run-", dir=scandirs or scratch)) / "service"
+    env["HERMES_S6_SCANDIR"] = str(scandir)
     scandir.mkdir()
     try:
         with running_svscan(scandir, env, stop_timeout=60):
@@ -135,12 +154,12 @@ def slopes(figures: dict[int, float]) -> tuple[float, float]:
     return (figures[10] - figures[1]) / 9, (figures[50] - figures[10]) / 40
 
 
-def measure(label: str, desired: str, scratch: Path, outer: dict[str, str]) -> bool:
+def measure(label: str, desired: str, scratch: Path, outer: dict[str, str], scandirs: Path) -> bool:
     walls: dict[int, float] = {}
     bares: list[float] = []
     ok = True
     for size in SIZES:
-        runs = [one_run(scratch, size, desired, outer) for _ in range(RUNS)]
+        runs = [one_run(scratch, size, desired, outer, scandirs=scandirs) for _ in range(RUNS)]
         wall = statistics.median(r[0] for r in runs)
         cpu = statistics.median(r[1] for r in runs)
         bare = statistics.median(r[2] for r in runs)
@@ -176,23 +195,26 @@ def main() -> int:
         print("s6-svscan not found: install s6 to run this benchmark")
         return 1
     scratch = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
+    scandirs = scandir_parent(scratch)
     outer = dict(os.environ)
     try:
         if os.environ.get("BENCH_NO_PYCACHE") != "1":
             outer.pop("PYTHONDONTWRITEBYTECODE", None)
             outer["PYTHONPYCACHEPREFIX"] = str(scratch / "pycache")
             for desired in ("stopped", "running"):  # compiles the reconciler and a gateway
-                one_run(scratch, 1, desired, outer, warm_up=True)
+                one_run(scratch, 1, desired, outer, warm_up=True, scandirs=scandirs)
         print(
             "bytecode: "
             + ("cached in a temp PYTHONPYCACHEPREFIX" if "PYTHONPYCACHEPREFIX" in outer else "none")
         )
         print(f"each figure: median of {RUNS} runs, each after one `python3 -c pass` run")
+        print(f"scandirs in {scandirs.parent} (the image's is on tmpfs), homes in {scratch.parent}")
         ok = True
         for desired, label in (("stopped", "register"), ("running", "start")):
-            ok = measure(label, desired, scratch, outer) and ok
+            ok = measure(label, desired, scratch, outer, scandirs) and ok
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scandirs, ignore_errors=True)
     return 0 if ok else 1
 
 
