@@ -5,7 +5,7 @@ from __future__ import annotations
 from hermes_container.errors import UsageError
 from hermes_container.kanban.errors import InvalidTransition, NotFound
 from hermes_container.kanban.model import DEFAULT_BOARD, Board
-from hermes_container.kanban.tx import Tx
+from hermes_container.kanban.tx import Row, Tx
 from hermes_container.names import is_valid_profile_name
 
 
@@ -51,15 +51,21 @@ def archive(tx: Tx, slug: str) -> Board:
     validate_slug(slug)
     if slug == DEFAULT_BOARD:
         raise UsageError("the default board cannot be archived")
-    board = require(tx, slug, lock=True, allow_archived=True)
-    if board.archived_at is None:
+    row = _row(tx, slug, lock=True, allow_archived=True)
+    if row[2] is None:
         tx.run("UPDATE kanban_boards SET archived_at = ? WHERE slug = ?", (tx.now, slug))
-    return Board(slug=slug, created_at=board.created_at, archived_at=board.archived_at or tx.now)
+    return Board(slug=slug, created_at=float(row[1]), archived_at=row[2] or tx.now)
 
 
-def require(tx: Tx, slug: str, *, lock: bool = False, allow_archived: bool = False) -> Board:
-    """The board, or NotFound; an archived board takes no new work unless allowed.
-    `lock` takes the board-row lock that serialises claims on PostgreSQL (runs.claim)."""
+def require(tx: Tx, slug: str, *, lock: bool = False, allow_archived: bool = False) -> None:
+    """NotFound unless the board exists; an archived board takes no new work unless
+    allowed. `lock` takes the board-row lock that serialises claims on PostgreSQL
+    (runs.claim). Returns nothing: it runs in every claim, and no caller there needs
+    a Board built."""
+    _row(tx, slug, lock=lock, allow_archived=allow_archived)
+
+
+def _row(tx: Tx, slug: str, *, lock: bool, allow_archived: bool) -> Row:
     validate_slug(slug)
     row = tx.one(
         "SELECT slug, created_at, archived_at FROM kanban_boards WHERE slug = ?"
@@ -70,4 +76,4 @@ def require(tx: Tx, slug: str, *, lock: bool = False, allow_archived: bool = Fal
         raise NotFound(f"no board {slug!r}")
     if row[2] is not None and not allow_archived:
         raise InvalidTransition(f"board {slug!r} is archived")
-    return Board(slug=row[0], created_at=float(row[1]), archived_at=row[2])
+    return row

@@ -43,7 +43,8 @@ def flush(tx: Tx) -> set[str]:
             tx.pending_job_events,
         )
     changed = {event[1] for event in tx.pending_events}
-    changed.update(event[1] for event in tx.pending_job_events)
+    if tx.pending_job_events:
+        changed.update(event[1] for event in tx.pending_job_events)
     if postgres:
         # Delivered at COMMIT and only then, so a listener never sees an uncommitted change.
         for board in sorted(changed):

@@ -6,62 +6,56 @@ from collections.abc import Iterable
 
 from hermes_container.kanban.errors import NotFound
 from hermes_container.kanban.model import Run, Task
+from hermes_container.kanban.schema import TASK_COLUMNS as TASK_COLUMNS  # re-exported
 from hermes_container.kanban.tx import Row, Tx, placeholders
 
-TASK_COLUMNS = (
-    "id, board, title, body, assignee, status, priority, created_at, started_at, "
-    "finished_at, attempts, consecutive_failures, max_retries, max_runtime, not_before, "
-    "result, last_error, idempotency_key, current_run"
-)
 RUN_COLUMNS = (
     "id, task_id, host, pid, token, claimed_at, claim_expires_at, finished_at, outcome, "
     "error, latency_ms, tokens"
 )
 
 
-def _float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
-
-
 def task_from_row(row: Row, parents: Iterable[int]) -> Task:
+    # Positional, in Task's field order: twenty keyword arguments were a third of the
+    # cost of building a Task, and this runs for every task a query returns.
     return Task(
-        id=int(row[0]),
-        board=row[1],
-        title=row[2],
-        body=row[3],
-        assignee=row[4],
-        status=row[5],
-        priority=int(row[6]),
-        parents=tuple(sorted(parents)),
-        created_at=float(row[7]),
-        started_at=_float(row[8]),
-        finished_at=_float(row[9]),
-        attempts=int(row[10]),
-        consecutive_failures=int(row[11]),
-        max_retries=None if row[12] is None else int(row[12]),
-        max_runtime=_float(row[13]),
-        not_before=_float(row[14]),
-        result=row[15],
-        last_error=row[16],
-        idempotency_key=row[17],
-        current_run=None if row[18] is None else int(row[18]),
+        int(row[0]),  # id
+        row[1],  # board
+        row[2],  # title
+        row[3],  # body
+        row[4],  # assignee
+        row[5],  # status
+        int(row[6]),  # priority
+        tuple(sorted(parents)),
+        float(row[7]),  # created_at
+        None if row[8] is None else float(row[8]),  # started_at
+        None if row[9] is None else float(row[9]),  # finished_at
+        int(row[10]),  # attempts
+        int(row[11]),  # consecutive_failures
+        None if row[12] is None else int(row[12]),  # max_retries
+        None if row[13] is None else float(row[13]),  # max_runtime
+        None if row[14] is None else float(row[14]),  # not_before
+        row[15],  # result
+        row[16],  # last_error
+        row[17],  # idempotency_key
+        None if row[18] is None else int(row[18]),  # current_run
     )
 
 
 def run_from_row(row: Row) -> Run:
     return Run(
-        id=int(row[0]),
-        task_id=int(row[1]),
-        host=row[2],
-        pid=int(row[3]),
-        token=row[4],
-        claimed_at=float(row[5]),
-        claim_expires_at=float(row[6]),
-        finished_at=_float(row[7]),
-        outcome=row[8],
-        error=row[9],
-        latency_ms=None if row[10] is None else int(row[10]),
-        tokens=None if row[11] is None else int(row[11]),
+        int(row[0]),  # id, positional in Run's field order as in task_from_row
+        int(row[1]),  # task_id
+        row[2],  # host
+        int(row[3]),  # pid
+        row[4],  # token
+        float(row[5]),  # claimed_at
+        float(row[6]),  # claim_expires_at
+        None if row[7] is None else float(row[7]),  # finished_at
+        row[8],  # outcome
+        row[9],  # error
+        None if row[10] is None else int(row[10]),  # latency_ms
+        None if row[11] is None else int(row[11]),  # tokens
     )
 
 
@@ -92,24 +86,35 @@ def _prefixed(alias: str, columns: str) -> str:
 # second query for them (parents_of) is not needed.
 _HAS_PARENTS = "EXISTS (SELECT 1 FROM kanban_task_parents p WHERE p.task_id = t.id)"
 _TASK = f"SELECT {_prefixed('t', TASK_COLUMNS)}, {_HAS_PARENTS} FROM kanban_tasks t WHERE t.id = ?"
+_TASK_WIDTH = len(TASK_COLUMNS.split(","))
+_TASK_INDEX = {column.strip(): i for i, column in enumerate(TASK_COLUMNS.split(","))}
+# A row of run_and_task_row: the task's columns, its has-parents flag, the run's token
+# and outcome (what the holder checks need), then, if asked for, the run's columns from
+# RUN_OFFSET on (complete, the commonest step, does without: a dozen columns less).
 _RUN_AND_TASK = (
-    f"SELECT {_prefixed('t', TASK_COLUMNS)}, {_HAS_PARENTS}, {_prefixed('r', RUN_COLUMNS)} "
+    f"SELECT {_prefixed('t', TASK_COLUMNS)}, {_HAS_PARENTS}, r.token, r.outcome{{run}} "
     "FROM kanban_runs r JOIN kanban_tasks t ON t.id = r.task_id WHERE r.id = ?"
 )
-_TASK_WIDTH = len(TASK_COLUMNS.split(","))
-# The same for an UPDATE of kanban_tasks (SQLite's RETURNING takes no table alias).
-TASK_RETURNING = f"RETURNING {TASK_COLUMNS}, " + _HAS_PARENTS.replace("t.id", "kanban_tasks.id")
+_HOLDER_ONLY = _RUN_AND_TASK.format(run="")
+_WHOLE_RUN = _RUN_AND_TASK.format(run=", " + _prefixed("r", RUN_COLUMNS))
+TASK_STATUS = _TASK_INDEX["status"]
+TASK_CURRENT_RUN = _TASK_INDEX["current_run"]
+RUN_TOKEN = _TASK_WIDTH + 1
+RUN_OUTCOME = _TASK_WIDTH + 2
+RUN_OFFSET = _TASK_WIDTH + 3
 
 
-def task_from_returning(tx: Tx, row: Row) -> Task:
-    """The task from a row of TASK_RETURNING."""
-    return _task_with_flag(tx, row)
-
-
-def _task_with_flag(tx: Tx, row: Row) -> Task:
-    """A task from a row of its columns followed by the _HAS_PARENTS flag."""
+def task_with_flag(tx: Tx, row: Row, changes: dict[str, object] | None = None) -> Task:
+    """A task from a row of its columns followed by the _HAS_PARENTS flag. `changes`
+    (column -> value) replaces what the row holds: what an UPDATE in this transaction
+    wrote, so the task need not be read back."""
     task_id = int(row[0])
     parents = parents_of(tx, [task_id])[task_id] if row[_TASK_WIDTH] else ()
+    if changes:
+        values = list(row)
+        for column, value in changes.items():
+            values[_TASK_INDEX[column]] = value
+        row = tuple(values)
     return task_from_row(row, parents)
 
 
@@ -121,7 +126,7 @@ def load_task(tx: Tx, task_id: int, *, lock: bool = False) -> Task:
     row = tx.one(_TASK + (tx.dialect.row_lock if lock else ""), (task_id,))
     if row is None:
         raise NotFound(f"no task {task_id}")
-    return _task_with_flag(tx, row)
+    return task_with_flag(tx, row)
 
 
 def load_run(tx: Tx, run_id: int) -> Run:
@@ -133,14 +138,16 @@ def load_run(tx: Tx, run_id: int) -> Run:
     return run_from_row(row)
 
 
-def load_run_and_task(tx: Tx, run_id: int) -> tuple[Run, Task]:
-    """The run and its task (row-locked, as load_task(lock=True)) in one query: what
-    every step of a run after its claim starts with, so it is the hot path."""
+def run_and_task_row(tx: Tx, run_id: int, *, whole_run: bool) -> Row:
+    """The run and its task (row-locked, as load_task(lock=True)) in one query, as a
+    row (see _RUN_AND_TASK): what every step of a run after its claim starts with, so
+    it is the hot path."""
     if not isinstance(run_id, int) or not 0 < run_id < 2**63:
         raise NotFound(f"no run {run_id}")
     # OF t: the task row is the one the caller changes under the lock; the run row is
     # read as load_run reads it (the task's status and current_run guard it).
-    row = tx.one(_RUN_AND_TASK + tx.dialect.row_lock_of("t"), (run_id,))
+    sql = _WHOLE_RUN if whole_run else _HOLDER_ONLY
+    row = tx.one(sql + tx.dialect.row_lock_of("t"), (run_id,))
     if row is None:
         raise NotFound(f"no run {run_id}")
-    return run_from_row(row[_TASK_WIDTH + 1 :]), _task_with_flag(tx, row)
+    return row

@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Collection, Sequence
 
 from hermes_container.errors import UsageError
-from hermes_container.kanban import boards
+from hermes_container.kanban import boards, rows
 from hermes_container.kanban.errors import NotHolder
 from hermes_container.kanban.model import (
     BLOCKED,
@@ -31,15 +31,7 @@ from hermes_container.kanban.model import (
     Run,
     Task,
 )
-from hermes_container.kanban.rows import (
-    RUN_COLUMNS,
-    TASK_RETURNING,
-    load_run,
-    load_run_and_task,
-    load_task,
-    run_from_row,
-    task_from_returning,
-)
+from hermes_container.kanban.rows import RUN_COLUMNS, load_run, load_task, run_from_row
 from hermes_container.kanban.tx import Row, Tx, placeholders
 
 
@@ -219,23 +211,31 @@ def _take(
     return taken
 
 
-def _open_run(tx: Tx, run_id: int, token: str | None) -> tuple[Task, Run]:
-    """The task (row-locked) whose current run is `run_id`, checking the token when
-    given; NotHolder otherwise, before anything is written."""
-    stored, task = load_run_and_task(tx, run_id)
-    if token is not None and not secrets.compare_digest(stored.token, token):
-        raise NotHolder(f"run {run_id}: wrong run token, not the holder of task {task.id}")
-    if task.status != RUNNING or task.current_run != run_id or stored.outcome is not None:
+def _holder_row(tx: Tx, run_id: int, token: str | None, *, whole_run: bool = False) -> Row:
+    """rows.run_and_task_row for `run_id` once it is known to hold its task (checking
+    the token when given); NotHolder otherwise, before anything is written."""
+    row = rows.run_and_task_row(tx, run_id, whole_run=whole_run)
+    if token is not None and not secrets.compare_digest(row[rows.RUN_TOKEN], token):
+        raise NotHolder(f"run {run_id}: wrong run token, not the holder of task {row[0]}")
+    status, current = row[rows.TASK_STATUS], row[rows.TASK_CURRENT_RUN]
+    if status != RUNNING or current != run_id or row[rows.RUN_OUTCOME] is not None:
         raise NotHolder(
-            f"run {run_id} no longer holds task {task.id} (the task is {task.status}"
-            + (f", run {task.current_run} holds it)" if task.current_run else ")")
+            f"run {run_id} no longer holds task {row[0]} (the task is {status}"
+            + (f", run {current} holds it)" if current else ")")
         )
-    return task, stored
+    return row
+
+
+def _open_run(tx: Tx, run_id: int, token: str | None) -> tuple[Task, Run]:
+    """The task (row-locked) whose current run is `run_id`, and the run, as _holder_row
+    checks them."""
+    row = _holder_row(tx, run_id, token, whole_run=True)
+    return rows.task_with_flag(tx, row), run_from_row(row[rows.RUN_OFFSET :])
 
 
 def _close_run(
     tx: Tx,
-    run: Run,
+    run_id: int,
     outcome: str,
     error: str | None = None,
     latency_ms: int | None = None,
@@ -244,7 +244,7 @@ def _close_run(
     tx.run(
         "UPDATE kanban_runs SET finished_at = ?, outcome = ?, error = ?, latency_ms = ?, "
         "tokens = ? WHERE id = ?",
-        (tx.now, outcome, error, latency_ms, tokens, run.id),
+        (tx.now, outcome, error, latency_ms, tokens, run_id),
     )
 
 
@@ -264,48 +264,33 @@ def extend(tx: Tx, run: Run, ttl_seconds: float) -> Run:
     return load_run(tx, stored.id)
 
 
-def _is_id(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
-
-
 def complete(tx: Tx, run: Run, result: str, latency_ms: int | None, tokens: int | None) -> Task:
-    """running -> done. The commonest write after create, so it changes first and asks
-    afterwards: the task's UPDATE matches only while `run` is its current run and
-    returns the new row, and the run's UPDATE returns the token to check. Anything
-    wrong raises, which rolls both back, so nothing is written then, as in _open_run."""
+    """running -> done, by the holder of the task's current run (_holder_row checks
+    that before anything is written). Read first, then two UPDATEs: an UPDATE ...
+    RETURNING that checks as it changes takes one statement less, but SQLite gathers
+    RETURNING rows in a temporary b-tree, and two of those cost more than the read."""
     if not isinstance(result, str):
         raise UsageError("a task's result must be text")
     _metric(latency_ms, "latency_ms")
     _metric(tokens, "tokens")
-
-    def finish(task_id: int) -> Row | None:
-        return tx.one(
-            "UPDATE kanban_tasks SET status = ?, finished_at = ?, result = ?, "
-            "current_run = NULL, consecutive_failures = 0, not_before = NULL "
-            f"WHERE id = ? AND status = ? AND current_run = ? {TASK_RETURNING}",
-            (DONE, tx.now, result, task_id, RUNNING, run.id),
-        )
-
-    row = finish(run.task_id) if _is_id(run.id) and _is_id(run.task_id) else None
-    if row is None:
-        # Not the holder (or no such run): _open_run says which and raises. If it does
-        # not, `run` named another task than its own: finish that one.
-        _task, stored = _open_run(tx, run.id, run.token)
-        row = finish(stored.task_id)
-        if row is None:
-            raise RuntimeError(f"task {stored.task_id} left running during its completion")
-    task = task_from_returning(tx, row)
-    closed = tx.one(
-        "UPDATE kanban_runs SET finished_at = ?, outcome = ?, error = NULL, latency_ms = ?, "
-        "tokens = ? WHERE id = ? AND outcome IS NULL RETURNING token",
-        (tx.now, OUTCOME_COMPLETED, latency_ms, tokens, run.id),
+    row = _holder_row(tx, run.id, run.token)
+    task_id = int(row[0])
+    tx.run(
+        "UPDATE kanban_tasks SET status = ?, finished_at = ?, result = ?, "
+        "current_run = NULL, consecutive_failures = 0, not_before = NULL WHERE id = ?",
+        (DONE, tx.now, result, task_id),
     )
-    if closed is None:  # the task named this run as current, so it cannot be closed
-        raise NotHolder(f"run {run.id} no longer holds task {task.id}")
-    if not secrets.compare_digest(closed[0], run.token):
-        raise NotHolder(f"run {run.id}: wrong run token, not the holder of task {task.id}")
-    tx.emit(task.id, task.board, "completed", run_id=run.id, latency_ms=latency_ms, tokens=tokens)
-    return task
+    _close_run(tx, run.id, OUTCOME_COMPLETED, None, latency_ms, tokens)
+    tx.emit(task_id, row[1], "completed", run_id=run.id, latency_ms=latency_ms, tokens=tokens)
+    done = {
+        "status": DONE,
+        "finished_at": tx.now,
+        "result": result,
+        "current_run": None,
+        "consecutive_failures": 0,
+        "not_before": None,
+    }
+    return rows.task_with_flag(tx, row, done)
 
 
 def backoff_delay(policy: RetryPolicy, failures: int, rng: random.Random) -> float:
@@ -341,7 +326,7 @@ def fail(
     else:
         limit = max(1, cap(policy.failure_limit) or 1)
     _close_run(
-        tx, stored, OUTCOME_FAILED if kind == "failed" else OUTCOME_TIMED_OUT, error, latency_ms
+        tx, stored.id, OUTCOME_FAILED if kind == "failed" else OUTCOME_TIMED_OUT, error, latency_ms
     )
     tx.emit(task.id, task.board, kind, run_id=stored.id, error=error, failures=failures)
     if failures >= limit:
@@ -385,7 +370,7 @@ def rate_limited(tx: Tx, run: Run, retry_after: float) -> Task:
         raise UsageError(f"retry_after must be a number of seconds, not {retry_after!r}")
     delay = max(0.0, float(retry_after))
     task, stored = _open_run(tx, run.id, run.token)
-    _close_run(tx, stored, OUTCOME_RATE_LIMITED)
+    _close_run(tx, stored.id, OUTCOME_RATE_LIMITED)
     tx.run(
         "UPDATE kanban_tasks SET status = ?, current_run = NULL, not_before = ? WHERE id = ?",
         (READY, tx.now + delay, task.id),
@@ -397,7 +382,7 @@ def rate_limited(tx: Tx, run: Run, retry_after: float) -> Task:
 def release(tx: Tx, run_id: int, reason: str) -> Task:
     """The holder is gone: the task goes back to ready, and no failure is counted."""
     task, stored = _open_run(tx, run_id, None)
-    _close_run(tx, stored, OUTCOME_RECLAIMED, reason or None)
+    _close_run(tx, stored.id, OUTCOME_RECLAIMED, reason or None)
     tx.run("UPDATE kanban_tasks SET status = ?, current_run = NULL WHERE id = ?", (READY, task.id))
     tx.emit(
         task.id,

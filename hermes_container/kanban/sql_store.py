@@ -88,7 +88,9 @@ class SqlStore:
                     now = self._clock() if self._clock else self._server_now(cursor)
                     tx = Tx(cursor, self.dialect, now)
                     result = fn(tx)
-                    changed = events.flush(tx)
+                    changed = (
+                        events.flush(tx) if tx.pending_events or tx.pending_job_events else None
+                    )
             except Exception as exc:
                 if not self._retryable(exc):
                     translated = self._translate(exc)
@@ -132,9 +134,24 @@ class SqlStore:
             schema.check_version(found)
             if found is None:
                 tx.run("INSERT INTO kanban_schema (version) VALUES (?)", (schema.SCHEMA_VERSION,))
+            elif found < schema.SCHEMA_VERSION:
+                broken = self._broken_references(tx)
+                schema.migrate(tx.run, tx.dialect, found)
+                now_broken = self._broken_references(tx)
+                if now_broken > broken:  # raising rolls the whole migration back
+                    raise StoreUnavailable(
+                        f"migrating the board database to schema {schema.SCHEMA_VERSION} "
+                        f"would break {now_broken - broken} references; nothing was changed"
+                    )
+                tx.run("UPDATE kanban_schema SET version = ?", (schema.SCHEMA_VERSION,))
             boards.ensure_default(tx)
 
         self._do(init)
+
+    def _broken_references(self, tx: Tx) -> int:
+        """Foreign keys that do not hold. SQLite migrates with their enforcement off, so
+        a migration counts them before and after; PostgreSQL enforces them throughout."""
+        return 0
 
     def now(self) -> float:
         """The time this store stamps and compares with (claim expiry, not_before)."""

@@ -10,7 +10,6 @@ locked" never reaches a caller.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 from hermes_container.kanban.errors import StoreUnavailable
 from hermes_container.kanban.schema import SQLITE
 from hermes_container.kanban.sql_store import SqlStore
+from hermes_container.kanban.tx import Tx
 from hermes_container.kanban.wake import WAKE_DIR, SocketListener, SocketNotifier
 
 BUSY_TIMEOUT_MS = 5000
@@ -63,7 +63,9 @@ def prepare_file(path: Path) -> None:
 class _Transaction:
     """BEGIN (IMMEDIATE for a write) ... COMMIT under the store's lock, rolled back on
     any exception. A class rather than a @contextmanager generator: this runs around
-    every operation, and the generator machinery cost a few microseconds each time."""
+    every operation, and the generator machinery cost a few microseconds each time.
+    Each store keeps one for reads and one for writes: its state is set and used only
+    while the lock is held."""
 
     __slots__ = ("_conn", "_cursor", "_lock", "_write")
 
@@ -85,29 +87,38 @@ class _Transaction:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
-        try:
-            if exc_type is None:
+        if exc_type is None:
+            try:
                 self._cursor.execute("COMMIT")
-        except BaseException:
+            except BaseException:
+                self._release()
+                raise
+            self._cursor.close()
+            self._lock.release()
+        else:
             self._release()
-            raise
-        self._release()
 
     def _release(self) -> None:
+        """After a failure: roll back whatever is open, close the cursor (which resets a
+        statement left half-read), let the next operation in."""
         try:
             if self._conn.in_transaction:
                 self._conn.rollback()
         finally:
-            with contextlib.suppress(AttributeError):
+            try:
                 self._cursor.close()
-            self._lock.release()
+            except AttributeError:  # BEGIN's cursor() itself failed
+                pass
+            finally:
+                self._lock.release()
 
 
 class SqliteStore(SqlStore):
     dialect = SQLITE
 
     def __init__(self, path: Path, *, clock: Callable[[], float] | None = None) -> None:
-        super().__init__(clock=clock)
+        # The backend's own time is this host's (SqlStore._server_now), read directly.
+        super().__init__(clock=clock or time.time)
         self.path = path
         # One connection per store, shared by its threads under a lock: sqlite3 objects
         # may not be used by two threads at once. Stores in other threads or processes
@@ -121,8 +132,15 @@ class SqliteStore(SqlStore):
             self._setup()
         except (OSError, sqlite3.DatabaseError) as exc:
             raise StoreUnavailable(f"cannot open the board database {path}: {exc}") from exc
+        self._reads = _Transaction(self._lock, self._conn, write=False)
+        self._writes = _Transaction(self._lock, self._conn, write=True)
         self._notifier = SocketNotifier(path.parent / WAKE_DIR)
-        self._init_schema()
+        try:
+            self._init_schema()
+            self._conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def identity(self) -> str:
@@ -156,7 +174,10 @@ class SqliteStore(SqlStore):
                 # the bytes 4 KiB pages would (measured: +15% queue throughput). It
                 # takes effect when the file is new, before it switches to WAL.
                 self._conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-                self._conn.execute("PRAGMA foreign_keys = ON")
+                # Off while the schema is made or migrated (on after _init_schema): a
+                # migration that rebuilds a table needs it off, and checks the keys
+                # itself before its COMMIT (SqlStore._broken_references).
+                self._conn.execute("PRAGMA foreign_keys = OFF")
                 # In WAL mode NORMAL survives any process kill; only a power loss can drop
                 # the last commits, which a board survives (a lost claim is reclaimed).
                 self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -180,8 +201,11 @@ class SqliteStore(SqlStore):
                     raise
                 time.sleep(0.01)
 
+    def _broken_references(self, tx: Tx) -> int:
+        return len(tx.all("PRAGMA foreign_key_check"))
+
     def _transaction(self, write: bool) -> _Transaction:
-        return _Transaction(self._lock, self._conn, write)
+        return self._writes if write else self._reads
 
     def _retryable(self, exc: BaseException) -> bool:
         return _is_busy(exc)

@@ -15,7 +15,7 @@ import pytest
 
 from hermes_container.errors import UsageError
 from hermes_container.home import HermesHome
-from hermes_container.kanban import sqlite_store
+from hermes_container.kanban import schema, sqlite_store
 from hermes_container.kanban.errors import (
     InvalidTransition,
     NotFound,
@@ -619,6 +619,147 @@ def test_sqlite_claim_tasks_looks_its_candidates_up_by_id(hermes_home: HermesHom
         store.close()
 
 
+# The task table as schema version 1 made it (hermes_container/kanban/schema.py then).
+_V1_TASKS = """
+CREATE TABLE kanban_tasks (
+    id INTEGER PRIMARY KEY,
+    board TEXT NOT NULL REFERENCES kanban_boards (slug),
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    assignee TEXT,
+    status TEXT NOT NULL CHECK (status IN ('triage', 'todo', 'ready', 'running', 'blocked',
+        'done', 'archived')),
+    priority INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    max_retries INTEGER,
+    max_runtime REAL,
+    not_before REAL,
+    result TEXT,
+    last_error TEXT,
+    idempotency_key TEXT,
+    current_run INTEGER
+)"""
+
+
+def _make_v1_board(hermes_home: HermesHome) -> tuple[list[Any], list[Any], list[Any]]:
+    """A board file as schema 1 left it, with work in every state; its tasks, runs
+    and events as the store reads them."""
+    store = open_store(hermes_home, {})
+    parent = store.create_task("parent", assignee="a", idempotency_key="job:x:1")
+    store.create_task("child", assignee="a", parents=[parent.id], max_runtime=9)
+    store.create_task("idle", triage=True)
+    run = store.claim(HOLDER)
+    assert run is not None
+    store.complete(run, "done it", latency_ms=3)
+    store.promote()
+    assert store.claim(HOLDER) is not None  # the child stays running
+    state = (store.list_tasks(), store.runs_of(parent.id), store.events_since(0))
+    store.close()
+    conn = sqlite3.connect(sqlite_path(hermes_home), isolation_level=None)
+    try:
+        # SQLite's way to change a table (foreign keys are off on a new connection):
+        # renaming the old table first would point the other tables' references at it.
+        conn.execute("BEGIN")
+        conn.execute(_V1_TASKS.replace("kanban_tasks", "kanban_tasks_v1"))
+        conn.execute("INSERT INTO kanban_tasks_v1 SELECT * FROM kanban_tasks")
+        conn.execute("DROP TABLE kanban_tasks")
+        conn.execute("ALTER TABLE kanban_tasks_v1 RENAME TO kanban_tasks")
+        conn.execute(
+            "CREATE UNIQUE INDEX kanban_tasks_idempotency ON kanban_tasks "
+            "(board, idempotency_key) WHERE idempotency_key IS NOT NULL"
+        )
+        conn.execute(
+            "CREATE INDEX kanban_tasks_order ON kanban_tasks "
+            "(board, status, priority DESC, created_at, id)"
+        )
+        conn.execute("UPDATE kanban_schema SET version = 1")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return state
+
+
+def _tasks_sql(hermes_home: HermesHome) -> str:
+    with sqlite3.connect(sqlite_path(hermes_home)) as conn:
+        row = conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'kanban_tasks'").fetchone()
+        return str(row[0])
+
+
+def test_a_schema_1_sqlite_board_is_migrated(hermes_home: HermesHome) -> None:
+    tasks, runs, events = _make_v1_board(hermes_home)
+    assert "status IN (" in _tasks_sql(hermes_home)
+    store = open_store(hermes_home, {})
+    conn = store._conn  # type: ignore[attr-defined]
+    try:
+        assert "status IN (" not in _tasks_sql(hermes_home)
+        assert store.transact(lambda tx: tx.one("SELECT MAX(version) FROM kanban_schema")) == (2,)
+        assert (store.list_tasks(), store.runs_of(tasks[0].id)) == (tasks, runs)
+        assert store.events_since(0) == events
+        assert conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(kanban_tasks)")}
+        assert {"kanban_tasks_order", "kanban_tasks_idempotency"} <= indexes
+        # Still a working board: keys, parents and the running claim survived.
+        parent = next(t for t in tasks if t.title == "parent")
+        assert store.create_task("again", idempotency_key="job:x:1") == parent
+        [run] = store.open_runs()
+        child = store.complete(run, "ok")
+        assert (child.title, child.parents, child.status) == ("child", (parent.id,), "done")
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(
+                "INSERT INTO kanban_events (task_id, board, kind, data, at) "
+                "VALUES (999, 'default', 'x', '{}', 0)"
+            )
+    finally:
+        store.close()
+    # Opened again: nothing left to migrate.
+    open_store(hermes_home, {}).close()
+    assert "status IN (" not in _tasks_sql(hermes_home)
+
+
+def test_a_migration_that_would_break_a_reference_changes_nothing(
+    hermes_home: HermesHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _make_v1_board(hermes_home)
+    before = _tasks_sql(hermes_home)
+    real = schema.migrate
+
+    def losing_a_task(run: Callable[[str], object], dialect: Any, found: int) -> None:
+        real(run, dialect, found)
+        run("DELETE FROM kanban_tasks WHERE title = 'parent'")  # its runs, events, child
+
+    monkeypatch.setattr(schema, "migrate", losing_a_task)
+    with pytest.raises(StoreUnavailable, match=r"would break [1-9][0-9]* references"):
+        open_store(hermes_home, {})
+    assert _tasks_sql(hermes_home) == before
+    with sqlite3.connect(sqlite_path(hermes_home)) as conn:
+        assert conn.execute("SELECT MAX(version) FROM kanban_schema").fetchone() == (1,)
+        assert conn.execute("SELECT COUNT(*) FROM kanban_tasks").fetchone() == (3,)
+
+
+def test_a_migration_leaves_older_broken_references_as_they_were(
+    hermes_home: HermesHome,
+) -> None:
+    # A reference broken by hand before the upgrade is not the migration's doing: it
+    # goes ahead, and the row stays as it was.
+    _make_v1_board(hermes_home)
+    with sqlite3.connect(sqlite_path(hermes_home)) as conn:  # foreign keys off by default
+        conn.execute(
+            "INSERT INTO kanban_events (task_id, board, kind, data, at) "
+            "VALUES (999, 'default', 'commented', '{}', 0)"
+        )
+    store = open_store(hermes_home, {})
+    try:
+        assert store.transact(lambda tx: tx.one("SELECT MAX(version) FROM kanban_schema")) == (2,)
+        [orphan] = store.events_since(0, task_id=999)
+        assert orphan.kind == "commented"
+    finally:
+        store.close()
+
+
 def test_newer_schema_is_refused(make_store: StoreFactory) -> None:
     store = make_store()
     store._do(lambda tx: tx.run("UPDATE kanban_schema SET version = 99"))  # type: ignore[attr-defined]
@@ -725,6 +866,43 @@ def test_concurrent_claims_never_double_claim_or_exceed_caps(
     assert all(t.attempts == 1 for t in tasks)
 
 
+def test_threads_sharing_one_store_each_get_whole_transactions(store: Store) -> None:
+    # A dispatcher's runner threads share its store; the SQLite store keeps one
+    # transaction object per kind (sqlite_store._Transaction) and its lock serialises them.
+    errors: list[BaseException] = []
+
+    def work(number: int) -> None:
+        try:
+            holder = Holder("host", 2000 + number)
+            for i in range(25):
+                task = store.create_task(f"t{number}-{i}", assignee=f"p{number}")
+                run = store.claim(holder, assignees=[f"p{number}"], task_id=task.id)
+                assert run is not None and run.task_id == task.id
+                assert store.complete(run, f"r{number}-{i}").result == f"r{number}-{i}"
+                if i % 5 == 0:
+                    with pytest.raises(NotHolder):  # a failed transaction in between
+                        store.complete(run, "again")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    tasks = store.list_tasks()
+    assert len(tasks) == 100 and {t.status for t in tasks} == {"done"}
+    assert Counter(e.kind for e in store.events_since(0)) == {
+        "created": 100,
+        "assigned": 100,
+        "claimed": 100,
+        "completed": 100,
+    }
+    # Tasks and runs compare and hash by value (model.hot_value), as frozen ones do.
+    assert {tasks[0], store.get_task(tasks[0].id)} == {tasks[0]}
+
+
 def test_what_create_and_complete_return_is_what_is_stored(store: Store) -> None:
     parent = store.create_task("parent", assignee="a", max_runtime=30, max_retries=2)
     assert parent == store.get_task(parent.id)
@@ -736,3 +914,50 @@ def test_what_create_and_complete_return_is_what_is_stored(store: Store) -> None
     assert run is not None
     done = store.complete(run, "the answer", latency_ms=5, tokens=7)
     assert done == store.get_task(parent.id)
+    assert (done.status, done.result, done.current_run) == ("done", "the answer", None)
+    store.promote()
+    run = store.claim(HOLDER)
+    assert run is not None and run.task_id == child.id
+    done = store.complete(run, "second")  # a task with parents: they come back too
+    assert done == store.get_task(child.id)
+    assert done.parents == (parent.id,)
+    [closed] = store.runs_of(child.id)
+    assert (closed.outcome, closed.finished_at) == ("completed", done.finished_at)
+
+
+def test_event_data_keeps_any_text_and_value(store: Store) -> None:
+    # Event data is JSON written by the store's own encoder (tx._compact_encoder).
+    title = 'quotes " and \\ back, tab\t, é, 漢字, 🙂'
+    task = store.create_task(title, assignee="a", priority=-3)
+    store.comment(task.id, "line one\nline two \u2028 and \x00", author="ops")
+    created, _assigned, commented = store.events_since(0, task_id=task.id)
+    assert created.data == {
+        "title": title,
+        "status": "ready",
+        "assignee": "a",
+        "priority": -3,
+        "parents": [],
+    }
+    assert commented.data == {"text": "line one\nline two \u2028 and \x00", "author": "ops"}
+
+
+def test_the_status_check_holds(store: Store) -> None:
+    # Schema 2 spells the CHECK as comparisons, not an IN list (schema._STATUS_CHECK):
+    # it must refuse what the IN list refused.
+    task = store.create_task("t")
+    with pytest.raises(Exception, match=r"(?i)check"):
+        store.transact(
+            lambda tx: tx.run("UPDATE kanban_tasks SET status = ? WHERE id = ?", ("bogus", task.id))
+        )
+    assert store.get_task(task.id).status == "ready"
+
+
+def test_schema_1_is_migrated_on_open(make_store: StoreFactory) -> None:
+    store = make_store()
+    task = store.create_task("before", assignee="a", idempotency_key="k")
+    store.transact(lambda tx: tx.run("UPDATE kanban_schema SET version = 1"))
+    store.close()
+    again = make_store()
+    assert again.transact(lambda tx: tx.one("SELECT MAX(version) FROM kanban_schema")) == (2,)
+    assert again.get_task(task.id) == task
+    assert again.create_task("other", idempotency_key="k") == task
