@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _ports import free_port as any_free_port
+from _zygote import start_zygote, stop_zygote
 
 from hermes_container.home import HermesHome
 from hermes_container.profiles import create_profile, ensure_default_profile, list_profiles
@@ -214,26 +215,6 @@ class SizeResult:
         return sum(m.pss for m in self.gateways) + s6 + self.dashboard.pss + extra
 
 
-def start_zygote(base: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """`hermes gateway zygote` on <base>/z/sock, listening before any slot starts."""
-    path = base / "z" / "sock"
-    env["HERMES_GATEWAY_ZYGOTE"] = str(path)  # the slots read it from s6-svscan's env
-    zygote = subprocess.Popen(
-        [HERMES, "gateway", "zygote"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while not path.exists():
-        if zygote.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the gateway zygote did not start")
-        time.sleep(0.05)
-    return zygote
-
-
 def measure(n: int, *, with_zygote: bool = False) -> SizeResult:
     base = Path(tempfile.mkdtemp(prefix="hermes-bench-mem-"))
     base.chmod(0o755)
@@ -304,8 +285,7 @@ def measure(n: int, *, with_zygote: bool = False) -> SizeResult:
         return SizeResult(n, gateways, s6, mem(dashboard.pid), mem(bare.pid), launchers, forked)
     finally:
         if zygote is not None:
-            zygote.kill()
-            zygote.wait(10)
+            stop_zygote(zygote)
         if bare is not None:
             bare.kill()
             bare.wait(10)
