@@ -16,7 +16,7 @@ machine moves it either way; so beside it, unjudged, the same difference per chu
 CHUNK consecutive requests a side (their blocks interleaved, so each chunk's two sides
 saw the same minutes): the median over the chunks and their range.
 
-    .venv/bin/python bench/bench_gateway.py [--requests 3000] [--max-seconds 120]
+    .venv/bin/python bench/bench_gateway.py [--requests 5000] [--max-seconds 200]
 """
 
 from __future__ import annotations
@@ -202,8 +202,8 @@ def report(label: str, d: list[float], g: list[float], i: list[float]) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000, help="per side and mode")
-    parser.add_argument("--max-seconds", type=float, default=120.0, help="overall bound")
+    parser.add_argument("--requests", type=int, default=5000, help="per side and mode")
+    parser.add_argument("--max-seconds", type=float, default=200.0, help="overall bound")
     args = parser.parse_args()
     deadline = time.monotonic() + args.max_seconds
     upstream, upstream_port = start_upstream()

@@ -175,6 +175,27 @@ def test_parsers_tolerate_odd_replies() -> None:
     assert parse_stream(b"") == (None, {})
 
 
+def test_stream_lines_count_only_when_they_hold_one_json_value() -> None:
+    raw = (
+        b'data: {"choices": [{"delta": {"content": "a"}}]} {"x": 1}\n'  # two values
+        b"data: \xff\xfe\n"  # not UTF-8
+        b"data:\n"
+        b"data: 1,2\n"
+        b'data: {"choices": [{"delta": {"content": "b"}}]}\x0c\n'  # trailing space kind
+        b'data:{"choices": [{"delta": {"content": "c"}}], "usage": {"total_tokens": 3}}\n'
+        b"data: [DONE]\n"
+        b'data: {"choices": [{"delta": {"content": "after done"}}]}\n'
+    )
+    assert parse_stream(raw) == ("bc", {"total_tokens": 3})
+
+
+def test_times_are_iso_utc_with_milliseconds_across_seconds() -> None:
+    base = 1_790_000_000.0
+    for ts in (base + 0.0004, base + 0.9996, base + 1.25, base + 0.5, base + 86_400.001):
+        expected = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
+        assert sessions._iso(ts) == f"{expected}.{int(ts * 1000) % 1000:03d}Z"
+
+
 def test_health_is_not_recorded(gateway: GatewayProc) -> None:
     httpx.get(gateway.profile.url("/health"), trust_env=False).raise_for_status()
     assert gateway.terminate() == 0
