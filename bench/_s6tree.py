@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -45,3 +46,16 @@ def running_svscan(
         except subprocess.TimeoutExpired:
             svscan.kill()
             svscan.wait(5)
+
+
+def kill_leftovers(homes: list[Path]) -> None:
+    """SIGKILL every process whose environment names one of `homes` as HERMES_HOME: what a
+    benchmark's tree left behind (a gateway whose supervisor was killed, a finish script)."""
+    markers = [f"HERMES_HOME={home}".encode() for home in homes]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            if any(marker in environ for marker in markers):
+                os.kill(int(entry), signal.SIGKILL)

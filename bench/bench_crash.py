@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _ports import free_port
-from _s6tree import running_svscan
+from _s6tree import kill_leftovers, running_svscan
 from _zygote import alive, parent_pid, start_zygote, stop_zygote, wait_gone
 
 from hermes_container.home import HermesHome
@@ -262,12 +262,7 @@ def main() -> int:
                 target_restarts = status(tree.env, "target")["restarts"]
                 results.append((tree, restarts, moved, target_restarts))
     finally:
-        for tree_dir in ("own", "zyg"):
-            marker = f"HERMES_HOME={scratch / tree_dir / 'home'}".encode()
-            for entry in os.listdir("/proc"):
-                with contextlib.suppress(OSError):
-                    if entry.isdigit() and marker in Path(f"/proc/{entry}/environ").read_bytes():
-                        os.kill(int(entry), signal.SIGKILL)
+        kill_leftovers([scratch / tree_dir / "home" for tree_dir in ("own", "zyg")])
         shutil.rmtree(scratch, ignore_errors=True)
     baseline_samples = []
     for _ in range(9):

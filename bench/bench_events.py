@@ -23,7 +23,6 @@ Exit status: 0 when every target was measured and met, 1 otherwise.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 
 from _ports import free_port
-from _s6tree import running_svscan
+from _s6tree import kill_leftovers, running_svscan
 
 from hermes_container.events.ledger import Ledger, Pending
 from hermes_container.events.replay import project
@@ -212,17 +211,6 @@ class Tree:
         self.pid, respawned = self.wait_ready(self.pid)
         self.samples.append((time.perf_counter() - started) * 1000)
         self.respawns.append((respawned - started) * 1000)
-
-
-def kill_leftovers(homes: list[Path]) -> None:
-    markers = [f"HERMES_HOME={home}".encode() for home in homes]
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-            if any(marker in environ for marker in markers):
-                os.kill(int(entry), signal.SIGKILL)
 
 
 def gateway_kinds(root: Path, profile: str | None = None) -> list[str]:

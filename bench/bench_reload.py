@@ -15,12 +15,10 @@ end to end (CLI start, SIGHUP, the gateway's recorded answer).
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from _ports import free_port  # noqa: E402
-from _s6tree import running_svscan  # noqa: E402
+from _s6tree import kill_leftovers, running_svscan  # noqa: E402
 
 from hermes_container.envfile import read_env  # noqa: E402
 from hermes_container.home import SOUL_FILE, HermesHome  # noqa: E402
@@ -167,11 +165,7 @@ def main() -> int:
                 manager.restart("default")
                 restarts.append(poller.until(f"restarted persona {n}", started))
     finally:
-        marker = f"HERMES_HOME={home.root}".encode()
-        for entry in os.listdir("/proc"):
-            with contextlib.suppress(OSError):
-                if entry.isdigit() and marker in Path(f"/proc/{entry}/environ").read_bytes():
-                    os.kill(int(entry), signal.SIGKILL)
+        kill_leftovers([home.root])
         shutil.rmtree(base, ignore_errors=True)
 
     print(
