@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -78,20 +79,37 @@ def _supervisor_key(manager: ServiceManager | None) -> tuple[type, object]:
     return type(manager), getattr(manager, "scandir", manager)
 
 
+def _listing_key(home: HermesHome) -> tuple[int, int, int] | None:
+    # A profile made or deleted by the CLI (not through the dashboard, so nothing
+    # invalidates) changes the profiles directory: rows read before that are not
+    # served again. One stat per request, against seconds of a missing row.
+    try:
+        st = os.stat(home.profiles_dir)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
+
+
 class RowsSnapshot:
     """Every profile's row as read at one moment, and the /api/profiles body of them
     (encoded once, served as the same bytes to every request of this generation)."""
 
-    __slots__ = ("at", "epoch", "key", "manager", "profiles_json", "rows")
+    __slots__ = ("at", "epoch", "key", "listing", "manager", "profiles_json", "rows")
 
     def __init__(
-        self, manager: ServiceManager | None, rows: list[ServiceStatus], at: float, epoch: int
+        self,
+        manager: ServiceManager | None,
+        rows: list[ServiceStatus],
+        at: float,
+        epoch: int,
+        listing: tuple[int, int, int] | None,
     ) -> None:
         self.manager = manager
         self.rows = rows
         self.at = at  # time.monotonic() when the reading started
         self.epoch = epoch
         self.key = _supervisor_key(manager)
+        self.listing = listing  # the profiles directory when the reading started
         self.profiles_json = encode_json(profiles_document(manager, rows))
 
 
@@ -105,8 +123,9 @@ class RowsCache:
         reads new ones: no request waits for a refresh under steady polling, and what
         it shows is at most `max_age` old (in practice ttl plus one refresh);
       - rows older than `max_age` (an idle dashboard's first request), rows of another
-        supervisor, and rows an action invalidated are never served: the request waits
-        for a reading that started after the invalidation, so an action's effect
+        supervisor, rows an action invalidated and rows read before a profile was
+        made or deleted (by anyone: the profiles directory changed) are never served:
+        the request waits for a reading that started after the change, so its effect
         shows on the very next read.
     """
 
@@ -159,6 +178,7 @@ class RowsCache:
             or snap.epoch != self._epoch
             or snap.key != _supervisor_key(manager)
             or time.monotonic() - snap.at >= self.max_age
+            or snap.listing != _listing_key(self.home)
         ):
             return None
         return snap
@@ -184,7 +204,8 @@ class RowsCache:
     def _compute(self, manager: ServiceManager | None, epoch: int) -> RowsSnapshot:
         try:
             at = time.monotonic()
-            snap = RowsSnapshot(manager, all_rows(self.home, manager), at, epoch)
+            listing = _listing_key(self.home)  # before the rows: a change meanwhile shows
+            snap = RowsSnapshot(manager, all_rows(self.home, manager), at, epoch, listing)
         except BaseException:
             with self._cond:
                 self._computing = False

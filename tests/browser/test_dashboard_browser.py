@@ -111,6 +111,21 @@ def test_loopback_token_mode_in_the_browser(browser: Any, plain_home: dict[str, 
             state_file = Path(plain_home["HERMES_HOME"], "profiles", "alpha", "gateway_state.json")
             state_file.write_text(json.dumps({"desired_state": "running"}))
             expect(desired).to_have_text("running", timeout=10_000)  # polled with the token
+
+            # Profiles made and deleted by the CLI come and go on the open page, in order.
+            assert hermes(plain_home, "profile", "create", "beta").returncode == 0
+            assert hermes(plain_home, "profile", "create", "aardvark").returncode == 0
+            rows = page.locator("#profiles tr[data-profile]")
+            expect(rows).to_have_count(4, timeout=10_000)
+            order = [rows.nth(i).get_attribute("data-profile") for i in range(4)]
+            assert order == ["default", "aardvark", "alpha", "beta"]
+            beta = page.locator('tr[data-profile="beta"]')
+            # No supervisor here: the state the server-rendered rows show too.
+            expect(beta.locator('[data-field="gateway_state"]')).to_have_text("unknown")
+            expect(beta.locator("a")).to_have_attribute("href", "/profiles/beta")
+            assert hermes(plain_home, "profile", "delete", "beta", "--yes").returncode == 0
+            expect(beta).to_have_count(0, timeout=10_000)
+            expect(rows).to_have_count(3)
         finally:
             context.close()
 

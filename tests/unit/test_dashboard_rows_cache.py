@@ -3,6 +3,7 @@ background refresh runs, never past max_age; actions invalidate at once."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,6 +114,7 @@ def test_rows_read_across_an_invalidation_are_not_kept(hermes_home: HermesHome, 
 def test_stale_rows_are_served_while_one_refresh_runs(hermes_home: HermesHome, rows: Rows) -> None:
     cache = RowsCache(hermes_home, ttl=0.0, max_age=60)
     assert names(cache) == ["row-1"]
+    assert rows.entered.acquire(timeout=0)  # the first reading's: the next is the refresh's
     rows.gate.clear()
     # Stale (older than ttl): served at once, and one refresh starts in the background.
     snap = cache.peek(None)
@@ -167,3 +169,26 @@ def test_the_body_is_the_one_jsonresponse_renders(hermes_home: HermesHome, rows:
     assert snap.profiles_json == expected
     assert b'"supervisor":"fake"' in expected and b'"uptime_text":"1h 2m"' in expected
     assert cache.snapshot(tree).profiles_json is snap.profiles_json
+
+
+def test_a_profile_made_or_deleted_elsewhere_shows_on_the_next_read(
+    hermes_home: HermesHome, rows: Rows
+) -> None:
+    """The CLI makes and deletes profiles without telling the dashboard: rows read
+    before the profiles directory changed are not served, however fresh."""
+    cache = RowsCache(hermes_home, ttl=60, max_age=60)
+    hermes_home.profiles_dir.mkdir(parents=True, exist_ok=True)
+    assert names(cache) == ["row-1"]
+    assert names(cache) == ["row-1"] and rows.calls == 1
+    before = hermes_home.profiles_dir.stat().st_mtime_ns
+    made = hermes_home.profiles_dir / "coder"
+    made.mkdir()
+    if made.parent.stat().st_mtime_ns == before:  # a coarse clock: make the change visible
+        os.utime(made.parent, ns=(before + 1, before + 1))
+    assert cache.peek(None) is None
+    assert names(cache) == ["row-2"]
+    made.rmdir()
+    os.utime(made.parent, ns=(before + 2, before + 2))
+    assert names(cache) == ["row-3"] and rows.calls == 3
+    # Unchanged since: the same rows again.
+    assert names(cache) == ["row-3"] and rows.calls == 3

@@ -55,12 +55,25 @@
     });
   }
 
+  // The table follows the server's list: profiles made elsewhere (the CLI, another
+  // tab) appear, deleted ones go, in the server's order.
   async function refreshOverview(table) {
     const { status, body } = await api("/api/profiles");
     if (status !== 200 || !body) return;
+    const tbody = table.tBodies[0];
+    const shown = new Map();
+    tbody.querySelectorAll("tr[data-profile]").forEach((tr) => {
+      shown.set(tr.getAttribute("data-profile"), tr);
+    });
+    const listed = new Set(body.profiles.map((row) => row.name));
+    shown.forEach((tr, name) => { if (!listed.has(name)) tr.remove(); });
+    let next = tbody.firstElementChild; // rows already in place are not moved
     for (const row of body.profiles) {
-      const tr = table.querySelector(`tr[data-profile="${CSS.escape(row.name)}"]`);
-      if (tr) fill(tr, row);
+      let tr = shown.get(row.name);
+      if (!tr) tr = window.Hermes.profileRow(row.name, row.gateway_state);
+      fill(tr, row);
+      if (tr === next) next = next.nextElementSibling;
+      else tbody.insertBefore(tr, next);
     }
   }
 

@@ -48,6 +48,29 @@ window.Hermes = (function () {
     return node;
   }
 
+  // One row of the Profiles table, as overview.html renders it, for a profile that
+  // appeared after the page was rendered; app.js fills its fields from /api/profiles.
+  function profileRow(name, state) {
+    const tr = el("tr");
+    tr.setAttribute("data-profile", name);
+    const link = el("a", null, name);
+    link.href = `/profiles/${encodeURIComponent(name)}`;
+    const first = el("td");
+    first.append(link);
+    tr.append(first);
+    const cell = (attr, value, text) => {
+      const td = el("td", null, text);
+      td.setAttribute(attr, value);
+      tr.append(td);
+    };
+    for (const field of ["desired_state", "gateway_state", "ready", "pid", "uptime_s", "restarts"]) {
+      cell("data-field", field, field === "gateway_state" ? state || "unknown" : "-");
+    }
+    cell("data-activity", "restarts", "-");
+    cell("data-field", "port", "-");
+    return tr;
+  }
+
   // Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
   function stamp(at) {
     return new Date(at * 1000).toISOString().replace("T", " ").slice(0, 19);
@@ -87,5 +110,5 @@ window.Hermes = (function () {
     }
   }
 
-  return Object.freeze({ meta, headers, toLogin, api, el, stamp, follow });
+  return Object.freeze({ meta, headers, toLogin, api, el, profileRow, stamp, follow });
 })();

@@ -84,23 +84,7 @@
   function addRow(name, detail) {
     const table = document.querySelector("#profiles tbody");
     if (!table || table.querySelector(`tr[data-profile="${CSS.escape(name)}"]`)) return;
-    const tr = el("tr");
-    tr.setAttribute("data-profile", name);
-    const link = el("a", null, name);
-    link.href = `/profiles/${encodeURIComponent(name)}`;
-    const first = el("td");
-    first.append(link);
-    tr.append(first);
-    for (const field of ["desired_state", "gateway_state", "ready", "pid", "uptime_s", "restarts"]) {
-      const td = el("td", null, field === "gateway_state" ? detail : "-");
-      td.setAttribute("data-field", field);
-      tr.append(td);
-    }
-    tr.append(el("td", null, "-"));
-    const port = el("td", null, "-");
-    port.setAttribute("data-field", "port");
-    tr.append(port);
-    table.append(tr);
+    table.append(Hermes.profileRow(name, detail));
   }
 
   function setupCreate(form) {
