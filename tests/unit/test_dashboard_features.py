@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 from fastapi.routing import APIRoute
@@ -41,7 +42,7 @@ def _routes(feature: Feature) -> list[tuple[str, str]]:
         for route in module.router.routes:
             assert isinstance(route, APIRoute), route
             path = re.sub(r"\{[^}]+\}", "x1", route.path)
-            found += [(method, path) for method in sorted(route.methods)]
+            found += [(method, path) for method in sorted(route.methods or ())]
     return found
 
 
@@ -61,7 +62,9 @@ def test_the_overview_needs_no_feature() -> None:
 @pytest.fixture
 def client(home: HermesHome) -> Iterator[TestClient]:
     app = create_app(
-        DashboardSettings(session_token=TOKEN), home=home, manager=FakeManager(["default"])
+        DashboardSettings(session_token=TOKEN),
+        home=home,
+        manager=cast(Any, FakeManager(["default"])),
     )
     with TestClient(app, base_url="http://127.0.0.1:9119", follow_redirects=False) as tc:
         yield tc

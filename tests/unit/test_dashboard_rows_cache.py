@@ -163,7 +163,7 @@ def test_another_supervisor_gets_its_own_rows(
 
 def test_the_body_is_the_one_jsonresponse_renders(hermes_home: HermesHome, rows: Rows) -> None:
     cache = RowsCache(hermes_home, ttl=60, max_age=60)
-    tree = Supervisor(hermes_home.root)
+    tree: Any = Supervisor(hermes_home.root)  # duck-typed: the cache reads .scandir only
     snap = cache.snapshot(tree)
     expected = JSONResponse(profiles_document(tree, snap.rows)).body
     assert snap.profiles_json == expected
