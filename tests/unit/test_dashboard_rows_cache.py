@@ -61,6 +61,12 @@ def rows(monkeypatch: pytest.MonkeyPatch) -> Iterator[Rows]:
     monkeypatch.setattr(read_model, "all_rows", fake)
     yield fake
     fake.gate.set()
+    # A refresh still running looks all_rows up when it computes: left running, it
+    # would call the next test's stand-in and skew that test's count.
+    for thread in threading.enumerate():
+        if thread.name == "rows-refresh":
+            thread.join(10)
+            assert not thread.is_alive(), "a rows refresh did not end"
 
 
 def names(cache: RowsCache, manager: Any = None) -> list[str]:
