@@ -142,7 +142,16 @@ def sign_in(page: Any, base_url: str, issuer: str, path: str = "/") -> None:
     page.click("#login-oidc")
     page.wait_for_url(issuer + "/oauth2/authorize*")
     page.get_by_role("button", name="alice").click()
-    page.wait_for_url(base_url + path)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_url(base_url + path)
+    except PlaywrightTimeout:  # say where the login ended: a rare CI stall, not yet understood
+        try:
+            text = page.inner_text("body", timeout=2000)[:400]
+        except Exception as exc:  # still navigating, or no body
+            text = f"(no text: {type(exc).__name__})"
+        raise AssertionError(f"sign-in did not return to {path}; at {page.url}: {text!r}") from None
 
 
 @contextlib.contextmanager
