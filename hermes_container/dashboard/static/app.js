@@ -1,35 +1,8 @@
 // Hermes dashboard: live refresh, gateway actions and the log tail. No build step.
 "use strict";
 (function () {
-  const meta = (name) => {
-    const el = document.querySelector(`meta[name="${name}"]`);
-    return el ? el.getAttribute("content") : null;
-  };
-  const sessionToken = meta("hermes-session-token"); // loopback mode only
-  const csrfToken = meta("csrf-token");
-
-  function headers(extra) {
-    const h = Object.assign({ Accept: "application/json" }, extra || {});
-    if (sessionToken) h["X-Hermes-Session-Token"] = sessionToken;
-    if (csrfToken) h["X-CSRF-Token"] = csrfToken;
-    return h;
-  }
-
-  function toLogin(body) {
-    const url = (body && body.login_url) || "/login";
-    const next = encodeURIComponent(location.pathname);
-    location.href = url.replace(/next=[^&]*/, "next=" + next);
-  }
-
-  async function api(path, options) {
-    const opts = Object.assign({ credentials: "same-origin" }, options || {});
-    opts.headers = headers(opts.headers);
-    const res = await fetch(path, opts);
-    let body = null;
-    try { body = await res.json(); } catch (e) { body = null; }
-    if (res.status === 401) { toLogin(body); throw new Error("not logged in"); }
-    return { status: res.status, body: body };
-  }
+  // The page's tokens and JSON requests: hermes.js, which base.html loads first.
+  const { api, headers, toLogin } = window.Hermes;
 
   function fill(container, row) {
     const show = {
@@ -70,7 +43,7 @@
     let next = tbody.firstElementChild; // rows already in place are not moved
     for (const row of body.profiles) {
       let tr = shown.get(row.name);
-      if (!tr) tr = window.Hermes.profileRow(row.name, row.gateway_state);
+      if (!tr) tr = window.Hermes.profileRow(row.name);
       fill(tr, row);
       if (tr === next) next = next.nextElementSibling;
       else tbody.insertBefore(tr, next);
